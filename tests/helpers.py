@@ -1,0 +1,97 @@
+"""Test helpers: run the real CLI in-process or as a subprocess, and a callback that kills its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from lightning.pytorch import Callback
+
+REPO = Path(__file__).resolve().parents[1]
+TEACHER_CONFIG = REPO / "configs" / "teacher" / "stereoset_minilm.yaml"
+
+
+def tiny_run_args(model_dir: Path, root: Path, *extra: str, train_batches: int = 6) -> list[str]:
+    """The shipped teacher config, shrunk: tiny model, few batches, CSV logger (W&B is tested separately)."""
+    return [
+        "--config", str(TEACHER_CONFIG),
+        f"--model.model_path={model_dir}",
+        f"--data.tokenizer_path={model_dir}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir=.",
+        f"--trainer.limit_train_batches={train_batches}",
+        "--trainer.val_check_interval=1.0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--data.eval_batch_size=256",
+        *extra,
+    ]
+
+
+def run_train_py(subcommand: str, args: list[str], check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), subcommand, *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py {subcommand} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def group_record(root: Path, stage: str) -> dict:
+    """The newest ``group_metrics_<stage>.json`` under a run directory."""
+    paths = sorted(root.rglob(f"group_metrics_{stage}.json"), key=lambda p: p.stat().st_mtime)
+    assert paths, f"no group_metrics_{stage}.json under {root}"
+    return json.loads(paths[-1].read_text())
+
+
+class KillAtStep(Callback):
+    """SIGKILL this process (no cleanup, like ``kill -9``) once ``global_step`` reaches ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InterruptAtStep(Callback):
+    """Raise KeyboardInterrupt (what Ctrl-C does) at the start of the batch after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt
+
+
+def callbacks_overlay(path: Path, every_n_train_steps: int, extra: list[dict] | None = None) -> Path:
+    """A config overlay with the shipped callbacks, checkpointing every ``every_n_train_steps``."""
+    import yaml
+
+    callbacks = [
+        {"class_path": "lmshrink.callbacks.GroupMetrics"},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"every_n_train_steps": every_n_train_steps, "save_last": True, "save_top_k": 0,
+                       "save_on_exception": True}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"monitor": "val/worst_group_acc", "mode": "max", "save_top_k": 1, "filename": "best-{step}"}},
+        *(extra or []),
+    ]
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    return path
+
+
+def final_weights(root: Path) -> dict:
+    import torch
+
+    state = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return state["state_dict"]

@@ -1,0 +1,107 @@
+"""End-to-end runs of the real CLI and the shipped teacher config, shrunk to CPU size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmshrink.cli import main
+from lmshrink.datamodules import GroupedTextDataModule
+from tests.helpers import (
+    callbacks_overlay,
+    final_weights,
+    group_record,
+    run_train_py,
+    tiny_run_args,
+)
+
+
+def test_fit_tiny_bert_writes_group_tables_and_refuses_overwrite(tiny_bert_dir, tmp_path):
+    root = tmp_path / "run"
+    args = tiny_run_args(tiny_bert_dir, root, train_batches=4)
+    main(["fit", *args])
+    val, test = group_record(root, "val"), group_record(root, "test")
+    assert [g["group"] for g in test["groups"]][:2] == ["stereotype|gender", "stereotype|profession"]
+    test_split = GroupedTextDataModule(tokenizer_path=str(tiny_bert_dir))
+    test_split.setup("test")
+    assert sum(g["n"] for g in test["groups"]) == len(test_split.datasets["test"])  # each example once
+    assert 0 <= test["worst_group_acc"] <= test["avg_acc"] <= 1
+    present = [g["accuracy"] for g in test["groups"] if g["accuracy"] is not None]
+    assert test["worst_group_acc"] == pytest.approx(min(present))
+    assert val["global_step"] == 4
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert any(root.rglob("config.yaml"))
+    with pytest.raises(FileExistsError, match=r"belongs to an earlier run. Resume it with --ckpt_path last"):
+        main(["fit", *args])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bert_dir, tmp_path_factory):
+    """Reference run: 12 steps, checkpoint every 4, dropout on (so per-batch seeding matters)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    overlay = callbacks_overlay(root.parent / "uninterrupted_callbacks.yaml", every_n_train_steps=4)
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, "--config", str(overlay), train_batches=12)])
+    return root
+
+
+@pytest.mark.parametrize(
+    "stopper, resumes_from_step",
+    [
+        ({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 6}}, 4),  # kill -9: last periodic ckpt
+        ({"class_path": "tests.helpers.InterruptAtStep", "init_args": {"step": 7}}, 7),  # Ctrl-C: saved on exception
+    ],
+    ids=["kill-9", "ctrl-c"],
+)
+def test_resume_after_kill_matches_uninterrupted(tiny_bert_dir, tmp_path, uninterrupted, stopper, resumes_from_step):
+    root = tmp_path / "run"
+    killed = callbacks_overlay(tmp_path / "killed.yaml", every_n_train_steps=4, extra=[stopper])
+    proc = run_train_py("fit", tiny_run_args(tiny_bert_dir, root, "--config", str(killed), train_batches=12), check=False)
+    assert proc.returncode != 0, "the run was meant to die mid-epoch"
+    last = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == resumes_from_step
+
+    resume = callbacks_overlay(tmp_path / "resume.yaml", every_n_train_steps=4)
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, "--config", str(resume), train_batches=12), "--ckpt_path", "last"])
+
+    expected, got = final_weights(uninterrupted), final_weights(root)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    assert group_record(root, "test") | {"global_step": None} == group_record(uninterrupted, "test") | {"global_step": None}
+
+
+def test_two_process_ddp_matches_one_process(tiny_bert_no_dropout_dir, tmp_path):
+    args = lambda root: tiny_run_args(tiny_bert_no_dropout_dir, root, "--data.batch_size=16", train_batches=8)
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    main(["fit", *args(single), "--trainer.accelerator=cpu"])
+    run_train_py("fit", [*args(ddp), "--config", "configs/trainer/ddp_cpu.yaml"])
+    for stage in ("val", "test"):
+        one, two = group_record(single, stage), group_record(ddp, stage)
+        assert sum(g["n"] for g in two["groups"]) == sum(g["n"] for g in one["groups"])  # nothing counted twice
+        for a, b in zip(one["groups"], two["groups"]):
+            assert a["group"] == b["group"] and a["n"] == b["n"]
+            assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-9)
+        for key in ("avg_acc", "worst_group_acc", "group_gap", "macro_f1"):
+            assert one[key] == pytest.approx(two[key], abs=1e-9), key
+    for key, value in final_weights(single).items():
+        torch.testing.assert_close(final_weights(ddp)[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_real_minilm_fit_logs_to_offline_wandb(tmp_path):
+    """The shipped config on the real MiniLM for a few steps, with the real offline W&B logger."""
+    root = tmp_path / "minilm"
+    proc = run_train_py("fit", [
+        "--config", "configs/teacher/stereoset_minilm.yaml", f"--trainer.default_root_dir={root}",
+        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
+        "--trainer.val_check_interval=1.0", "--trainer.enable_progress_bar=false",
+    ])
+    assert "Per-group test accuracy" in proc.stdout + proc.stderr
+    record = group_record(root, "test")
+    assert len(record["groups"]) == 12 and not math.isnan(record["avg_acc"])
+    assert (root / "config.yaml").is_file()
+    run_dirs = list((root / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1, "the W&B run must be offline by default"
+    assert list(run_dirs[0].glob("run-*.wandb"))
+    assert list(run_dirs[0].rglob("*group_table*.table.json")), "the per-group wandb.Table was not logged"
