@@ -95,10 +95,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(2)
     dm = datamodule()
+    plain_loop(dm, steps=5, warmup=2)  # unmeasured: first-touch allocations and kernel selection
     plain, lightning = [], []
     for _ in range(args.repeats):
         plain.append(plain_loop(dm, args.steps, args.warmup))

@@ -7,6 +7,8 @@ validation/test step returns, so any module that follows this contract is measur
 
 from __future__ import annotations
 
+import inspect
+
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
@@ -19,6 +21,8 @@ from lmshrink.optim import adamw_with_linear_warmup
 from lmshrink.seeding import seed_training_batch
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""Batch fields a model may take; each model gets those its ``forward`` accepts (DistilBERT and RoBERTa-style
+models take no ``token_type_ids``)."""
 EVAL_STAGES = ("val", "test")
 
 
@@ -48,6 +52,8 @@ class TeacherFineTune(LightningModule):
         self.model = load_sequence_classifier(model_path, num_labels)
         # from_pretrained returns eval mode and Lightning keeps submodule modes as found: enable dropout.
         self.model.train()
+        accepted = inspect.signature(self.model.forward).parameters
+        self.model_inputs = [name for name in MODEL_INPUTS if name in accepted]
         if freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
@@ -55,7 +61,7 @@ class TeacherFineTune(LightningModule):
         self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in EVAL_STAGES})
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
+        return self.model(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch)
