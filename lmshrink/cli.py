@@ -23,6 +23,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lmshrink.paths import free_path
+
 
 class NeverOverwriteConfig(SaveConfigCallback):
     """Saves the resolved config under the first free name instead of failing or overwriting."""
@@ -32,12 +34,8 @@ class NeverOverwriteConfig(SaveConfigCallback):
             return
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it
         if trainer.is_global_zero and log_dir is not None:
-            directory = Path(log_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            path, n = directory / "config.yaml", 0
-            while path.exists():
-                n += 1
-                path = directory / f"config.{stage}-{n}.yaml"
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            path = free_path(log_dir, "config", ".yaml", tag=stage)
             self.parser.save(self.config, str(path), skip_none=False, multifile=self.multifile)
         self.already_saved = True
 

@@ -20,13 +20,15 @@ from transformers import BertConfig, BertForSequenceClassification
 from lmshrink.backbones import load_tokenizer
 
 
-def save_tiny_bert(directory: Path, num_labels: int = 3, dropout: float = 0.1, seed: int = 0) -> Path:
+def save_tiny_bert(
+    directory: Path, num_labels: int = 3, dropout: float = 0.1, seed: int = 0, initializer_range: float = 0.02
+) -> Path:
     """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved as a HF directory."""
     tokenizer = load_tokenizer("minilm")
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(directory)
@@ -43,3 +45,10 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def tiny_bert_no_dropout_dir(tmp_path_factory) -> Path:
     """Dropout off: DDP ranks draw different dropout masks, so exact 1-vs-2-process equality needs none."""
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_nodrop"), dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_varied_dir(tmp_path_factory) -> Path:
+    """Large random weights, so that an untrained model predicts all three classes (the default init
+    predicts one class everywhere, which would make float-vs-quantized comparisons trivially equal)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_varied"), dropout=0.0, initializer_range=0.5)

@@ -46,7 +46,7 @@ def run_train_py(subcommand: str, args: list[str], check: bool = True, timeout: 
 
 def group_record(root: Path, stage: str) -> dict:
     """The newest ``group_metrics_<stage>.json`` under a run directory."""
-    paths = sorted(root.rglob(f"group_metrics_{stage}.json"), key=lambda p: p.stat().st_mtime)
+    paths = sorted(root.rglob(f"group_metrics_{stage}*.json"), key=lambda p: p.stat().st_mtime_ns)
     assert paths, f"no group_metrics_{stage}.json under {root}"
     return json.loads(paths[-1].read_text())
 

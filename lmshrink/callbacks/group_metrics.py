@@ -3,7 +3,8 @@
 Every validation it logs ``val/worst_group_acc``, ``val/avg_acc``, ``val/group_gap``, ``val/macro_f1``
 and ``val/group_acc/<group>`` (absent groups are skipped, not logged as 0). At the end of ``fit`` (last
 validation) and of ``test`` it prints the per-group table, logs it as a ``wandb.Table`` when a W&B logger
-is attached, and writes it to ``<log dir>/group_metrics_<stage>.json``.
+is attached, and writes it to ``<log dir>/group_metrics_<stage>.json`` (``group_metrics_<stage>-N.json`` when a
+earlier run of the same directory left one: nothing is overwritten).
 
 Contract with the LightningModule: ``validation_step``/``test_step`` return a dict with ``preds``; the
 batch carries ``labels`` and ``groups``; ``trainer.datamodule`` has ``group_names`` and ``num_labels``.
@@ -21,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import TABLE_COLUMNS, format_group_table, group_rows, rows_as_dicts, summary
+from lmshrink.paths import free_path
 
 STAGES = ("val", "test")
 
@@ -105,7 +107,7 @@ class GroupMetrics(Callback):
                 data = [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
                 logger.log_table(key=f"{stage}/group_table", columns=TABLE_COLUMNS, data=data)
         if self.write_json and log_dir is not None:
-            path = Path(log_dir) / f"group_metrics_{stage}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            path = free_path(log_dir, f"group_metrics_{stage}", ".json")
             record = {"stage": stage, "global_step": trainer.global_step, **scalars, "groups": rows_as_dicts(rows)}
             path.write_text(json.dumps(record, indent=2))

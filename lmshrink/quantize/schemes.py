@@ -1,0 +1,103 @@
+"""The named quantization schemes and :func:`quantize_model`, which applies one to a model in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lmshrink.quantize import bnb, dynamic_int8, torchao_schemes
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    backend: str
+    description: str
+    weight_bits: int
+    needs_cuda: str | None = None
+    """Why the scheme cannot run on CPU (None: it can)."""
+
+
+SCHEMES = {
+    scheme.name: scheme
+    for scheme in [
+        Scheme("bnb-int8", "bitsandbytes", "LLM.int8: int8 weights, 16-bit outlier features (threshold 6)", 8),
+        Scheme("bnb-nf4", "bitsandbytes", "4-bit NormalFloat weights, blocks of 64", 4),
+        Scheme("bnb-fp4", "bitsandbytes", "4-bit float weights, blocks of 64", 4),
+        Scheme("torchao-int8-dynamic", "torchao", "int8 per-token activations x int8 per-channel weights", 8),
+        Scheme("torchao-int8-weight", "torchao", "int8 per-channel weights, float activations", 8),
+        Scheme("torchao-int4-weight", "torchao", "IntxWeightOnlyConfig(int4): int4 per-group weights", 4),
+        Scheme(
+            "torchao-int4-tinygemm", "torchao", "Int4WeightOnlyConfig: int4 weights for the tinygemm CUDA kernel", 4,
+            needs_cuda="Int4WeightOnlyConfig packs weights for a CUDA-only kernel (on CPU: torchao-int4-weight)",
+        ),
+        Scheme("dynamic-int8", "pytorch", "torch.ao quantize_dynamic: int8 weights, dynamic int8 activations", 8),
+    ]
+}
+
+
+@dataclass
+class QuantizationResult:
+    """Which Linear layers a scheme quantized, and which it left in float and why."""
+
+    scheme: str
+    quantized: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def check_supported(scheme: str, device: torch.device | str = "cpu") -> Scheme:
+    """Fail before any work when the scheme is unknown or cannot run on ``device``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
+    spec = SCHEMES[scheme]
+    if spec.needs_cuda and torch.device(device).type != "cuda":
+        raise ValueError(f"scheme={scheme!r} cannot run on {torch.device(device).type}: {spec.needs_cuda}")
+    return spec
+
+
+def matches_any(name: str, patterns: list[str]) -> bool:
+    """``name`` is one of ``patterns``, lies under one, or ends with one (``classifier`` matches ``classifier.dense``)."""
+    return any(name == pattern or name.startswith(pattern + ".") or name.endswith("." + pattern) for pattern in patterns)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None = None) -> QuantizationResult:
+    """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme``.
+
+    Layers named (or under a module named) in ``skip_modules`` stay in float; the classification head is
+    usually kept, as transformers' ``llm_int8_skip_modules`` does. The model must be in eval mode for the
+    bitsandbytes layers to use their inference kernels.
+    """
+    device = next(model.parameters()).device
+    check_supported(scheme, device)
+    skip_modules = list(skip_modules or [])
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    result = QuantizationResult(scheme)
+    for name in linears:
+        if matches_any(name, skip_modules):
+            result.skipped[name] = "in skip_modules"
+        elif scheme in ("bnb-nf4", "bnb-fp4") and device.type == "cpu" and not bnb.fits_cpu_4bit(linears[name]):
+            result.skipped[name] = (
+                f"out_features={linears[name].out_features} not divisible by {bnb.BNB_CPU_BLOCK_N} "
+                f"(bitsandbytes CPU 4-bit kernel)"
+            )
+    targets = [name for name in linears if name not in result.skipped]
+    if scheme == "bnb-int8":
+        for name in targets:
+            _replace(model, name, bnb.to_int8(linears[name], device))
+        result.quantized = targets
+    elif scheme in ("bnb-nf4", "bnb-fp4"):
+        for name in targets:
+            _replace(model, name, bnb.to_4bit(linears[name], device, quant_type=scheme.removeprefix("bnb-")))
+        result.quantized = targets
+    elif SCHEMES[scheme].backend == "torchao":
+        result.quantized = torchao_schemes.quantize_torchao(model, scheme, set(result.skipped))
+    else:
+        result.quantized = dynamic_int8.quantize_dynamic_int8(model, set(result.skipped))
+    return result

@@ -1,0 +1,80 @@
+"""The Quantize callback through the real CLI: report equals the group metrics, float reference, DDP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmshrink.callbacks import Quantize
+from lmshrink.cli import main
+from tests.helpers import group_record, run_train_py, tiny_run_args
+
+
+def quantize_args(scheme: str) -> list[str]:
+    return ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}",
+            "--trainer.callbacks.latency_repeats=2"]
+
+
+def quant_record(root, scheme: str) -> dict:
+    paths = list(root.rglob(f"quantization_{scheme}_test.json"))
+    assert len(paths) == 1, paths
+    return json.loads(paths[0].read_text())
+
+
+def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_path):
+    main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "float")])
+    main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "q"), *quantize_args("torchao-int8-dynamic")])
+    record = quant_record(tmp_path / "q", "torchao-int8-dynamic")
+    quantized_groups = group_record(tmp_path / "q", "test")  # GroupMetrics saw the quantized model
+    float_groups = group_record(tmp_path / "float", "test")
+    for key in ("avg_acc", "worst_group_acc", "macro_f1"):
+        assert record["accuracy"]["quantized"][key] == pytest.approx(quantized_groups[key], abs=1e-12)
+        assert record["accuracy"]["float"][key] == pytest.approx(float_groups[key], abs=1e-12)
+    for entry, float_entry in zip(record["groups"], float_groups["groups"]):
+        assert entry["float_acc"] == pytest.approx(float_entry["accuracy"], abs=1e-12)
+        assert entry["delta_to_float"] == pytest.approx(entry["quantized_acc"] - entry["float_acc"], abs=1e-12)
+    assert record["accuracy"]["float"]["avg_acc"] != pytest.approx(1 / 3)  # the model is not a constant
+    assert record["quantized"]["memory_mb"] < record["float"]["memory_mb"]
+    assert set(record["float"]) == {"memory_mb", "disk_mb", "latency_ms_bs1", "latency_ms_bs32"}
+    assert record["skipped_layers"] == {"classifier": "in skip_modules"}
+
+
+def test_two_process_ddp_report_equals_one_process(tiny_bert_varied_dir, tmp_path):
+    # A weight-only scheme: each example's logits do not depend on what else is in its batch. (LLM.int8
+    # picks its 16-bit outlier columns per batch, so its predictions move with the DDP sharding.)
+    args = lambda root: [*tiny_run_args(tiny_bert_varied_dir, root), *quantize_args("torchao-int8-weight")]
+    main(["test", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])
+    run_train_py("test", [*args(tmp_path / "two"), "--config", "configs/trainer/ddp_cpu.yaml"])
+    one = quant_record(tmp_path / "one", "torchao-int8-weight")
+    two = quant_record(tmp_path / "two", "torchao-int8-weight")
+    for kind in ("quantized", "float"):
+        assert one["accuracy"][kind] == pytest.approx(two["accuracy"][kind], abs=1e-12)
+    assert [(g["n"], g["quantized_acc"], g["float_acc"]) for g in one["groups"]] == \
+           [(g["n"], g["quantized_acc"], g["float_acc"]) for g in two["groups"]]
+
+
+def test_refused_in_fit_and_for_unknown_schemes():
+    with pytest.raises(ValueError, match="scheme='int2' is unknown"):
+        Quantize(scheme="int2")
+    with pytest.raises(ValueError, match="post-training quantization for `validate`/`test`"):
+        Quantize(scheme="bnb-int8").setup(trainer=None, pl_module=None, stage="fit")
+
+
+def test_qat_run_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir, tmp_path):
+    from tests.helpers import callbacks_overlay, final_weights
+
+    qat = {"class_path": "lmshrink.callbacks.QuantizationAwareTraining"}
+    args = lambda root, overlay: tiny_run_args(tiny_bert_dir, root, "--config", str(overlay), train_batches=8)
+    whole = callbacks_overlay(tmp_path / "whole.yaml", every_n_train_steps=3, extra=[qat])
+    main(["fit", *args(tmp_path / "whole", whole)])
+    killed = callbacks_overlay(tmp_path / "killed.yaml", every_n_train_steps=3,
+                               extra=[qat, {"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 5}}])
+    assert run_train_py("fit", args(tmp_path / "resumed", killed), check=False).returncode != 0
+    main(["fit", *args(tmp_path / "resumed", whole), "--ckpt_path", "last"])
+    expected, got = final_weights(tmp_path / "whole"), final_weights(tmp_path / "resumed")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    # the test that ends fit evaluated the converted integer model: its record exists and is the same
+    assert group_record(tmp_path / "resumed", "test")["groups"] == group_record(tmp_path / "whole", "test")["groups"]

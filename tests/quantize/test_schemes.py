@@ -1,0 +1,125 @@
+"""Every CPU scheme on a tiny random BERT: close to float, really integer, skips reported, reloadable."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from lmshrink.quantize import SCHEMES, check_supported, load_quantized, quantize_model, save_quantized
+from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
+
+CPU_SCHEMES = [name for name, scheme in SCHEMES.items() if scheme.needs_cuda is None]
+# Max |logit difference| allowed vs float on the tiny model (logits are O(0.1..1)): 8-bit schemes are
+# near-lossless, 4-bit schemes lose more.
+TOLERANCE = {"bnb-int8": 0.02, "torchao-int8-dynamic": 0.05, "torchao-int8-weight": 0.02, "dynamic-int8": 0.05,
+             "bnb-nf4": 0.15, "bnb-fp4": 0.2, "torchao-int4-weight": 0.15}
+
+
+def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, num_labels=3, max_position_embeddings=64)
+    return BertForSequenceClassification(config).eval()
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return {"input_ids": torch.randint(5, 500, (6, 20), generator=torch.Generator().manual_seed(1))}
+
+
+def integer_weight(module: torch.nn.Module) -> torch.dtype:
+    """The storage dtype of a quantized Linear's weight, whatever the backend's container."""
+    weight = module.weight() if callable(getattr(module, "weight", None)) else module.weight
+    if hasattr(weight, "qdata"):
+        return weight.qdata.dtype
+    if weight.is_quantized:
+        return weight.int_repr().dtype
+    return weight.dtype
+
+
+@pytest.mark.parametrize("scheme", CPU_SCHEMES)
+def test_quantized_logits_close_to_float_with_integer_weights(scheme, inputs):
+    model = tiny_bert()
+    reference = model(**inputs).logits
+    result = quantize_model(model, scheme, skip_modules=["classifier"])
+    assert result.skipped == {"classifier": "in skip_modules"}
+    assert len(result.quantized) == 2 * 6 + 1  # q, k, v, attn out, intermediate, output per layer + pooler
+    logits = model(**inputs).logits
+    error = (logits - reference).abs().max().item()
+    assert 0 < error < TOLERANCE[scheme], error  # 0 would mean nothing was quantized
+    query = model.bert.encoder.layer[0].attention.self.query
+    assert integer_weight(query) in (torch.int8, torch.uint8, torch.qint8)
+    assert type(model.classifier) is torch.nn.Linear and model.classifier.weight.dtype == torch.float32
+
+
+def test_cpu_4bit_skips_layers_the_kernel_cannot_take(inputs):
+    model = tiny_bert()
+    result = quantize_model(model, "bnb-nf4", skip_modules=[])
+    assert "classifier" in result.skipped and "not divisible by 32" in result.skipped["classifier"]
+    model(**inputs)  # runs in eval mode: the failing layer was really left out
+
+
+def test_unknown_and_cuda_only_schemes_are_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"scheme='int3' is unknown; choose one of \['bnb-fp4'"):
+        check_supported("int3")
+    model = tiny_bert()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"scheme='torchao-int4-tinygemm' cannot run on cpu: .*CUDA"):
+        quantize_model(model, "torchao-int4-tinygemm")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("scheme", [s for s in CPU_SCHEMES if s not in ("bnb-nf4", "bnb-fp4")])
+def test_save_and_reload_gives_the_same_logits(scheme, inputs, tmp_path):
+    model = tiny_bert()
+    quantize_model(model, scheme, ["classifier"])
+    expected = model(**inputs).logits
+    save_quantized(model, scheme, ["classifier"], tmp_path / "q", source="tiny")
+    reloaded = load_quantized(tiny_bert(seed=123), tmp_path / "q")  # other float weights: all must come from disk
+    torch.testing.assert_close(reloaded(**inputs).logits, expected, rtol=0, atol=0)
+    with pytest.raises(FileExistsError, match="not empty"):
+        save_quantized(model, scheme, ["classifier"], tmp_path / "q", source="tiny")
+
+
+def test_4bit_save_is_refused_with_the_reason(tmp_path):
+    model = tiny_bert()
+    quantize_model(model, "bnb-nf4", ["classifier"])
+    with pytest.raises(NotImplementedError, match="cannot be saved for reloading"):
+        save_quantized(model, "bnb-nf4", ["classifier"], tmp_path / "q", source="tiny")
+
+
+def test_sizes_shrink_and_latency_is_measured(inputs):
+    model = tiny_bert()
+    linear_weights = sum(m.weight.numel() for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and n != "classifier")
+    float_memory = memory_bytes(model)
+    assert float_memory == sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    quantize_model(model, "torchao-int8-weight", ["classifier"])
+    saved = float_memory - memory_bytes(model)
+    # int8 instead of fp32 saves 3 bytes per weight, less the per-row scales
+    assert 2.9 * linear_weights < saved < 3 * linear_weights
+    assert disk_bytes(model) < float_memory
+    assert latency_ms(model, inputs, repeats=2, warmup=1) > 0
+
+
+def test_bnb_int8_equals_transformers_bitsandbytes_config(tiny_bert_dir, inputs):
+    """Our layer swap and transformers' BitsAndBytesConfig(load_in_8bit=True) store the same int8 weights
+    and scales. (Their logits still differ by ~1e-4, the size of the int8 error itself: bitsandbytes'
+    runtime state differs between the two construction paths.)"""
+    from lmshrink.backbones import load_sequence_classifier
+    from lmshrink.quantize.bnb import load_int8_with_transformers
+
+    float_logits = load_sequence_classifier(tiny_bert_dir, num_labels=3).eval()(**inputs).logits
+    ours = load_sequence_classifier(tiny_bert_dir, num_labels=3).eval()
+    quantize_model(ours, "bnb-int8", ["classifier"])
+    theirs = load_int8_with_transformers(tiny_bert_dir, num_labels=3, skip_modules=["classifier"])
+    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+    assert ours_state.keys() == theirs_state.keys()
+    assert ours_state["bert.encoder.layer.0.attention.self.query.weight"].dtype == torch.int8
+    for key, value in ours_state.items():
+        assert torch.equal(value, theirs_state[key]), key
+    for model in (ours, theirs):
+        assert (model(**inputs).logits - float_logits).abs().max() < TOLERANCE["bnb-int8"]
