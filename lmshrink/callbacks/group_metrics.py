@@ -8,6 +8,10 @@ earlier run of the same directory left one: nothing is overwritten).
 
 Contract with the LightningModule: ``validation_step``/``test_step`` return a dict with ``preds``; the
 batch carries ``labels`` and ``groups``; ``trainer.datamodule`` has ``group_names`` and ``num_labels``.
+A module that also evaluates a reference model (a distillation teacher) sets ``reference_name`` (e.g.
+``"teacher"``) and returns ``reference_preds``: the reference's metrics are logged as
+``<stage>/teacher_<metric>`` and every group's accuracy difference as ``<stage>/group_delta_to_teacher/<group>``
+("who pays" for the compression), live, and the final table gets a delta column.
 """
 
 from __future__ import annotations
@@ -45,27 +49,48 @@ class GroupMetrics(Callback):
         datamodule = trainer.datamodule
         if datamodule is None or not getattr(datamodule, "group_names", None):
             raise RuntimeError("GroupMetrics needs a datamodule with group_names (e.g. GroupedTextDataModule)")
+        if getattr(pl_module, "is_causal_lm", False):
+            raise ValueError(f"GroupMetrics measures classifiers; {type(pl_module).__name__} trains a causal LM, "
+                             f"which reports token-level KD loss and perplexity: remove GroupMetrics from callbacks")
         self.group_names = list(datamodule.group_names)
-        self.metrics = {s: GroupAccuracy(len(self.group_names), datamodule.num_labels) for s in STAGES}
+        # Decided from the module at setup, identically on every rank (compute() is a collective).
+        self.reference = getattr(pl_module, "reference_name", None)
+        kinds = ["model", "reference"] if self.reference else ["model"]
+        self.metrics = {
+            (s, kind): GroupAccuracy(len(self.group_names), datamodule.num_labels) for s in STAGES for kind in kinds
+        }
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
-        self.metrics[stage] = self.metrics[stage].to(pl_module.device)
-        self.metrics[stage].reset()
+        for key in self.metrics:
+            if key[0] == stage:
+                self.metrics[key] = self.metrics[key].to(pl_module.device)
+                self.metrics[key].reset()
 
     def _update(self, stage: str, outputs, batch) -> None:
-        self.metrics[stage].update(outputs["preds"], batch["labels"], batch["groups"])
+        self.metrics[stage, "model"].update(outputs["preds"], batch["labels"], batch["groups"])
+        if self.reference:
+            self.metrics[stage, "reference"].update(outputs["reference_preds"], batch["labels"], batch["groups"])
 
     def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
-        metric = self.metrics[stage]
-        results = metric.compute()  # sums counts across ranks: every rank gets the global numbers
-        metric.reset()
+        # compute() sums counts across ranks: every rank gets the global numbers
+        results = {kind: metric.compute() for (s, kind), metric in self.metrics.items() if s == stage}
+        for (s, _), metric in self.metrics.items():
+            if s == stage:
+                metric.reset()
         if trainer.sanity_checking:
             return
-        scalars = {f"{stage}/{key}": value for key, value in summary(results).items()}
+        model = results["model"]
+        scalars = {f"{stage}/{key}": value for key, value in summary(model).items()}
+        if self.reference:
+            reference = results["reference"]
+            scalars |= {f"{stage}/{self.reference}_{key}": value for key, value in summary(reference).items()}
         if self.log_per_group:
-            for name, acc, present in zip(self.group_names, results["group_acc"], results["group_present"]):
+            for index, (name, present) in enumerate(zip(self.group_names, model["group_present"])):
                 if present:
-                    scalars[f"{stage}/group_acc/{name}"] = float(acc)
+                    scalars[f"{stage}/group_acc/{name}"] = float(model["group_acc"][index])
+                    if self.reference:
+                        delta = model["group_acc"][index] - results["reference"]["group_acc"][index]
+                        scalars[f"{stage}/group_delta_to_{self.reference}/{name}"] = float(delta)
         pl_module.log_dict({key: torch.tensor(value) for key, value in scalars.items()}, sync_dist=False)
         self.last_results[stage] = results
 
@@ -99,15 +124,27 @@ class GroupMetrics(Callback):
     @rank_zero_only
     def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
         results = self.last_results[stage]
-        rows = group_rows(self.group_names, results)
-        scalars = summary(results)
-        rank_zero_info("\n" + format_group_table(rows, f"Per-group {stage} accuracy (step {trainer.global_step})", scalars))
+        rows = group_rows(self.group_names, results["model"])
+        scalars = summary(results["model"])
+        title = f"Per-group {stage} accuracy (step {trainer.global_step})"
+        columns, data = list(TABLE_COLUMNS), [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
+        reference_record = {}
+        if self.reference:
+            reference_rows = group_rows(self.group_names, results["reference"])
+            deltas = [None if a.accuracy is None else a.accuracy - b.accuracy for a, b in zip(rows, reference_rows)]
+            columns += [f"{self.reference}_accuracy", f"delta_to_{self.reference}"]
+            data = [line + [ref.accuracy, delta] for line, ref, delta in zip(data, reference_rows, deltas)]
+            reference_record = {self.reference: summary(results["reference"]),
+                                f"delta_to_{self.reference}": dict(zip(self.group_names, deltas))}
+            title += f"; {self.reference}: " + ", ".join(
+                f"{key}={value:.4f}" for key, value in summary(results["reference"]).items())
+        rank_zero_info("\n" + format_group_table(rows, title, scalars))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                data = [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
-                logger.log_table(key=f"{stage}/group_table", columns=TABLE_COLUMNS, data=data)
+                logger.log_table(key=f"{stage}/group_table", columns=columns, data=data)
         if self.write_json and log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             path = free_path(log_dir, f"group_metrics_{stage}", ".json")
-            record = {"stage": stage, "global_step": trainer.global_step, **scalars, "groups": rows_as_dicts(rows)}
+            record = {"stage": stage, "global_step": trainer.global_step, **scalars, "groups": rows_as_dicts(rows),
+                      **reference_record}
             path.write_text(json.dumps(record, indent=2))

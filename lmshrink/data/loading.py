@@ -46,11 +46,12 @@ class GroupedTextDataset(Dataset):
         item = {key: values[row] for key, values in self.encodings.items()}
         item["labels"] = IGNORE_INDEX if padding else int(self.labels[row])
         item["groups"] = self.groups[row]
+        item["index"] = row  # position in the split: the key of per-example caches (teacher logits)
         return item
 
 
 class TokenPaddingCollator:
-    """Pads token fields per batch (dynamic padding) and stacks labels and group membership."""
+    """Pads token fields per batch (dynamic padding) and stacks labels, group membership and row index."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -58,9 +59,11 @@ class TokenPaddingCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         labels = torch.tensor([item.pop("labels") for item in items], dtype=torch.long)
         groups = torch.stack([item.pop("groups") for item in items])
+        index = torch.tensor([item.pop("index") for item in items], dtype=torch.long)
         batch = dict(self.tokenizer.pad(items, return_tensors="pt"))
         batch["labels"] = labels
         batch["groups"] = groups
+        batch["index"] = index
         return batch
 
 

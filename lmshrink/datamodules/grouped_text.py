@@ -219,6 +219,8 @@ class GroupedTextDataModule(LightningDataModule):
             )
         self.group_names = names
         self.tokenizer = load_tokenizer(hp.tokenizer_path)
+        if self.tokenizer.pad_token is None:  # causal-LM tokenizers (Llama, SmolLM2) define none
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         columns = self._columns()
         for split in SPLITS:
             rows = np.flatnonzero(splits == split)

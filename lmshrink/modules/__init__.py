@@ -1,3 +1,4 @@
+from lmshrink.modules.distill import Distillation
 from lmshrink.modules.teacher import TeacherFineTune
 
-__all__ = ["TeacherFineTune"]
+__all__ = ["Distillation", "TeacherFineTune"]

@@ -11,11 +11,13 @@ import inspect
 
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lmshrink.backbones import load_sequence_classifier
+from lmshrink.export import refuse_non_empty, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.optim import adamw_with_linear_warmup
 from lmshrink.seeding import seed_training_batch
@@ -35,6 +37,7 @@ class TeacherFineTune(LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         freeze_word_embeddings: bool = False,
+        export_dir: str | None = None,
     ) -> None:
         """
         Args:
@@ -46,9 +49,12 @@ class TeacherFineTune(LightningModule):
             freeze_word_embeddings: Keep the token-embedding matrix fixed. On MiniLM it holds half of the
                 parameters but gets a dense gradient from a few rows per batch; freezing it cuts the step time
                 on CPU by about a quarter and the checkpoint by a third.
+            export_dir: At the end of fit, write the fine-tuned model (final weights) there as a plain HF
+                directory, e.g. to serve as ``--model.teacher_path`` of a distillation (must be new or empty).
         """
         super().__init__()
         self.save_hyperparameters()
+        refuse_non_empty(export_dir, "export_dir")
         self.model = load_sequence_classifier(model_path, num_labels)
         # from_pretrained returns eval mode and Lightning keeps submodule modes as found: enable dropout.
         self.model.train()
@@ -90,6 +96,11 @@ class TeacherFineTune(LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "test")
+
+    @rank_zero_only
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir:
+            save_pretrained(self.model, self.hparams.model_path, self.hparams.export_dir)
 
     def configure_optimizers(self):
         optimizer, scheduler = adamw_with_linear_warmup(

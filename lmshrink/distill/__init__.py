@@ -1,0 +1,1 @@
+"""Knowledge distillation in plain PyTorch: losses, layer maps, student construction (no Lightning)."""

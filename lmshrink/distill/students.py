@@ -1,0 +1,86 @@
+"""Building a student: a subset of the teacher's layers, a smaller random config, or another local model.
+
+Layer stacks are found from a small table of architectures (real HF attribute paths), so a subset copy
+works the same for BERT/MiniLM, RoBERTa, DistilBERT and Llama-style causal LMs (SmolLM2).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from transformers import PreTrainedModel
+
+LAYER_STACKS = {
+    "bert": ("bert.encoder.layer", "num_hidden_layers"),
+    "roberta": ("roberta.encoder.layer", "num_hidden_layers"),
+    "distilbert": ("distilbert.transformer.layer", "n_layers"),
+    "llama": ("model.layers", "num_hidden_layers"),
+}
+"""model_type -> (path of the ModuleList of blocks, config field counting them)."""
+
+
+def _stack(model: PreTrainedModel) -> tuple[str, str]:
+    model_type = model.config.model_type
+    if model_type not in LAYER_STACKS:
+        raise ValueError(f"model_type {model_type!r} has no layer table entry; supported: {sorted(LAYER_STACKS)}")
+    return LAYER_STACKS[model_type]
+
+
+def num_layers(model: PreTrainedModel) -> int:
+    return getattr(model.config, _stack(model)[1])
+
+
+def student_from_teacher_layers(teacher: PreTrainedModel, keep_layers: list[int]) -> PreTrainedModel:
+    """A copy of the teacher keeping only ``keep_layers`` (0-based block indices, in order), like
+    DistilBERT's every-other-layer initialisation. Embeddings, head and config otherwise stay the same, so
+    keeping every layer gives a model identical to the teacher."""
+    path, count_field = _stack(teacher)
+    total = getattr(teacher.config, count_field)
+    if not keep_layers or sorted(set(keep_layers)) != list(keep_layers) or not all(0 <= i < total for i in keep_layers):
+        raise ValueError(f"student_layers={keep_layers}: need increasing block indices in 0..{total - 1}")
+    student = copy.deepcopy(teacher)
+    parent_path, _, attribute = path.rpartition(".")
+    parent = student.get_submodule(parent_path)
+    blocks = getattr(parent, attribute)
+    setattr(parent, attribute, nn.ModuleList([blocks[i] for i in keep_layers]))
+    setattr(student.config, count_field, len(keep_layers))
+    if getattr(student.config, "layer_types", None) is not None:  # per-layer attention types (Llama, ...)
+        student.config.layer_types = [student.config.layer_types[i] for i in keep_layers]
+    for new_index, block in enumerate(getattr(parent, attribute)):
+        attention = getattr(block, "self_attn", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = new_index  # the KV cache is indexed by position in the stack
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    return student.train()
+
+
+def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
+    """Every k-th block, ending with the last (e.g. 6 -> 3: [1, 3, 5]; 30 -> 15: odd blocks)."""
+    if not 1 <= num_student_layers <= num_teacher_layers:
+        raise ValueError(f"student of {num_student_layers} layers from a teacher of {num_teacher_layers}")
+    step = num_teacher_layers / num_student_layers
+    return [round((i + 1) * step) - 1 for i in range(num_student_layers)]
+
+
+def student_from_config(teacher: PreTrainedModel, **overrides) -> PreTrainedModel:
+    """A randomly initialised model of the teacher's architecture with config fields overridden
+    (e.g. ``num_hidden_layers=3, hidden_size=256``)."""
+    config = copy.deepcopy(teacher.config)
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"student_config: {type(config).__name__} has no field {key!r}")
+        setattr(config, key, value)
+    return type(teacher)(config).train()
+
+
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer, teacher_path: str, student_path: str) -> None:
+    """Teacher and student must read the same token ids: same vocabulary and special tokens."""
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab() or \
+            teacher_tokenizer.all_special_ids != student_tokenizer.all_special_ids:
+        raise ValueError(
+            f"tokenizer mismatch: {student_path} (student, vocab {len(student_tokenizer)}) does not use the "
+            f"tokenizer of {teacher_path} (teacher, vocab {len(teacher_tokenizer)}); distillation compares "
+            f"outputs token by token, so both must share one tokenizer"
+        )

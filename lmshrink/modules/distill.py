@@ -1,0 +1,341 @@
+"""``Distillation``: train a smaller student from a frozen teacher, measured per group against the teacher.
+
+    python train.py fit --config configs/distill/stereoset_minilm_to_3layer.yaml \\
+        --model.teacher_path runs/teacher_stereoset_minilm/checkpoints/best-step=316.ckpt
+
+The teacher (a local HF directory or a ``TeacherFineTune`` checkpoint) is frozen, in eval mode, run under
+``no_grad``, kept out of the optimizer and out of the checkpoint (it is saved by path), and moved to the
+student's device and dtype. Under DDP every rank runs it on its own shard. Validation returns the
+teacher's predictions too, so :class:`~lmshrink.callbacks.GroupMetrics` logs the per-group delta of the
+student to its teacher at every validation. At the end of ``fit`` the student is written as a plain HF
+directory (``student_save_dir``) that ``from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
+
+from lmshrink.backbones import (
+    is_causal_lm,
+    load_causal_lm,
+    load_sequence_classifier,
+    load_tokenizer,
+)
+from lmshrink.data.loading import TokenPaddingCollator
+from lmshrink.distill import losses
+from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
+from lmshrink.export import refuse_non_empty, save_pretrained
+from lmshrink.distill.students import (
+    check_same_tokenizer,
+    evenly_spaced_layers,
+    num_layers,
+    student_from_config,
+    student_from_teacher_layers,
+)
+from lmshrink.metrics.groups import IGNORE_INDEX
+from lmshrink.modules.teacher import MODEL_INPUTS
+from lmshrink.optim import adamw_with_linear_warmup
+from lmshrink.seeding import seed_training_batch
+
+
+def next_token_nll(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
+    """Per-token negative log-likelihood of the next token ``[N]`` over positions whose next token is real."""
+    targets = input_ids[:, 1:]
+    keep = mask[:, 1:] & mask[:, :-1]
+    return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
+
+
+def load_teacher(teacher_path: str, num_labels: int) -> tuple[nn.Module, str]:
+    """(teacher network, directory of its tokenizer) from a HF directory or a TeacherFineTune checkpoint.
+
+    A checkpoint is read directly (its ``model.*`` weights on top of the base model it names) rather than
+    through ``load_from_checkpoint``, which re-runs the CLI's instantiator for checkpoints written by
+    ``train.py`` and loses plain access to the hyperparameters.
+    """
+    if not str(teacher_path).endswith(".ckpt"):
+        if is_causal_lm(teacher_path, "teacher_path"):
+            return load_causal_lm(teacher_path, "teacher_path"), teacher_path
+        return load_sequence_classifier(teacher_path, num_labels, option="teacher_path"), teacher_path
+    if not Path(teacher_path).is_file():
+        raise FileNotFoundError(f"teacher_path={teacher_path!r}: checkpoint does not exist")
+    checkpoint = torch.load(teacher_path, map_location="cpu", weights_only=False)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "model_path" not in hparams or hparams.get("num_labels") != num_labels:
+        raise ValueError(f"teacher_path={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
+                         f"{num_labels} (hyperparameters: {sorted(hparams)})")
+    model = load_sequence_classifier(hparams["model_path"], num_labels, option="teacher_path")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+                           if k.startswith("model.")})
+    return model, hparams["model_path"]
+
+
+class Distillation(LightningModule):
+    reference_name = "teacher"
+    """GroupMetrics logs per-group deltas of the student to this reference (see its docstring)."""
+
+    def __init__(
+        self,
+        teacher_path: str,
+        num_labels: int = 3,
+        student_num_layers: int | None = None,
+        student_layers: list[int] | None = None,
+        student_config: dict | None = None,
+        student_path: str | None = None,
+        temperature: float = 2.0,
+        kd_weight: float = 1.0,
+        ce_weight: float = 0.0,
+        hidden_weight: float = 0.0,
+        cosine_weight: float = 0.0,
+        attention_weight: float = 0.0,
+        embedding_weight: float = 0.0,
+        layer_map: str | list[int] = "uniform",
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        student_save_dir: str | None = None,
+        teacher_cache_dir: str | None = None,
+        teacher_topk: int = 0,
+    ) -> None:
+        """
+        Args:
+            teacher_path: Fine-tuned teacher: a local HF directory or a TeacherFineTune ``.ckpt``.
+            num_labels: Number of classes (linked from the datamodule).
+            student_num_layers: Student = this many evenly spaced teacher blocks (DistilBERT-style copy).
+            student_layers: Student = exactly these teacher blocks (0-based), copied.
+            student_config: Student = the teacher's architecture with these config fields, randomly initialised.
+            student_path: Student = this local HF model (must share the teacher's tokenizer).
+            temperature: Softmax temperature of the soft-target loss.
+            kd_weight: Weight of the soft-target KL (Hinton et al. 2015).
+            ce_weight: Weight of the cross-entropy on the gold labels.
+            hidden_weight: Weight of the hidden-state MSE over mapped layers (TinyBERT).
+            cosine_weight: Weight of ``1 - cos`` between last hidden states (DistilBERT).
+            attention_weight: Weight of the attention-map KL over mapped layers (MiniLM).
+            embedding_weight: Weight of the embedding-output MSE (TinyBERT).
+            layer_map: Teacher layer for each student layer: ``uniform``, ``last`` or an explicit list (1-based).
+            learning_rate: Peak AdamW learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_ratio: Share of steps with linear warmup.
+            student_save_dir: Where the student is saved as a HF directory at the end of fit (must be new or empty).
+            teacher_cache_dir: Cache the teacher's logits for the training split there (computed once, reused by
+                every epoch and later runs); only with logit losses (kd, ce).
+            teacher_topk: Logits kept per example in the cache; 0 keeps all classes (exact).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        choices = {"student_num_layers": student_num_layers, "student_layers": student_layers,
+                   "student_config": student_config, "student_path": student_path}
+        chosen = [name for name, value in choices.items() if value is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of {list(choices)} to define the student; got {chosen or 'none'}")
+        feature_losses = {"hidden_weight": hidden_weight, "cosine_weight": cosine_weight,
+                          "attention_weight": attention_weight, "embedding_weight": embedding_weight}
+        if teacher_cache_dir and any(feature_losses.values()):
+            raise ValueError(f"teacher_cache_dir caches logits only; {[k for k, v in feature_losses.items() if v]} "
+                             f"need the teacher's hidden states every step: set them to 0 or drop the cache")
+        self.teacher_cache: dict[str, Tensor] | None = None
+        refuse_non_empty(student_save_dir, "student_save_dir")
+        teacher, self.tokenizer_path = load_teacher(teacher_path, num_labels)
+        # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
+        # does not apply: evaluation reports token-level KD loss and perplexity instead.
+        self.is_causal_lm = teacher.can_generate()
+        if self.is_causal_lm:
+            self.reference_name = None
+        if student_path is not None:
+            check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student_path),
+                                 str(teacher_path), student_path)
+            self.model = (load_causal_lm(student_path, "student_path") if self.is_causal_lm else
+                          load_sequence_classifier(student_path, num_labels, option="student_path")).train()
+        elif student_config is not None:
+            self.model = student_from_config(teacher, **student_config)
+        else:
+            keep = student_layers or evenly_spaced_layers(num_layers(teacher), student_num_layers)
+            self.model = student_from_teacher_layers(teacher, keep)
+        if attention_weight > 0:
+            for network in (teacher, self.model):
+                network.set_attn_implementation("eager")  # only eager attention returns the attention maps
+        self._set_teacher(teacher)
+        accepted = inspect.signature(self.model.forward).parameters
+        self.model_inputs = [name for name in MODEL_INPUTS if name in accepted]
+        student_layers_n, teacher_layers_n = num_layers(self.model), num_layers(teacher)
+        self.layer_map = losses.layer_map(student_layers_n, teacher_layers_n, layer_map)
+        width_s, width_t = self.model.config.hidden_size, teacher.config.hidden_size
+        needs_projection = width_s != width_t and (hidden_weight > 0 or cosine_weight > 0 or embedding_weight > 0)
+        # Index 0 maps the embeddings, i the student's layer i; trained with the student, not saved with it.
+        self.projections = nn.ModuleList(
+            [nn.Linear(width_s, width_t) for _ in range(student_layers_n + 1)] if needs_projection else []
+        )
+        self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+        if self.is_causal_lm:  # per-token means, summed over ranks before dividing
+            self.eval_kd = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+            self.eval_teacher_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+
+    # The teacher is stored outside nn.Module's registry (plain __dict__ entry, which nn.Module.__setattr__
+    # would not allow): no parameters in the optimizer, no keys in the checkpoint, and DDP does not wrap it.
+    @property
+    def teacher(self) -> nn.Module:
+        return self.__dict__["_teacher"]
+
+    def _set_teacher(self, model: nn.Module) -> None:
+        self.__dict__["_teacher"] = model.eval().requires_grad_(False)
+
+    def _sync_teacher(self) -> None:
+        parameter = next(self.model.parameters())
+        self.teacher.to(device=parameter.device, dtype=parameter.dtype).eval()
+
+    def on_fit_start(self) -> None:
+        self._sync_teacher()
+        if self.hparams.teacher_cache_dir:
+            self._load_teacher_cache()
+
+    def _teacher_logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.teacher(**{k: v.to(self.device) for k, v in self._inputs(batch).items()}).logits
+
+    def _load_teacher_cache(self) -> None:
+        """Rank 0 computes (or finds) the cache for the whole training split; every rank then loads it."""
+        datamodule = self.trainer.datamodule
+        dataset = datamodule.datasets["train"]
+        k = self.hparams.teacher_topk or self.hparams.num_labels
+        fingerprint = cache_fingerprint(str(self.hparams.teacher_path), len(dataset), k,
+                                        dataset.encodings["input_ids"][:64])
+        path = Path(self.hparams.teacher_cache_dir) / f"teacher_top{k}_{fingerprint}.pt"
+        if self.trainer.is_global_zero:
+            loader = DataLoader(dataset, batch_size=128, collate_fn=TokenPaddingCollator(datamodule.tokenizer))
+            load_or_build(path, lambda: compute_topk_logits(self._teacher_logits, loader, len(dataset), k))
+        self.trainer.strategy.barrier()
+        self.teacher_cache = {key: value.to(self.device) for key, value in torch.load(path, weights_only=True).items()}
+
+    def on_validation_start(self) -> None:
+        self._sync_teacher()
+
+    def on_test_start(self) -> None:
+        self._sync_teacher()
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def _inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {key: batch[key] for key in self.model_inputs if key in batch}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(**self._inputs(batch)).logits
+
+    def _outputs(self, model: nn.Module, batch: dict[str, Tensor]):
+        hp = self.hparams
+        wants_hidden = hp.hidden_weight > 0 or hp.cosine_weight > 0 or hp.embedding_weight > 0
+        return model(**self._inputs(batch), output_hidden_states=wants_hidden, output_attentions=hp.attention_weight > 0)
+
+    def distillation_losses(self, student_out, teacher_out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every weighted loss term, by name (only those with a non-zero weight). ``teacher_out`` is None when
+        the teacher's logits come from the cache."""
+        hp = self.hparams
+        labels, tokens = batch["labels"], batch["attention_mask"].bool()
+        valid = tokens if self.is_causal_lm else labels != IGNORE_INDEX
+        terms = {}
+        if hp.kd_weight and teacher_out is None:  # cached teacher: top-k logits looked up by example index
+            values, indices = (self.teacher_cache[key][batch["index"]] for key in ("values", "indices"))
+            terms["kd"] = losses.topk_soft_target_kl(student_out.logits, values, indices, hp.temperature, valid)
+        elif hp.kd_weight:
+            terms["kd"] = losses.soft_target_kl(student_out.logits, teacher_out.logits, hp.temperature, valid)
+        if hp.ce_weight and self.is_causal_lm:
+            terms["ce"] = next_token_nll(student_out.logits, batch["input_ids"], tokens).mean()
+        elif hp.ce_weight:
+            terms["ce"] = F.cross_entropy(student_out.logits.float(), labels, ignore_index=IGNORE_INDEX)
+        projection = (lambda i: self.projections[i]) if len(self.projections) else (lambda i: None)
+        if hp.embedding_weight:
+            terms["embedding"] = losses.hidden_mse(student_out.hidden_states[0], teacher_out.hidden_states[0],
+                                                   projection(0), tokens)
+        if hp.hidden_weight:
+            terms["hidden"] = torch.stack([
+                losses.hidden_mse(student_out.hidden_states[i], teacher_out.hidden_states[t], projection(i), tokens)
+                for i, t in enumerate(self.layer_map, start=1)
+            ]).mean()
+        if hp.cosine_weight:
+            terms["cosine"] = losses.cosine_hidden_loss(student_out.hidden_states[-1], teacher_out.hidden_states[-1],
+                                                        projection(len(self.layer_map)), tokens)
+        if hp.attention_weight:
+            terms["attention"] = torch.stack([
+                losses.attention_kl(student_out.attentions[i - 1], teacher_out.attentions[t - 1], tokens)
+                for i, t in enumerate(self.layer_map, start=1)
+            ]).mean()
+        return terms
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        teacher_out = None
+        if self.teacher_cache is None:
+            with torch.no_grad():
+                teacher_out = self._outputs(self.teacher, batch)
+        student_out = self._outputs(self.model, batch)
+        terms = self.distillation_losses(student_out, teacher_out, batch)
+        weights = {name: getattr(self.hparams, f"{name}_weight") for name in terms}
+        loss = sum(weights[name] * value for name, value in terms.items())
+        self.log_dict({f"train/{name}_loss": value.detach() for name, value in terms.items()})
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        logits = self(batch)
+        with torch.no_grad():
+            teacher_logits = self.teacher(**self._inputs(batch)).logits
+        if self.is_causal_lm:
+            return self._causal_eval_step(batch, logits, teacher_logits, stage)
+        labels = batch["labels"]
+        valid = labels != IGNORE_INDEX
+        per_example = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        self.eval_loss[stage].update(per_example[valid])
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
+        return {"preds": logits.argmax(-1), "reference_preds": teacher_logits.argmax(-1)}
+
+    def _causal_eval_step(self, batch, logits: Tensor, teacher_logits: Tensor, stage: str) -> dict[str, Tensor]:
+        """Token-level KD loss and next-token NLL of student and teacher (perplexity = exp of the mean NLL)."""
+        tokens = batch["attention_mask"].bool()
+        student_nll = next_token_nll(logits, batch["input_ids"], tokens)
+        teacher_nll = next_token_nll(teacher_logits, batch["input_ids"], tokens)
+        self.eval_loss[stage].update(student_nll)
+        self.eval_teacher_nll[stage].update(teacher_nll)
+        kd = losses.soft_target_kl(logits, teacher_logits, self.hparams.temperature, tokens)
+        self.eval_kd[stage].update(kd, weight=tokens.sum())
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/teacher_nll", self.eval_teacher_nll[stage], on_step=False, on_epoch=True)
+        self.log(f"{stage}/kd_loss", self.eval_kd[stage], on_step=False, on_epoch=True)
+        return {}
+
+    def _log_perplexity(self, stage: str) -> None:
+        if self.is_causal_lm and not self.trainer.sanity_checking:
+            self.log(f"{stage}/ppl", torch.exp(self.eval_loss[stage].compute()))
+            self.log(f"{stage}/teacher_ppl", torch.exp(self.eval_teacher_nll[stage].compute()))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        seed_training_batch(self.current_epoch, batch_idx, self.global_rank)
+
+    def configure_optimizers(self):
+        trainable = nn.ModuleDict({"student": self.model, "projections": self.projections})
+        optimizer, scheduler = adamw_with_linear_warmup(
+            trainable, self.hparams.learning_rate, self.hparams.weight_decay, self.hparams.warmup_ratio,
+            int(self.trainer.estimated_stepping_batches),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------------------------- save
+    @rank_zero_only
+    def on_fit_end(self) -> None:
+        if self.hparams.student_save_dir:
+            save_pretrained(self.model, self.tokenizer_path, self.hparams.student_save_dir)

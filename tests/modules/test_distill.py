@@ -1,0 +1,137 @@
+"""Distillation through the real CLI and config: learning, saving, teacher handling, resume and DDP."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from lmshrink.cli import main
+from lmshrink.datamodules import GroupedTextDataModule
+from lmshrink.distill.losses import soft_target_kl
+from lmshrink.modules import Distillation
+from tests.helpers import callbacks_overlay, final_weights, group_record, run_train_py, tiny_run_args
+
+
+def fixed_batch(model_dir, size=64):
+    dm = GroupedTextDataModule(tokenizer_path=str(model_dir))
+    dm.setup("fit")
+    dataset = dm.datasets["val"]
+    return dm.train_dataloader().collate_fn([dataset[i] for i in range(size)])
+
+
+def kd_loss(student, teacher, batch) -> float:
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        return soft_target_kl(student(**inputs).logits, teacher(**inputs).logits, temperature=2.0).item()
+
+
+def test_distillation_lowers_kd_loss_and_saves_a_loadable_student(tiny_bert_varied_dir, tmp_path):
+    root = tmp_path / "run"
+    before = Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1)
+    batch = fixed_batch(tiny_bert_varied_dir)
+    initial = kd_loss(before.model.eval(), before.teacher, batch)
+    main(["fit", *tiny_run_args(tiny_bert_varied_dir, root, "--model.learning_rate=1e-3", "--model.hidden_weight=0",
+                                train_batches=30, distill=True)])
+    student = AutoModelForSequenceClassification.from_pretrained(root / "student", local_files_only=True).eval()
+    assert student.config.num_hidden_layers == 1
+    assert kd_loss(student, before.teacher, batch) < 0.7 * initial
+    # the saved directory holds exactly the student the run ended with
+    module_state = {k.removeprefix("model."): v for k, v in final_weights(root).items() if k.startswith("model.")}
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(value, module_state[key], rtol=0, atol=0, msg=key)
+    record = group_record(root, "test")
+    assert set(record["delta_to_teacher"]) == {g["group"] for g in record["groups"]}
+    assert record["teacher"]["avg_acc"] != pytest.approx(1 / 3)
+
+
+def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_dir):
+    module = Distillation(teacher_path=str(tiny_bert_dir), student_config={"num_hidden_layers": 1, "hidden_size": 16,
+                                                                            "intermediate_size": 32},
+                          hidden_weight=1.0, embedding_weight=1.0, cosine_weight=1.0, attention_weight=1.0)
+    assert not module.teacher.training and not any(p.requires_grad for p in module.teacher.parameters())
+    assert all(key.startswith(("model.", "projections.", "eval_loss.")) for key in module.state_dict())
+    teacher_ids = {id(p) for p in module.teacher.parameters()}
+    assert teacher_ids.isdisjoint(id(p) for p in module.parameters())
+    assert len(module.projections) == 2  # widths differ (16 vs 32): embeddings + 1 layer
+    batch = fixed_batch(tiny_bert_dir, size=8)
+    with torch.no_grad():
+        teacher_out = module._outputs(module.teacher, batch)
+    terms = module.distillation_losses(module._outputs(module.model, batch), teacher_out, batch)
+    assert set(terms) == {"kd", "hidden", "embedding", "cosine", "attention"}
+    sum(terms.values()).backward()
+    assert module.projections[1].weight.grad is not None
+    assert all(p.grad is None for p in module.teacher.parameters())
+
+
+def test_bad_student_options(tiny_bert_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"set exactly one of .*student_num_layers.*got none"):
+        Distillation(teacher_path=str(tiny_bert_dir))
+    with pytest.raises(ValueError, match=r"got \['student_num_layers', 'student_layers'\]"):
+        Distillation(teacher_path=str(tiny_bert_dir), student_num_layers=1, student_layers=[0])
+    with pytest.raises(FileNotFoundError, match=r"teacher_path='.*missing.ckpt': checkpoint does not exist"):
+        Distillation(teacher_path=str(tmp_path / "missing.ckpt"), student_num_layers=1)
+
+
+def test_distillation_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir, tmp_path):
+    args = lambda root, overlay: tiny_run_args(tiny_bert_dir, root, "--config", str(overlay), train_batches=8,
+                                               distill=True)
+    whole = callbacks_overlay(tmp_path / "whole.yaml", every_n_train_steps=3)
+    main(["fit", *args(tmp_path / "whole", whole)])
+    killed = callbacks_overlay(tmp_path / "killed.yaml", every_n_train_steps=3,
+                               extra=[{"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 5}}])
+    assert run_train_py("fit", args(tmp_path / "resumed", killed), check=False).returncode != 0
+    main(["fit", *args(tmp_path / "resumed", whole), "--ckpt_path", "last"])
+    expected, got = final_weights(tmp_path / "whole"), final_weights(tmp_path / "resumed")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_two_process_ddp_distillation_matches_one_process(tiny_bert_varied_dir, tmp_path):
+    args = lambda root: tiny_run_args(tiny_bert_varied_dir, root, "--data.batch_size=16", train_batches=6,
+                                      distill=True)
+    main(["fit", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])
+    run_train_py("fit", [*args(tmp_path / "two"), "--config", "configs/trainer/ddp_cpu.yaml"])
+    one, two = group_record(tmp_path / "one", "test"), group_record(tmp_path / "two", "test")
+    assert one["teacher"] == pytest.approx(two["teacher"], abs=1e-12)
+    assert one["delta_to_teacher"] == pytest.approx(two["delta_to_teacher"], abs=1e-9)
+    assert [g["n"] for g in one["groups"]] == [g["n"] for g in two["groups"]]
+    assert one["avg_acc"] == pytest.approx(two["avg_acc"], abs=1e-9)
+
+
+def test_cached_teacher_logits_give_the_same_training(tiny_bert_varied_dir, tmp_path):
+    """With all classes cached the soft targets are exact, so both runs end with the same student function.
+    (Not bit-identical weights: the cache ran the teacher in batches of 128, training in batches of 32, and
+    Adam turns ~1e-7 differences in gradients that are zero in exact arithmetic, like the attention key
+    bias's, into learning-rate-sized steps that do not change any output.)"""
+    args = lambda root, *extra: tiny_run_args(tiny_bert_varied_dir, root, "--model.hidden_weight=0", *extra,
+                                              train_batches=5, distill=True)
+    main(["fit", *args(tmp_path / "live")])
+    cache = tmp_path / "cache"
+    main(["fit", *args(tmp_path / "cached", f"--model.teacher_cache_dir={cache}")])
+    assert len(list(cache.glob("teacher_top3_*.pt"))) == 1
+    batch = fixed_batch(tiny_bert_varied_dir)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    live, cached = (AutoModelForSequenceClassification.from_pretrained(tmp_path / run / "student").eval()
+                    for run in ("live", "cached"))
+    initial = Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1).model.eval()
+    with torch.no_grad():
+        live_logits, cached_logits, initial_logits = (m(**inputs).logits for m in (live, cached, initial))
+    assert (live_logits - initial_logits).abs().max() > 1e-2  # training moved the student
+    torch.testing.assert_close(cached_logits, live_logits, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match=r"caches logits only; \['hidden_weight'\]"):
+        Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1, hidden_weight=1.0,
+                     teacher_cache_dir=str(cache))
+
+
+def test_teacher_from_a_train_py_checkpoint(tiny_bert_dir, tmp_path):
+    """`--model.teacher_path` accepts the .ckpt that `train.py fit` writes for TeacherFineTune."""
+    root = tmp_path / "teacher"
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
+    checkpoint = root / "checkpoints" / "last.ckpt"
+    module = Distillation(teacher_path=str(checkpoint), student_num_layers=1)
+    trained = {k.removeprefix("model."): v for k, v in final_weights(root).items() if k.startswith("model.")}
+    for key, value in module.teacher.state_dict().items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="is not a TeacherFineTune checkpoint with num_labels=5"):
+        Distillation(teacher_path=str(checkpoint), num_labels=5, student_num_layers=1)
