@@ -149,6 +149,9 @@ class Distillation(LightningModule):
         self.is_causal_lm = teacher.can_generate()
         if self.is_causal_lm:
             self.reference_name = None
+            if teacher_cache_dir:
+                raise ValueError("teacher_cache_dir caches per-example class logits; caching the per-token "
+                                 "vocabulary logits of a causal LM teacher is not supported")
         if student_path is not None:
             check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student_path),
                                  str(teacher_path), student_path)

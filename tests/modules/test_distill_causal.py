@@ -62,3 +62,8 @@ def test_group_metrics_refuses_a_causal_run(tiny_llama_dir, tmp_path):
     with pytest.raises(ValueError, match="GroupMetrics measures classifiers.*remove GroupMetrics"):
         main(["fit", *causal_args(tiny_llama_dir, tmp_path / "run"),
               "--trainer.callbacks+=lmshrink.callbacks.GroupMetrics"])
+
+
+def test_teacher_cache_is_refused_for_causal_teachers(tiny_llama_dir, tmp_path):
+    with pytest.raises(ValueError, match="caching the per-token vocabulary logits of a causal LM teacher is not supported"):
+        Distillation(teacher_path=str(tiny_llama_dir), student_num_layers=1, teacher_cache_dir=str(tmp_path))
