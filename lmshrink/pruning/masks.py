@@ -1,0 +1,50 @@
+"""Head and neuron masks as forward pre-hooks on the output projections (spec §1.1, pitfall §5.3).
+
+HF ``head_mask`` is unsupported by SDPA/flash attention; a pre-hook on O scales each head's context
+slice and a pre-hook on FFN2 scales each neuron's activation, whatever attention kernel runs. Masks may
+be non-binary (tuned scales).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from lmshrink.pruning.arch import layout_of, shape_of
+
+
+def _scale_input(mask: Tensor):
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        (hidden,) = args[:1]
+        return (hidden * mask.to(hidden.dtype),) + tuple(args[1:])
+
+    return hook
+
+
+@contextmanager
+def masked(model: nn.Module, head_mask: Tensor, neuron_mask: Tensor):
+    """Run ``model`` with ``head_mask`` ``[L, H]`` and ``neuron_mask`` ``[L, N]`` applied; hooks are removed
+    on exit even if the body raises."""
+    layout, shape = layout_of(model), shape_of(model)
+    if tuple(head_mask.shape) != (shape.num_layers, shape.num_heads):
+        raise ValueError(f"head_mask has shape {tuple(head_mask.shape)}, expected {(shape.num_layers, shape.num_heads)}")
+    if tuple(neuron_mask.shape) != (shape.num_layers, shape.ffn):
+        raise ValueError(f"neuron_mask has shape {tuple(neuron_mask.shape)}, expected {(shape.num_layers, shape.ffn)}")
+    handles = []
+    try:
+        for index, layer in enumerate(model.get_submodule(layout.layers)):
+            per_dim = head_mask[index].repeat_interleave(shape.head_dim)  # one entry per context dimension
+            handles.append(layer.get_submodule(layout.attention_output).register_forward_pre_hook(_scale_input(per_dim)))
+            handles.append(layer.get_submodule(layout.ffn_out).register_forward_pre_hook(_scale_input(neuron_mask[index])))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def full_masks(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """All-ones head and neuron masks (nothing pruned)."""
+    shape = shape_of(model)
+    return torch.ones(shape.num_layers, shape.num_heads), torch.ones(shape.num_layers, shape.ffn)
