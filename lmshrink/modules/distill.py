@@ -13,7 +13,6 @@ directory (``student_save_dir``) that ``from_pretrained`` loads.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ from lmshrink.distill.students import (
     student_from_teacher_layers,
 )
 from lmshrink.metrics.groups import IGNORE_INDEX
-from lmshrink.modules.teacher import MODEL_INPUTS
+from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.optim import adamw_with_linear_warmup
 from lmshrink.seeding import seed_training_batch
 
@@ -166,8 +165,7 @@ class Distillation(LightningModule):
             for network in (teacher, self.model):
                 network.set_attn_implementation("eager")  # only eager attention returns the attention maps
         self._set_teacher(teacher)
-        accepted = inspect.signature(self.model.forward).parameters
-        self.model_inputs = [name for name in MODEL_INPUTS if name in accepted]
+        self.model_inputs = accepted_inputs(self.model)
         student_layers_n, teacher_layers_n = num_layers(self.model), num_layers(teacher)
         self.layer_map = losses.layer_map(student_layers_n, teacher_layers_n, layer_map)
         width_s, width_t = self.model.config.hidden_size, teacher.config.hidden_size

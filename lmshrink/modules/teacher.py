@@ -25,6 +25,12 @@ from lmshrink.seeding import seed_training_batch
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 """Batch fields a model may take; each model gets those its ``forward`` accepts (DistilBERT and RoBERTa-style
 models take no ``token_type_ids``)."""
+
+
+def accepted_inputs(model: nn.Module) -> list[str]:
+    """The fields of :data:`MODEL_INPUTS` that ``model.forward`` takes."""
+    parameters = inspect.signature(model.forward).parameters
+    return [name for name in MODEL_INPUTS if name in parameters]
 EVAL_STAGES = ("val", "test")
 
 
@@ -58,8 +64,7 @@ class TeacherFineTune(LightningModule):
         self.model = load_sequence_classifier(model_path, num_labels)
         # from_pretrained returns eval mode and Lightning keeps submodule modes as found: enable dropout.
         self.model.train()
-        accepted = inspect.signature(self.model.forward).parameters
-        self.model_inputs = [name for name in MODEL_INPUTS if name in accepted]
+        self.model_inputs = accepted_inputs(self.model)
         if freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
