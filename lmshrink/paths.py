@@ -13,3 +13,9 @@ def free_path(directory: str | Path, stem: str, suffix: str, tag: str = "") -> P
         n += 1
         path = directory / (f"{stem}.{tag}-{n}{suffix}" if tag else f"{stem}-{n}{suffix}")
     return path
+
+
+def refuse_non_empty(directory: str | Path | None, option: str) -> None:
+    """Refuse, before anything is written, an output directory that already holds files."""
+    if directory and Path(directory).exists() and any(Path(directory).iterdir()):
+        raise FileExistsError(f"{option}={str(directory)!r} is not empty; nothing was overwritten")

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import group_rows, summary
-from lmshrink.paths import free_path
+from lmshrink.paths import free_path, refuse_non_empty
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
 
@@ -89,8 +89,7 @@ class Quantize(Callback):
         check_supported(self.scheme, trainer.strategy.root_device)
         if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
             raise TypeError(f"{type(pl_module).__name__} has no `model` network for Quantize to quantize")
-        if self.save_dir and Path(self.save_dir).exists() and any(Path(self.save_dir).iterdir()):
-            raise FileExistsError(f"save_dir={self.save_dir!r} is not empty; nothing was overwritten")
+        refuse_non_empty(self.save_dir, "save_dir")
 
     # ------------------------------------------------------------------------------------------- quantize
     def _latency_inputs(self, pl_module: LightningModule, batch_size: int) -> dict[str, torch.Tensor]:

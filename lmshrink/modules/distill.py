@@ -32,7 +32,6 @@ from lmshrink.backbones import (
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.distill import losses
 from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
-from lmshrink.export import refuse_non_empty, save_pretrained
 from lmshrink.distill.students import (
     check_same_tokenizer,
     evenly_spaced_layers,
@@ -40,9 +39,11 @@ from lmshrink.distill.students import (
     student_from_config,
     student_from_teacher_layers,
 )
+from lmshrink.export import save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.optim import adamw_with_linear_warmup
+from lmshrink.paths import refuse_non_empty
 from lmshrink.seeding import seed_training_batch
 
 

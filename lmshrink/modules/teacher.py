@@ -17,9 +17,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lmshrink.backbones import load_sequence_classifier
-from lmshrink.export import refuse_non_empty, save_pretrained
+from lmshrink.export import save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.optim import adamw_with_linear_warmup
+from lmshrink.paths import refuse_non_empty
 from lmshrink.seeding import seed_training_batch
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

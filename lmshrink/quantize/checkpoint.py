@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lmshrink.paths import refuse_non_empty
 from lmshrink.quantize.schemes import SCHEMES, quantize_model
 
 STATE_FILE = "quantized_state_dict.pt"
@@ -27,9 +28,8 @@ def save_quantized(model: nn.Module, scheme: str, skip_modules: list[str], direc
     """Write the quantized state dict and its manifest; refuses a non-empty directory (no overwrite)."""
     if scheme in NOT_RELOADABLE:
         raise NotImplementedError(f"scheme={scheme!r} cannot be saved for reloading: {NOT_RELOADABLE[scheme]}")
+    refuse_non_empty(directory, "save_dir")
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        raise FileExistsError(f"{directory} is not empty; choose another save directory (nothing was overwritten)")
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / STATE_FILE)
     manifest = {"scheme": scheme, "skip_modules": skip_modules, "source_model": source}
