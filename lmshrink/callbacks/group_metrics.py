@@ -25,7 +25,14 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
-from lmshrink.metrics.report import TABLE_COLUMNS, format_group_table, group_rows, rows_as_dicts, summary
+from lmshrink.metrics.report import (
+    TABLE_COLUMNS,
+    format_group_table,
+    group_deltas,
+    group_rows,
+    rows_as_dicts,
+    summary,
+)
 from lmshrink.paths import free_path
 
 STAGES = ("val", "test")
@@ -131,7 +138,7 @@ class GroupMetrics(Callback):
         reference_record = {}
         if self.reference:
             reference_rows = group_rows(self.group_names, results["reference"])
-            deltas = [None if a.accuracy is None else a.accuracy - b.accuracy for a, b in zip(rows, reference_rows)]
+            deltas = group_deltas(rows, reference_rows)
             columns += [f"{self.reference}_accuracy", f"delta_to_{self.reference}"]
             data = [line + [ref.accuracy, delta] for line, ref, delta in zip(data, reference_rows, deltas)]
             reference_record = {self.reference: summary(results["reference"]),

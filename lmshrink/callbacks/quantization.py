@@ -27,7 +27,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
-from lmshrink.metrics.report import group_rows, summary
+from lmshrink.metrics.report import group_deltas, group_rows, summary
 from lmshrink.paths import free_path, refuse_non_empty
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
@@ -166,14 +166,11 @@ class Quantize(Callback):
         quantized = results["quantized"]
         self.record.update(stage=stage, accuracy={kind: summary(r) for kind, r in results.items()})
         rows = {kind: group_rows(self.group_names, r) for kind, r in results.items()}
-        groups = []
-        for index, row in enumerate(rows["quantized"]):
-            entry = {"group": row.group, "n": row.n, "quantized_acc": row.accuracy}
-            if "float" in rows:
-                float_acc = rows["float"][index].accuracy
-                entry["float_acc"] = float_acc
-                entry["delta_to_float"] = None if row.accuracy is None else row.accuracy - float_acc
-            groups.append(entry)
+        groups = [{"group": row.group, "n": row.n, "quantized_acc": row.accuracy} for row in rows["quantized"]]
+        if "float" in rows:
+            deltas = group_deltas(rows["quantized"], rows["float"])
+            for entry, float_row, delta in zip(groups, rows["float"], deltas):
+                entry.update(float_acc=float_row.accuracy, delta_to_float=delta)
         self.record["groups"] = groups
         scalars = {f"quant/{key}": value for key, value in summary(quantized).items()}
         if "float" in results:

@@ -31,6 +31,11 @@ def group_rows(group_names: list[str], results: dict[str, Tensor]) -> list[Group
     return rows
 
 
+def group_deltas(rows: list[GroupRow], reference_rows: list[GroupRow]) -> list[float | None]:
+    """Per group, accuracy minus the reference model's on the same split (None where the group is absent)."""
+    return [None if row.accuracy is None else row.accuracy - ref.accuracy for row, ref in zip(rows, reference_rows)]
+
+
 def summary(results: dict[str, Tensor]) -> dict[str, float]:
     """Scalar metrics of a split as plain floats (JSON-ready)."""
     return {key: float(results[key]) for key in ("avg_acc", "worst_group_acc", "group_gap", "macro_f1")}

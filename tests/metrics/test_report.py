@@ -19,3 +19,11 @@ def test_rows_mark_absent_groups_and_deltas():
     text = format_group_table(rows, "title", summary(results))
     assert "absent" in text.splitlines()[3]
     assert text.splitlines()[4].endswith("<- worst")
+
+
+def test_group_deltas_skip_absent_groups():
+    from lmshrink.metrics.report import GroupRow, group_deltas
+
+    rows = [GroupRow("a", 4, 0.75, 0.0), GroupRow("b", 0, None, None)]
+    reference = [GroupRow("a", 4, 0.5, 0.0), GroupRow("b", 0, None, None)]
+    assert group_deltas(rows, reference) == [0.25, None]
