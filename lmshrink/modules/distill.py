@@ -170,7 +170,7 @@ class Distillation(LightningModule):
         student_layers_n, teacher_layers_n = num_layers(self.model), num_layers(teacher)
         self.layer_map = losses.layer_map(student_layers_n, teacher_layers_n, layer_map)
         width_s, width_t = self.model.config.hidden_size, teacher.config.hidden_size
-        needs_projection = width_s != width_t and (hidden_weight > 0 or cosine_weight > 0 or embedding_weight > 0)
+        needs_projection = width_s != width_t and self.uses_hidden_states
         # Index 0 maps the embeddings, i the student's layer i; trained with the student, not saved with it.
         self.projections = nn.ModuleList(
             [nn.Linear(width_s, width_t) for _ in range(student_layers_n + 1)] if needs_projection else []
@@ -179,6 +179,12 @@ class Distillation(LightningModule):
         if self.is_causal_lm:  # per-token means, summed over ranks before dividing
             self.eval_kd = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
             self.eval_teacher_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+
+    @property
+    def uses_hidden_states(self) -> bool:
+        """Whether a loss compares hidden states (hidden, cosine or embedding weight above 0)."""
+        hp = self.hparams
+        return hp.hidden_weight > 0 or hp.cosine_weight > 0 or hp.embedding_weight > 0
 
     # The teacher is stored outside nn.Module's registry (plain __dict__ entry, which nn.Module.__setattr__
     # would not allow): no parameters in the optimizer, no keys in the checkpoint, and DDP does not wrap it.
@@ -229,9 +235,8 @@ class Distillation(LightningModule):
         return self.model(**self._inputs(batch)).logits
 
     def _outputs(self, model: nn.Module, batch: dict[str, Tensor]):
-        hp = self.hparams
-        wants_hidden = hp.hidden_weight > 0 or hp.cosine_weight > 0 or hp.embedding_weight > 0
-        return model(**self._inputs(batch), output_hidden_states=wants_hidden, output_attentions=hp.attention_weight > 0)
+        return model(**self._inputs(batch), output_hidden_states=self.uses_hidden_states,
+                     output_attentions=self.hparams.attention_weight > 0)
 
     def distillation_losses(self, student_out, teacher_out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every weighted loss term, by name (only those with a non-zero weight). ``teacher_out`` is None when
