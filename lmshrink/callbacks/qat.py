@@ -15,7 +15,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmshrink.quantize.qat import convert_qat, is_prepared, prepare_qat
+from lmshrink.quantize.qat import convert_qat, is_prepared, prepare_qat, qat_base_config
 
 
 class QuantizationAwareTraining(Callback):
@@ -26,8 +26,7 @@ class QuantizationAwareTraining(Callback):
             group_size: Weights share one scale per group of this many input features.
             skip_modules: Linear layers trained and kept in float; default ``[classifier]``.
         """
-        if weight_bits not in (4, 8):
-            raise ValueError(f"weight_bits={weight_bits}: QAT supports 4 or 8")
+        qat_base_config(weight_bits, group_size)  # refuses unsupported widths at config time
         self.weight_bits = weight_bits
         self.group_size = group_size
         self.skip_modules = ["classifier"] if skip_modules is None else list(skip_modules)

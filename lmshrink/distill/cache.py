@@ -1,7 +1,8 @@
 """Teacher logits cached to disk (top-k per example), so epochs after the first skip the teacher forward.
 
 The teacher runs in eval mode, so its logits are a pure function of the input: caching them is exact
-(with k equal to the number of classes) or the usual top-k approximation (causal LMs, large vocabularies).
+(with k equal to the number of classes) or the usual top-k approximation (many classes). Causal-LM teachers
+(per-token vocabulary logits) are not cached.
 """
 
 from __future__ import annotations
