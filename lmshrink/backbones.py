@@ -23,6 +23,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from lmshrink.pruning.sliced_modeling import PRUNED_CLASSES, is_sliced
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 """File names `from_pretrained` reads weights from; a directory without any of them is not a model."""
 
@@ -133,14 +135,14 @@ def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: 
     """An ``AutoModelForSequenceClassification`` with ``num_labels`` outputs from a local directory.
 
     Works for any encoder architecture transformers maps to a classification head (BERT, MiniLM, RoBERTa,
-    DistilBERT, ...). A checkpoint with a different number of labels gets a freshly initialised head.
+    DistilBERT, ...), including models physically pruned by lmshrink. A checkpoint with a different number of labels gets a freshly initialised head.
     """
     path = resolve_model_dir(name_or_path, option)
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, local_files_only=True, ignore_mismatched_sizes=True
-    )
+    # A model pruned by lmshrink has per-layer widths: its own class builds them (no trust_remote_code needed).
+    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else AutoModelForSequenceClassification
+    return model_class.from_pretrained(path, config=config, local_files_only=True, ignore_mismatched_sizes=True)
 
 
 def is_causal_lm(name_or_path: str | Path, option: str = "model_path") -> bool:
@@ -154,3 +156,28 @@ def load_causal_lm(name_or_path: str | Path, option: str = "model_path") -> PreT
     path = resolve_model_dir(name_or_path, option)
     require_weights(path, option)
     return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+
+
+def load_finetuned(teacher_path: str, num_labels: int) -> tuple[PreTrainedModel, str]:
+    """(fine-tuned network, directory of its tokenizer) from a HF directory or a TeacherFineTune checkpoint:
+    the input of distillation (as teacher) and of pruning.
+
+    A checkpoint is read directly (its ``model.*`` weights on top of the base model it names) rather than
+    through ``load_from_checkpoint``, which re-runs the CLI's instantiator for checkpoints written by
+    ``train.py`` and loses plain access to the hyperparameters.
+    """
+    if not str(teacher_path).endswith(".ckpt"):
+        if is_causal_lm(teacher_path, "teacher_path"):
+            return load_causal_lm(teacher_path, "teacher_path"), teacher_path
+        return load_sequence_classifier(teacher_path, num_labels, option="teacher_path"), teacher_path
+    if not Path(teacher_path).is_file():
+        raise FileNotFoundError(f"teacher_path={teacher_path!r}: checkpoint does not exist")
+    checkpoint = torch.load(teacher_path, map_location="cpu", weights_only=False)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "model_path" not in hparams or hparams.get("num_labels") != num_labels:
+        raise ValueError(f"teacher_path={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
+                         f"{num_labels} (hyperparameters: {sorted(hparams)})")
+    model = load_sequence_classifier(hparams["model_path"], num_labels, option="teacher_path")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+                           if k.startswith("model.")})
+    return model, hparams["model_path"]

@@ -23,12 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lmshrink.backbones import (
-    is_causal_lm,
-    load_causal_lm,
-    load_sequence_classifier,
-    load_tokenizer,
-)
+from lmshrink.backbones import load_causal_lm, load_finetuned, load_sequence_classifier, load_tokenizer
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.distill import losses
 from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
@@ -52,30 +47,6 @@ def next_token_nll(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
     targets = input_ids[:, 1:]
     keep = mask[:, 1:] & mask[:, :-1]
     return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
-
-
-def load_teacher(teacher_path: str, num_labels: int) -> tuple[nn.Module, str]:
-    """(teacher network, directory of its tokenizer) from a HF directory or a TeacherFineTune checkpoint.
-
-    A checkpoint is read directly (its ``model.*`` weights on top of the base model it names) rather than
-    through ``load_from_checkpoint``, which re-runs the CLI's instantiator for checkpoints written by
-    ``train.py`` and loses plain access to the hyperparameters.
-    """
-    if not str(teacher_path).endswith(".ckpt"):
-        if is_causal_lm(teacher_path, "teacher_path"):
-            return load_causal_lm(teacher_path, "teacher_path"), teacher_path
-        return load_sequence_classifier(teacher_path, num_labels, option="teacher_path"), teacher_path
-    if not Path(teacher_path).is_file():
-        raise FileNotFoundError(f"teacher_path={teacher_path!r}: checkpoint does not exist")
-    checkpoint = torch.load(teacher_path, map_location="cpu", weights_only=False)
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "model_path" not in hparams or hparams.get("num_labels") != num_labels:
-        raise ValueError(f"teacher_path={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
-                         f"{num_labels} (hyperparameters: {sorted(hparams)})")
-    model = load_sequence_classifier(hparams["model_path"], num_labels, option="teacher_path")
-    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
-                           if k.startswith("model.")})
-    return model, hparams["model_path"]
 
 
 class Distillation(LightningModule):
@@ -143,7 +114,7 @@ class Distillation(LightningModule):
                              f"need the teacher's hidden states every step: set them to 0 or drop the cache")
         self.teacher_cache: dict[str, Tensor] | None = None
         refuse_non_empty(student_save_dir, "student_save_dir")
-        teacher, self.tokenizer_path = load_teacher(teacher_path, num_labels)
+        teacher, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
         # does not apply: evaluation reports token-level KD loss and perplexity instead.
         self.is_causal_lm = teacher.can_generate()

@@ -1,6 +1,7 @@
 """Where the prunable parts of each encoder architecture live, by real Hugging Face module names.
 
-Spec §5.11: BERT and RoBERTa share paths; HF DistilBERT needs its own. Each layer has a multi-head
+Spec §5.11: BERT and RoBERTa share paths; HF DistilBERT needs its own (the table itself lives in
+:mod:`sliced_modeling`, which pruned model directories carry). Each layer has a multi-head
 attention sublayer (Q, K, V, output projection O, LayerNorm LN1) and a feed-forward sublayer (FFN1,
 FFN2, LN2). Masks act on the *inputs* of O (one entry per head dimension) and FFN2 (one per neuron).
 """
@@ -11,39 +12,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from lmshrink.pruning.sliced_modeling import LAYOUTS, EncoderLayout
 
-@dataclass(frozen=True)
-class EncoderLayout:
-    layers: str
-    """Path of the ModuleList of transformer blocks, from the task model's root."""
-    query: str
-    key: str
-    value: str
-    attention_output: str
-    attention_norm: str
-    ffn_in: str
-    ffn_out: str
-    ffn_norm: str
-    num_heads_field: str
-    """Config field holding the number of attention heads."""
-
-
-LAYOUTS = {
-    "bert": EncoderLayout(
-        "bert.encoder.layer", "attention.self.query", "attention.self.key", "attention.self.value",
-        "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
-        "output.LayerNorm", "num_attention_heads",
-    ),
-    "roberta": EncoderLayout(
-        "roberta.encoder.layer", "attention.self.query", "attention.self.key", "attention.self.value",
-        "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
-        "output.LayerNorm", "num_attention_heads",
-    ),
-    "distilbert": EncoderLayout(
-        "distilbert.transformer.layer", "attention.q_lin", "attention.k_lin", "attention.v_lin",
-        "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm", "n_heads",
-    ),
-}
+__all__ = ["LAYOUTS", "EncoderLayout", "EncoderShape", "layout_of", "shape_of"]
 
 
 def layout_of(model: nn.Module) -> EncoderLayout:
@@ -65,12 +36,10 @@ class EncoderShape:
 
 
 def shape_of(model: nn.Module) -> EncoderShape:
+    """Dense sizes, from the config (also right for a physically pruned model, whose layers are narrower)."""
     layout = layout_of(model)
     layers = model.get_submodule(layout.layers)
-    first = layers[0]
     num_heads = getattr(model.config, layout.num_heads_field)
-    query = first.get_submodule(layout.query)
-    return EncoderShape(
-        num_layers=len(layers), num_heads=num_heads, head_dim=query.out_features // num_heads,
-        hidden=query.in_features, ffn=first.get_submodule(layout.ffn_in).out_features,
-    )
+    hidden = layers[0].get_submodule(layout.query).in_features
+    return EncoderShape(num_layers=len(layers), num_heads=num_heads, head_dim=hidden // num_heads, hidden=hidden,
+                        ffn=getattr(model.config, layout.ffn_field))

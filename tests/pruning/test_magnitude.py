@@ -8,7 +8,7 @@ from lmshrink.pruning.magnitude import (
     structured_head_mask,
 )
 from lmshrink.pruning.masks import full_masks, masked
-from tests.pruning.test_masks import padded_batch, tiny_encoders
+from tests.pruning.tiny import padded_batch, tiny_encoders
 
 
 @pytest.mark.parametrize("amount", [0.2, 0.4, 0.6, 0.8])

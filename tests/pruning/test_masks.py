@@ -7,38 +7,10 @@ import copy
 
 import pytest
 import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    RobertaConfig,
-    RobertaForSequenceClassification,
-)
 
 from lmshrink.pruning.arch import layout_of, shape_of
 from lmshrink.pruning.masks import full_masks, masked
-
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3)
-
-
-def tiny_encoders():
-    torch.manual_seed(0)
-    return {
-        "bert": BertForSequenceClassification(BertConfig(vocab_size=100, **TINY)).eval(),
-        "roberta": RobertaForSequenceClassification(RobertaConfig(vocab_size=100, pad_token_id=1,
-                                                                  max_position_embeddings=40, **TINY)).eval(),
-        "distilbert": DistilBertForSequenceClassification(DistilBertConfig(
-            vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, num_labels=3)).eval(),
-    }
-
-
-def padded_batch():
-    ids = torch.randint(5, 100, (3, 10), generator=torch.Generator().manual_seed(1))
-    attention_mask = torch.ones_like(ids)
-    attention_mask[0, 6:] = 0
-    attention_mask[2, 3:] = 0
-    return {"input_ids": ids, "attention_mask": attention_mask}
+from tests.pruning.tiny import padded_batch, tiny_encoders
 
 
 @pytest.mark.parametrize("name", ["bert", "roberta", "distilbert"])
