@@ -1,0 +1,74 @@
+"""Read what flows through a sublayer during a forward pass: the input of its output projection (after any
+mask), the projection's output and the pre-LayerNorm sum ``x + proj(a) + b``.
+
+Sublayers are named ``(layer, "mha")`` or ``(layer, "ffn")`` and run in :func:`sublayer_order`. A forward can
+stop right after a sublayer (``stop_after``), so collecting a lower layer does not pay for the upper ones.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Literal
+
+from torch import Tensor, nn
+
+from lmshrink.pruning.arch import layout_of
+
+Sublayer = tuple[int, Literal["mha", "ffn"]]
+
+
+def sublayer_order(num_layers: int) -> list[Sublayer]:
+    """Bottom-up order: MHA_0, FFN_0, MHA_1, ..., FFN_{L-1} (spec §3.3)."""
+    return [(layer, kind) for layer in range(num_layers) for kind in ("mha", "ffn")]
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass once the wanted sublayer has been read."""
+
+
+def sublayer_modules(model: nn.Module, sublayer: Sublayer) -> tuple[nn.Linear, nn.LayerNorm]:
+    """(output projection, LayerNorm) of a sublayer."""
+    layout = layout_of(model)
+    layer = model.get_submodule(layout.layers)[sublayer[0]]
+    if sublayer[1] == "mha":
+        return layer.get_submodule(layout.attention_output), layer.get_submodule(layout.attention_norm)
+    return layer.get_submodule(layout.ffn_out), layer.get_submodule(layout.ffn_norm)
+
+
+@contextmanager
+def capture(model: nn.Module, sublayers: list[Sublayer], stop_after: Sublayer | None = None):
+    """Yield a dict filled at every forward: ``store[sublayer] = {"a", "proj", "z"}`` (padded ``[B, S, *]``
+    tensors, still attached to the graph). With ``stop_after``, the forward raises :class:`StopForward` once
+    that sublayer's pre-LN sum is read: wrap the call in :func:`run_until_stop`."""
+    store: dict[Sublayer, dict[str, Tensor]] = {}
+    handles = []
+
+    def on_projection(sublayer):
+        def hook(module, args, output):
+            store.setdefault(sublayer, {}).update(a=args[0], proj=output)
+        return hook
+
+    def on_norm(sublayer):
+        def hook(module, args):
+            store.setdefault(sublayer, {})["z"] = args[0]
+            if sublayer == stop_after:
+                raise StopForward
+        return hook
+
+    try:
+        for sublayer in sublayers:
+            projection, norm = sublayer_modules(model, sublayer)
+            handles.append(projection.register_forward_hook(on_projection(sublayer)))
+            handles.append(norm.register_forward_pre_hook(on_norm(sublayer)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_until_stop(model: nn.Module, inputs: dict[str, Tensor]):
+    """``model(**inputs)``, or ``None`` when a capture hook stopped it early."""
+    try:
+        return model(**inputs)
+    except StopForward:
+        return None
