@@ -15,6 +15,7 @@ One run = one directory, ``trainer.default_root_dir`` (e.g. ``runs/teacher_stere
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -97,7 +98,18 @@ class LmshrinkCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def show_progress() -> None:
+    """Print lmshrink's progress messages (e.g. one line per pruned sublayer) to stderr, once."""
+    logger = logging.getLogger("lmshrink")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[lmshrink] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(args: list[str] | None = None) -> LmshrinkCLI:
+    show_progress()
     return LmshrinkCLI(
         LightningModule,
         LightningDataModule,

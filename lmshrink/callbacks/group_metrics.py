@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
@@ -122,6 +123,10 @@ class GroupMetrics(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._report("val", trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # `train.py validate` (e.g. pruning): no fit end follows
+            self._report("val", trainer)
 
     def _report(self, stage: str, trainer: Trainer) -> None:
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it

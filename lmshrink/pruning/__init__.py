@@ -1,7 +1,11 @@
-"""Structured pruning of encoders, plain PyTorch (no Lightning); reference: shared docs/pruning-spec.md.
+"""Structured pruning of fine-tuned encoders, plain PyTorch (no Lightning); reference: shared docs/pruning-spec.md.
 
-So far: architecture adapters (:mod:`arch`), the FLOPs model and keep-ratio budget (:mod:`flops`, spec
-§1.2-1.3), head/neuron masks as forward pre-hooks on the output projections (:mod:`masks`, spec §1.1) and
-the magnitude baselines (:mod:`magnitude`). K-prune, Kwon et al., physical slicing and the Lightning
-module are not implemented yet.
+- :mod:`arch`, :mod:`sliced_modeling`: where the prunable parts of BERT/RoBERTa/DistilBERT live; the
+  narrower model classes a pruned directory loads with.
+- :mod:`flops`: the FLOPs model (spec §1.2) and keep-ratio budget (§1.3).
+- :mod:`masks`, :mod:`capture`: head/neuron gates as pre-hooks on the output projections; reading sublayers.
+- :mod:`sample`: the seeded, fixed-order pruning sample.
+- :mod:`kprune` (K-prune, §3) and :mod:`kwon` (Kwon et al., §2), with :mod:`search` and :mod:`least_squares`.
+- :mod:`magnitude`: global L1 unstructured and L1 head baselines.
+- :mod:`slicing`: physical pruning (§6) and saving; :mod:`run`: one entry point and the pruning record.
 """

@@ -1,0 +1,177 @@
+"""``Prune``: retraining-free pruning of a fine-tuned encoder, run with Lightning's ``validate`` (or ``test``).
+
+    python train.py validate --config configs/prune/kprune_stereoset.yaml \\
+        --model.teacher_path runs/teacher_stereoset_minilm/model --model.flops_keep_ratio 0.5
+
+Pruning needs no training loop, so it runs in ``setup`` and the evaluation loop then measures the pruned
+model: ``validate`` reports the dev split (what pruning papers tune on), ``test`` the held-out split (what a
+study reports). GroupMetrics logs per-group accuracy and the per-group delta to the dense model ("who pays").
+
+Under DDP the sample is not sharded: rank 0 prunes and broadcasts the result, every rank slices the same
+model, and the evaluation is sharded as usual. The pruned model is written as a HF directory (``save_dir``)
+and a JSON record (FLOPs with s, kept units per layer, wall time, metrics) goes to the run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+
+from lmshrink.backbones import load_finetuned, load_tokenizer
+from lmshrink.data.loading import TokenPaddingCollator
+from lmshrink.modules.teacher import accepted_inputs
+from lmshrink.paths import free_path, refuse_non_empty
+from lmshrink.pruning.run import METHODS, mean_length, prune_encoder
+from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
+from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
+
+
+class Prune(LightningModule):
+    reference_name = "dense"
+    """GroupMetrics logs the pruned model's per-group deltas to the dense model."""
+
+    def __init__(
+        self,
+        teacher_path: str,
+        num_labels: int = 3,
+        method: str = "kprune",
+        flops_keep_ratio: float = 0.5,
+        sparsity: float = 0.4,
+        num_tokens: int = 100_000,
+        num_samples: int = 2048,
+        sample_batch_size: int = 32,
+        seq_len: float | None = None,
+        temperature: float = 2.0,
+        lam_pred: float = 1.0,
+        lam_rep: float = 2.5e-4,
+        mu: float | None = None,
+        weight_tuning: bool = True,
+        faithful: bool = False,
+        seed: int = 0,
+        save_dir: str | None = None,
+    ) -> None:
+        """
+        Args:
+            teacher_path: The fine-tuned model to prune: a local HF directory or a TeacherFineTune ``.ckpt``.
+            num_labels: Number of classes (linked from the datamodule).
+            method: ``kprune`` (K-prune), ``kwon`` (Kwon et al.), ``l1-unstructured`` or ``l1-heads`` (magnitude).
+            flops_keep_ratio: Share of encoder FLOPs kept (kprune, kwon); K-prune's ``--constraint c`` is ``1 - c``.
+            sparsity: Share of encoder weights (l1-unstructured) or heads (l1-heads) removed.
+            num_tokens: K-prune's sample size in tokens of the training split (100K in the paper).
+            num_samples: Kwon et al.'s sample size in labeled training examples (2048 in the paper).
+            sample_batch_size: Batch size of the pruning sample; it sets the scale of the gradient scores, so keep
+                it fixed across runs you compare (32 in both papers for GLUE).
+            seq_len: Sequence length s of the FLOPs model; default: the mean token length of the val split.
+            temperature: K-prune's KD temperature.
+            lam_pred: K-prune's weight of predictive knowledge.
+            lam_rep: K-prune's weight of representational knowledge.
+            mu: K-prune's head-vs-neuron balance; default d_h.
+            weight_tuning: K-prune's least-squares weight tuning (KPWT) / Kwon's mask tuning.
+            faithful: Reproduce the official codes' quirks (spec §3.6, §5.13) instead of the corrected defaults.
+            seed: Seed of the sample draw.
+            save_dir: Write the pruned model there as a HF directory with its tokenizer (must be new or empty);
+                default: ``pruned_model`` in the run directory (``pruned_model-N`` if taken).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is unknown; choose one of {list(METHODS)}")
+        if not 0 < flops_keep_ratio <= 1:
+            raise ValueError(f"flops_keep_ratio={flops_keep_ratio} must be in (0, 1]")
+        refuse_non_empty(save_dir, "save_dir")
+        self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
+        self.model.eval()
+        self.dense = copy.deepcopy(self.model).requires_grad_(False)
+        self.model_inputs = accepted_inputs(self.model)
+        self.record: dict | None = None
+        self.save_dir: str | None = None
+
+    # --------------------------------------------------------------------------------------------- pruning
+    def setup(self, stage: str) -> None:
+        if self.record is not None:
+            return
+        hp = self.hparams
+        datamodule = self.trainer.datamodule
+        outcome = None
+        if self.trainer.is_global_zero:
+            batches, seq_len = self._sample(datamodule)
+            kwon_options = dict(mask_tuning=hp.weight_tuning, faithful=hp.faithful)
+            kprune_options = dict(temperature=hp.temperature, lam_pred=hp.lam_pred, lam_rep=hp.lam_rep, mu=hp.mu,
+                                  weight_tuning=hp.weight_tuning, faithful=hp.faithful)
+            outcome = prune_encoder(copy.deepcopy(self.model), batches, hp.method, seq_len, hp.flops_keep_ratio,
+                                    hp.sparsity, kprune_options, kwon_options)
+            outcome = (outcome.model.state_dict(), outcome.record)
+        state, record = self.trainer.strategy.broadcast(outcome, src=0)
+        if hp.method != "l1-unstructured":
+            shrink_to_widths(self.model, record["heads_per_layer"], record["neurons_per_layer"])
+        self.model.load_state_dict(state)
+        self.model.eval().requires_grad_(False)
+        self.record = record | {"teacher_path": hp.teacher_path, "seed": hp.seed, "faithful": hp.faithful}
+        self.save_dir = self._save_model(self.trainer.log_dir)  # log_dir is collective: every rank asks
+
+    def _sample(self, datamodule) -> tuple[list[dict[str, Tensor]], float]:
+        hp = self.hparams
+        seq_len = hp.seq_len if hp.seq_len is not None else mean_length(datamodule.datasets["val"])
+        train = datamodule.datasets["train"]
+        lengths = [len(train.encodings["input_ids"][row]) for row in range(len(train))]
+        if hp.method == "kprune":
+            train_mean = sum(lengths) / len(lengths)
+            count = samples_for_tokens(hp.num_tokens, train_mean, len(train))
+        else:
+            count = min(hp.num_samples, len(train))
+        rows = draw_sample(lengths, count, hp.seed)
+        keys = self.model_inputs + (["labels"] if hp.method == "kwon" else [])
+        collate = TokenPaddingCollator(datamodule.tokenizer)
+        return sample_batches(train, rows, collate, hp.sample_batch_size, keys), seq_len
+
+    def _save_model(self, log_dir: str | None) -> str | None:
+        directory = self.hparams.save_dir
+        if directory is None and log_dir is not None:
+            directory = str(free_path(log_dir, "pruned_model", ""))
+        if directory is None or not self.trainer.is_global_zero:
+            return directory
+        if self.hparams.method == "l1-unstructured":
+            self.model.save_pretrained(directory)
+        else:
+            save_sliced(self.model, directory)
+        load_tokenizer(self.tokenizer_path).save_pretrained(directory)
+        return directory
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
+
+    def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = self(batch)
+        dense_logits = self.dense(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
+        return {"preds": logits.argmax(-1), "reference_preds": dense_logits.argmax(-1)}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch)
+
+    def on_validation_end(self) -> None:
+        self._write_record("val")
+
+    def on_test_end(self) -> None:
+        self._write_record("test")
+
+    def _write_record(self, stage: str) -> None:
+        log_dir = self.trainer.log_dir  # collective: every rank calls it
+        metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()
+                   if key.startswith(f"{stage}/")}
+        self._write(stage, log_dir, metrics)
+
+    @rank_zero_only
+    def _write(self, stage: str, log_dir: str | None, metrics: dict[str, float]) -> None:
+        record = self.record | {"stage": stage, "model_dir": self.save_dir, "metrics": metrics}
+        for directory in filter(None, {log_dir, self.save_dir}):
+            path = free_path(directory, f"pruning_record_{stage}", ".json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=2, default=str))

@@ -1,0 +1,109 @@
+"""Pruning through the real CLI and config (`train.py validate`): the record, the saved model, the methods,
+the no-overwrite rule and DDP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from lmshrink.backbones import load_sequence_classifier
+from lmshrink.cli import main
+from lmshrink.datamodules import GroupedTextDataModule
+from lmshrink.modules import Prune
+from tests.helpers import REPO, group_record, run_train_py
+
+PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_stereoset.yaml"
+
+
+def prune_args(model_dir: Path, root: Path, *extra: str) -> list[str]:
+    """The shipped pruning config, shrunk: tiny model, small sample, CSV logger."""
+    return [
+        "--config", str(PRUNE_CONFIG),
+        f"--model.teacher_path={model_dir}",
+        f"--data.tokenizer_path={model_dir}",
+        "--model.num_tokens=2000",
+        "--model.num_samples=64",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir=.",
+        "--trainer.enable_progress_bar=false",
+        "--data.eval_batch_size=256",
+        *extra,
+    ]
+
+
+def record(root: Path, stage: str = "val") -> dict:
+    paths = sorted(root.rglob(f"pruning_record_{stage}*.json"))
+    assert paths, f"no pruning record under {root}"
+    return json.loads(paths[0].read_text())
+
+
+def val_batch(model_dir: Path, size: int = 64) -> dict:
+    datamodule = GroupedTextDataModule(tokenizer_path=str(model_dir))
+    datamodule.setup("validate")
+    items = [datamodule.datasets["val"][index] for index in range(size)]
+    batch = datamodule.val_dataloader().collate_fn(items)
+    return {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+@pytest.mark.parametrize("method", ["kprune", "kwon"])
+def test_validate_prunes_slices_saves_and_records(method, tiny_bert_varied_dir, tmp_path):
+    main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, f"--model.method={method}",
+                                  "--model.flops_keep_ratio=0.5")])
+    result = record(tmp_path)
+    assert result["method"] == method and result["seq_len"] > 5
+    assert result["flops_after"] <= 0.5 * result["flops_before"] * (1 + 1e-9)
+    assert result["params_after"] < result["params_before"]
+    assert len(result["heads_per_layer"]) == 2 and result["pruning_seconds"] > 0
+    metrics = result["metrics"]
+    assert 0 <= metrics["val/avg_acc"] <= 1 and "val/dense_avg_acc" in metrics
+    assert any(key.startswith("val/group_delta_to_dense/") for key in metrics)
+    groups = group_record(tmp_path, "val")
+    assert groups["avg_acc"] == pytest.approx(metrics["val/avg_acc"])
+    model_dir = Path(result["model_dir"])
+    assert (model_dir / "pruning_record_val.json").is_file()
+    batch = val_batch(tiny_bert_varied_dir)
+    ours = load_sequence_classifier(model_dir, num_labels=3).eval()
+    stock = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+    assert ours.config.lmshrink_heads_per_layer == result["heads_per_layer"]
+    torch.testing.assert_close(ours(**batch).logits, stock(**batch).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method, sparsity", [("l1-unstructured", 0.6), ("l1-heads", 0.5)])
+def test_magnitude_baselines(method, sparsity, tiny_bert_varied_dir, tmp_path):
+    main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, f"--model.method={method}",
+                                  f"--model.sparsity={sparsity}")])
+    result = record(tmp_path)
+    if method == "l1-unstructured":
+        assert result["sparsity_reached"] == pytest.approx(sparsity, abs=0.01)
+        assert result["flops_after"] == result["flops_before"]  # zeros do not remove structured FLOPs
+    else:
+        assert sum(result["heads_per_layer"]) == 4  # half of 2 x 4 heads
+    model = load_sequence_classifier(result["model_dir"], num_labels=3)
+    assert model is not None
+
+
+def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path):
+    with pytest.raises(ValueError, match="method='magic'"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), method="magic")
+    with pytest.raises(ValueError, match="flops_keep_ratio=1.5"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), flops_keep_ratio=1.5)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="save_dir"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), save_dir=str(tmp_path / "taken"))
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "user data"
+
+
+def test_two_process_ddp_pruning_matches_one_process(tiny_bert_varied_dir, tmp_path):
+    args = lambda root: prune_args(tiny_bert_varied_dir, root, "--model.flops_keep_ratio=0.4")
+    main(["validate", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])
+    run_train_py("validate", [*args(tmp_path / "two"), "--config", "configs/trainer/ddp_cpu.yaml"])
+    one, two = record(tmp_path / "one"), record(tmp_path / "two")
+    assert one["heads_per_layer"] == two["heads_per_layer"]
+    assert one["neurons_per_layer"] == two["neurons_per_layer"]
+    assert one["metrics"] == pytest.approx(two["metrics"], abs=1e-9)
