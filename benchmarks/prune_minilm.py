@@ -1,0 +1,120 @@
+"""K-prune vs Kwon et al. on the fine-tuned MiniLM teacher, side by side in one process, at several keep ratios.
+
+For each FLOPs keep ratio and method: test accuracy and worst-group accuracy, the FLOPs kept (at s = the mean
+dev length), the measured CPU latency of the sliced model against the dense one (same batch, alternating runs,
+median) and the pruning wall time. Both methods get samples of the same size in tokens (K-prune's is sized in
+tokens, Kwon's in sentences: ``--kwon-samples`` defaults to the sentence count of K-prune's token budget).
+
+Needs the teacher exported by ``python train.py fit --config configs/teacher/stereoset_minilm.yaml``:
+
+    python benchmarks/prune_minilm.py [--teacher runs/teacher_stereoset_minilm/model] [--tokens 100000]
+        [--ratios 0.4 0.5 0.6 0.7 0.8 0.9] [--out runs/bench_prune_minilm.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from lmshrink.backbones import load_finetuned
+from lmshrink.data.loading import TokenPaddingCollator
+from lmshrink.datamodules import GroupedTextDataModule
+from lmshrink.metrics.groups import GroupAccuracy
+from lmshrink.metrics.report import summary
+from lmshrink.modules.teacher import accepted_inputs
+from lmshrink.paths import free_path
+from lmshrink.pruning.run import mean_length, prune_encoder
+from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
+from lmshrink.quantize.measure import latency_ms
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader, inputs: list[str], num_groups: int) -> dict:
+    metric = GroupAccuracy(num_groups, num_classes=3)
+    for batch in loader:
+        logits = model(**{key: batch[key] for key in inputs if key in batch}).logits
+        metric.update(logits.argmax(-1), batch["labels"], batch["groups"])
+    return summary(metric.compute())
+
+
+def paired_latency(dense: torch.nn.Module, pruned: torch.nn.Module, batch: dict, rounds: int) -> tuple[float, float]:
+    """Median ms per forward of both models, measured in alternating rounds so that load drifts hit both."""
+    dense_ms, pruned_ms = [], []
+    for _ in range(rounds):
+        dense_ms.append(latency_ms(dense, batch, repeats=3, warmup=1))
+        pruned_ms.append(latency_ms(pruned, batch, repeats=3, warmup=1))
+    return float(torch.tensor(dense_ms).median()), float(torch.tensor(pruned_ms).median())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="runs/teacher_stereoset_minilm/model")
+    parser.add_argument("--tokens", type=int, default=100_000, help="K-prune sample size in training tokens")
+    parser.add_argument("--kwon-samples", type=int, default=None, help="Kwon sample size in sentences")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    parser.add_argument("--methods", nargs="+", default=["kprune", "kwon"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default="runs/bench_prune_minilm.json")
+    args = parser.parse_args()
+    if not Path(args.teacher).exists():
+        sys.exit(f"--teacher {args.teacher} does not exist: run `python train.py fit --config "
+                 f"configs/teacher/stereoset_minilm.yaml` (it exports the model there) or pass a .ckpt")
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    dense, _ = load_finetuned(args.teacher, 3)
+    dense.eval().requires_grad_(False)
+    inputs = accepted_inputs(dense)
+    datamodule = GroupedTextDataModule(max_length=96)
+    datamodule.setup("fit")
+    train, num_groups = datamodule.datasets["train"], len(datamodule.group_names)
+    seq_len = mean_length(datamodule.datasets["val"])
+    lengths = [len(ids) for ids in train.encodings["input_ids"]]
+    kprune_rows = draw_sample(lengths, samples_for_tokens(args.tokens, sum(lengths) / len(lengths), len(train)), 0)
+    kwon_rows = draw_sample(lengths, args.kwon_samples or len(kprune_rows), 0)
+    collate = TokenPaddingCollator(datamodule.tokenizer)
+    samples = {"kprune": sample_batches(train, kprune_rows, collate, 32, inputs),
+               "kwon": sample_batches(train, kwon_rows, collate, 32, inputs + ["labels"])}
+    loader = datamodule.test_dataloader()
+    test = datamodule.datasets["test"]
+    latency_batch = {key: value for key, value in collate([test[i] for i in range(32)]).items() if key in inputs}
+    baseline = evaluate(dense, loader, inputs, num_groups)
+    print(f"dense: avg_acc {baseline['avg_acc']:.4f} worst_group_acc {baseline['worst_group_acc']:.4f}; "
+          f"s = {seq_len:.2f}; sample: K-prune {len(kprune_rows)} sentences, Kwon {len(kwon_rows)}", flush=True)
+    rows = []
+    print(f"{'method':7} {'keep':>5} {'FLOPs kept':>10} {'avg acc':>8} {'worst grp':>9} {'dense ms':>9} "
+          f"{'pruned ms':>9} {'speedup':>7} {'prune s':>8}", flush=True)
+    for ratio in args.ratios:
+        for method in args.methods:
+            outcome = prune_encoder(copy.deepcopy(dense), samples[method], method, seq_len, ratio)
+            pruned = outcome.model.eval()
+            metrics = evaluate(pruned, loader, inputs, num_groups)
+            dense_ms, pruned_ms = paired_latency(dense, pruned, latency_batch, args.rounds)
+            record = outcome.record
+            row = {"method": method, "flops_keep_ratio": ratio, "flops_kept": record["flops_kept"],
+                   "avg_acc": metrics["avg_acc"], "worst_group_acc": metrics["worst_group_acc"],
+                   "dense_ms": dense_ms, "pruned_ms": pruned_ms, "speedup": dense_ms / pruned_ms,
+                   "pruning_seconds": record["pruning_seconds"], "heads_per_layer": record["heads_per_layer"],
+                   "neurons_per_layer": record["neurons_per_layer"]}
+            rows.append(row)
+            print(f"{method:7} {ratio:5.2f} {row['flops_kept']:10.3f} {row['avg_acc']:8.4f} "
+                  f"{row['worst_group_acc']:9.4f} {dense_ms:9.1f} {pruned_ms:9.1f} {row['speedup']:7.2f} "
+                  f"{row['pruning_seconds']:8.1f}", flush=True)
+    out = free_path(Path(args.out).parent, Path(args.out).stem, ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"dense": baseline, "seq_len": seq_len, "tokens": args.tokens,
+                               "kprune_sentences": len(kprune_rows), "kwon_sentences": len(kwon_rows),
+                               "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
