@@ -1,5 +1,6 @@
 from lmshrink.modules.distill import Distillation
+from lmshrink.modules.generative_audit import GenerativeAudit
 from lmshrink.modules.prune import Prune
 from lmshrink.modules.teacher import TeacherFineTune
 
-__all__ = ["Distillation", "Prune", "TeacherFineTune"]
+__all__ = ["Distillation", "GenerativeAudit", "Prune", "TeacherFineTune"]

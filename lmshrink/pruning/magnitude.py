@@ -22,12 +22,18 @@ def encoder_linears(model: nn.Module) -> list[nn.Linear]:
     return [layer.get_submodule(name) for layer in model.get_submodule(layout.layers) for name in names]
 
 
-def prune_unstructured_l1(model: nn.Module, amount: float) -> float:
-    """Zero the ``amount`` share of encoder Linear weights with the smallest magnitude, globally; returns the
-    sparsity actually reached over those weights."""
+def decoder_linears(model: nn.Module) -> list[nn.Linear]:
+    """Every Linear inside a causal LM's transformer blocks (attention and MLP); embeddings and LM head excluded."""
+    return [module for module in model.get_decoder().layers.modules() if isinstance(module, nn.Linear)]
+
+
+def prune_unstructured_l1(model: nn.Module, amount: float, linears: list[nn.Linear] | None = None) -> float:
+    """Zero the ``amount`` share of block Linear weights with the smallest magnitude, globally; returns the
+    sparsity actually reached over those weights. ``linears`` defaults to the encoder's (:func:`encoder_linears`);
+    pass :func:`decoder_linears` for a causal LM."""
     if not 0 <= amount < 1:
         raise ValueError(f"amount={amount} must be in [0, 1)")
-    linears = encoder_linears(model)
+    linears = encoder_linears(model) if linears is None else linears
     prune.global_unstructured([(linear, "weight") for linear in linears], pruning_method=prune.L1Unstructured,
                               amount=amount)
     for linear in linears:

