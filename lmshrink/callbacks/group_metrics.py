@@ -39,6 +39,12 @@ from lmshrink.paths import free_path
 STAGES = ("val", "test")
 
 
+def _fingerprint(datamodule, stage: str) -> str | None:
+    """Which examples were evaluated (see ``GroupedTextDataModule.split_fingerprint``), when the datamodule says."""
+    fingerprint = getattr(datamodule, "split_fingerprint", None)
+    return fingerprint(stage) if fingerprint is not None else None
+
+
 class GroupMetrics(Callback):
     def __init__(self, log_per_group: bool = True, write_json: bool = True) -> None:
         """
@@ -158,5 +164,5 @@ class GroupMetrics(Callback):
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             path = free_path(log_dir, f"group_metrics_{stage}", ".json")
             record = {"stage": stage, "global_step": trainer.global_step, **scalars, "groups": rows_as_dicts(rows),
-                      **reference_record}
+                      **reference_record, "eval_set": _fingerprint(trainer.datamodule, stage)}
             path.write_text(json.dumps(record, indent=2))

@@ -15,6 +15,7 @@ first training step and names the file, column and row at fault.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,18 @@ class GroupedTextDataModule(LightningDataModule):
             pairs = frame[columns.text_pair].iloc[rows].tolist() if columns.text_pair else None
             encodings = self.tokenizer(texts, pairs, truncation=True, max_length=hp.max_length)
             self.datasets[split] = GroupedTextDataset(dict(encodings), labels[rows], membership[rows])
+
+    def split_fingerprint(self, split: str) -> str:
+        """sha256 (16 hex digits) of a split's token ids, labels and group memberships: two evaluations with the
+        same fingerprint saw the same examples (the study refuses to compare models across different ones)."""
+        dataset = self.datasets[split]
+        digest = hashlib.sha256()
+        for ids in dataset.encodings["input_ids"]:
+            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(dataset.labels.numpy().tobytes())
+        digest.update(dataset.groups.numpy().tobytes())
+        digest.update("|".join(self.group_names).encode())
+        return digest.hexdigest()[:16]
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -1,0 +1,151 @@
+"""Runs a study's stages as ``train.py`` processes, resumably, and records one result per (stage, seed).
+
+Every (stage, seed) has its own run directory ``<output_dir>/<stage>/seed<k>`` (``once`` when unseeded):
+
+- ``run/``: the Lightning run that builds the model (fit for teacher/distill, validate for prune; quantize has
+  none: the scheme is applied at evaluation); its model goes to ``run/model``;
+- ``eval/``: ``train.py test`` of that model with the study's evaluation config (one test set for all rows);
+- ``result.json``: written last, from the evaluation's ``group_metrics_test.json`` and the measurements.
+  Its presence means "done": a rerun skips the stage and never recomputes it.
+
+A stage killed midway resumes: a fit with a ``last.ckpt`` continues from it (``--ckpt_path last``); anything
+else incomplete is moved aside to ``<dir>.incomplete-N`` (never deleted) and started again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lmshrink.paths import free_path
+from lmshrink.study.spec import Stage, StudySpec
+
+RESULT = "result.json"
+TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
+
+
+def run_dir(spec: StudySpec, stage: Stage, seed: int | None) -> Path:
+    return spec.output_dir / stage.name / ("once" if seed is None else f"seed{seed}")
+
+
+def model_of(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[Path, str | None]:
+    """(model directory, quantization scheme or None) that a stage produces for ``seed``."""
+    if stage.kind == "quantize":
+        source = spec.stage(stage.source)
+        base, scheme = model_of(spec, source, _input_seed(spec, source, seed))
+        if scheme is not None:
+            raise ValueError(f"stage {stage.name}: its input {source.name} is already quantized")
+        return base, stage.scheme
+    return run_dir(spec, stage, seed) / "run" / "model", None
+
+
+def _input_seed(spec: StudySpec, source: Stage, seed: int | None) -> int | None:
+    return seed if spec.seeds_of(source) != (None,) else None
+
+
+def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str, list[str]] | None:
+    """(subcommand, arguments) of the run that builds the stage's model; None for quantize (no build step)."""
+    directory = run_dir(spec, stage, seed) / "run"
+    seed_args = [f"--seed_everything={seed}"] if seed is not None else []
+    common = ["--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}"]
+    if stage.kind == "quantize":
+        return None
+    if stage.kind == "teacher":
+        args = [*common, f"--model.export_dir={directory / 'model'}"]
+        return "fit", [*args, *spec.common_args, *stage.args]
+    source = spec.stage(stage.source)
+    source_model, scheme = model_of(spec, source, _input_seed(spec, source, seed))
+    if scheme is not None:
+        raise ValueError(f"stage {stage.name}: cannot {stage.kind} the quantized output of {source.name}")
+    if stage.kind == "distill":
+        args = [*common, f"--model.teacher_path={source_model}", f"--model.student_save_dir={directory / 'model'}"]
+        return "fit", [*args, *spec.common_args, *stage.args]
+    args = [*common, f"--model.teacher_path={source_model}", f"--model.save_dir={directory / 'model'}",
+            "--trainer.limit_val_batches=1"]  # the study's own evaluation measures the pruned model
+    if seed is not None:
+        args.append(f"--model.seed={seed}")
+    return "validate", [*args, *spec.common_args, *stage.args]
+
+
+def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
+    model_dir, scheme = model_of(spec, stage, seed)
+    args = ["--config", spec.eval_config, f"--model.model_path={model_dir}", "--model.export_dir=null",
+            f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}", *spec.common_args]
+    if scheme is not None:
+        args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}"]
+    return args
+
+
+def _train_py(subcommand: str, args: list[str], log: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as stream:
+        stream.write(f"\n$ train.py {subcommand} {' '.join(args)}\n")
+        stream.flush()
+        process = subprocess.run([sys.executable, str(TRAIN_PY), subcommand, *args], stdout=stream,
+                                 stderr=subprocess.STDOUT, env=env)
+    if process.returncode != 0:
+        raise RuntimeError(f"train.py {subcommand} failed ({process.returncode}); see {log}")
+
+
+def _set_aside(directory: Path) -> None:
+    if directory.exists():
+        target = free_path(directory.parent, directory.name + ".incomplete", "")
+        directory.rename(target)
+        print(f"[study] moved incomplete {directory} to {target}", flush=True)
+
+
+def _build(spec: StudySpec, stage: Stage, seed: int | None, log: Path) -> None:
+    command = build_command(spec, stage, seed)
+    if command is None:
+        return
+    subcommand, args = command
+    directory = run_dir(spec, stage, seed) / "run"
+    if (directory / "model").is_dir() and any((directory / "model").iterdir()) and (directory / "built").exists():
+        return
+    if subcommand == "fit" and (directory / "checkpoints" / "last.ckpt").is_file():
+        args = [*args, "--ckpt_path", "last"]  # resume the killed fit where its last checkpoint left it
+    else:
+        _set_aside(directory)
+    _train_py(subcommand, args, log)
+    (directory / "built").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
+    """Build, evaluate and measure one (stage, seed) unless its result exists; returns the result."""
+    directory = run_dir(spec, stage, seed)
+    result_path = directory / RESULT
+    if result_path.is_file():
+        print(f"[study] {stage.name} seed={seed}: done, skipped", flush=True)
+        return json.loads(result_path.read_text())
+    print(f"[study] {stage.name} seed={seed}: running", flush=True)
+    start = time.perf_counter()
+    log = directory / "train.log"
+    _build(spec, stage, seed, log)
+    _set_aside(directory / "eval")
+    _train_py("test", eval_command(spec, stage, seed), log)
+    groups = _newest(directory / "eval", "group_metrics_test*.json")
+    model_dir, scheme = model_of(spec, stage, seed)
+    result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
+              "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "avg_acc": groups["avg_acc"],
+              "worst_group_acc": groups["worst_group_acc"], "macro_f1": groups.get("macro_f1"),
+              "groups": {row["group"]: {"n": row["n"], "accuracy": row["accuracy"]} for row in groups["groups"]},
+              **measure(model_dir, scheme), "stage_seconds": time.perf_counter() - start}
+    pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
+    if pruning:
+        record = json.loads(pruning[-1].read_text())
+        result["pruning"] = {key: record[key] for key in ("method", "pruning_seconds", "flops_kept",
+                                                          "heads_per_layer", "neurons_per_layer") if key in record}
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _newest(directory: Path, pattern: str) -> dict:
+    paths = sorted(directory.rglob(pattern), key=lambda path: path.stat().st_mtime_ns)
+    if not paths:
+        raise FileNotFoundError(f"no {pattern} under {directory}: the evaluation did not report")
+    return json.loads(paths[-1].read_text())

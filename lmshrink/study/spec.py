@@ -1,0 +1,104 @@
+"""The study YAML: which stages to run, from which model, over which seeds. Checked before anything runs.
+
+    output_dir: runs/study_stereoset_minilm
+    seeds: [0, 1, 2]
+    common_args: []                  # appended to every train.py call
+    stages:
+      - {name: teacher, kind: teacher, config: configs/teacher/stereoset_minilm.yaml, seeded: false}
+      - {name: distill-3l, kind: distill, from: teacher, config: configs/distill/stereoset_minilm_to_3layer.yaml}
+      - {name: kprune-0.5, kind: prune, from: teacher, config: configs/prune/kprune_stereoset.yaml,
+         args: [--model.flops_keep_ratio=0.5]}
+      - {name: int8, kind: quantize, from: teacher, scheme: dynamic-int8, seeded: false}
+
+Kinds: ``teacher`` (fit a TeacherFineTune, export its final weights), ``distill`` (fit a Distillation from
+``from``), ``prune`` (a Prune module run, from ``from``), ``quantize`` (``scheme`` applied to ``from`` at test).
+A ``seeded`` stage runs once per seed; an unseeded one once, unless its input is seeded (then once per input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+KINDS = ("teacher", "distill", "prune", "quantize")
+STAGE_KEYS = {"name", "kind", "from", "config", "args", "seeded", "scheme"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str
+    config: str | None
+    source: str | None
+    args: tuple[str, ...] = ()
+    seeded: bool = True
+    scheme: str | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    path: Path
+    output_dir: Path
+    seeds: tuple[int, ...]
+    stages: tuple[Stage, ...]
+    common_args: tuple[str, ...] = ()
+    eval_config: str = "configs/teacher/stereoset_minilm.yaml"
+    """The config whose data section every model is evaluated with (one test set for the whole study)."""
+    wandb: dict = field(default_factory=dict)
+
+    def stage(self, name: str) -> Stage:
+        return next(stage for stage in self.stages if stage.name == name)
+
+    def seeds_of(self, stage: Stage) -> tuple[int | None, ...]:
+        """The seeds a stage runs with (``(None,)``: once)."""
+        if stage.seeded:
+            return self.seeds
+        if stage.source is not None:
+            return self.seeds_of(self.stage(stage.source))
+        return (None,)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study config {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    where = f"study config {path}"
+    unknown = set(raw) - {"output_dir", "seeds", "stages", "common_args", "eval_config", "wandb"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+    if "output_dir" not in raw or not raw.get("stages"):
+        raise ValueError(f"{where}: needs output_dir and a non-empty stages list")
+    seeds = tuple(raw.get("seeds") or [0])
+    if not all(isinstance(seed, int) for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{where}: seeds must be distinct integers, got {list(seeds)}")
+    stages, names = [], set()
+    for index, entry in enumerate(raw["stages"]):
+        label = f"{where}: stages[{index}]"
+        if not isinstance(entry, dict) or set(entry) - STAGE_KEYS:
+            raise ValueError(f"{label}: expected a mapping with keys among {sorted(STAGE_KEYS)}, got {entry!r}")
+        name, kind = entry.get("name"), entry.get("kind")
+        if not name or "/" in str(name) or name in names:
+            raise ValueError(f"{label}: name {name!r} is missing, contains '/', or is used twice")
+        if kind not in KINDS:
+            raise ValueError(f"{label} ({name}): kind {kind!r} is not one of {list(KINDS)}")
+        source = entry.get("from")
+        if kind == "teacher" and source is not None:
+            raise ValueError(f"{label} ({name}): a teacher stage starts from its config, not from another stage")
+        if kind != "teacher" and source not in names:
+            raise ValueError(f"{label} ({name}): 'from: {source}' must name an earlier stage")
+        if kind == "quantize" and not entry.get("scheme"):
+            raise ValueError(f"{label} ({name}): a quantize stage needs a scheme")
+        config = entry.get("config")
+        if kind != "quantize" and (config is None or not Path(config).is_file()):
+            raise ValueError(f"{label} ({name}): config {config!r} does not exist")
+        stages.append(Stage(name, kind, config, source, tuple(entry.get("args") or ()), bool(entry.get("seeded", True)),
+                            entry.get("scheme")))
+        names.add(name)
+    if stages[0].kind != "teacher":
+        raise ValueError(f"{where}: the first stage must be the teacher (the reference of every delta)")
+    eval_config = raw.get("eval_config", stages[0].config)
+    return StudySpec(path, Path(raw["output_dir"]), seeds, tuple(stages), tuple(raw.get("common_args") or ()),
+                     eval_config, raw.get("wandb") or {})

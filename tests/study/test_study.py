@@ -1,0 +1,110 @@
+"""The study end to end on a tiny random model (teacher + K-prune over 2 seeds): the report's numbers equal the
+stage records, a killed study resumes without recomputing finished stages, and results from different test
+sets are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmshrink.study.__main__ import main as study_main
+from lmshrink.study.report import aggregate, check_same_eval_set
+from lmshrink.study.spec import load_spec
+from tests.helpers import REPO
+
+
+def write_study(tmp_path: Path, model_dir: Path) -> Path:
+    spec = {
+        "output_dir": str(tmp_path / "study"),
+        "seeds": [0, 1],
+        "common_args": [f"--data.tokenizer_path={model_dir}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                        "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false",
+                        "--data.eval_batch_size=512"],
+        "stages": [
+            {"name": "teacher", "kind": "teacher", "config": "configs/teacher/stereoset_minilm.yaml", "seeded": False,
+             "args": [f"--model.model_path={model_dir}", "--trainer.limit_train_batches=3",
+                      "--trainer.val_check_interval=1.0", "--trainer.limit_val_batches=2"]},
+            {"name": "kprune", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+             "args": ["--model.num_tokens=1500", "--model.flops_keep_ratio=0.5"]},
+        ],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_bert_varied_dir)
+    study = tmp_path / "study"
+    # 1) start, and kill the whole study while the second stage runs
+    process = subprocess.Popen([sys.executable, "-m", "lmshrink.study", str(config)], cwd=REPO,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (study / "kprune" / "seed0" / "train.log").exists():
+        assert process.poll() is None and time.time() < deadline, "the study ended before reaching stage 2"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    teacher_result = study / "teacher" / "once" / "result.json"
+    assert teacher_result.is_file() and not (study / "kprune" / "seed0" / "result.json").exists()
+    finished_at = teacher_result.stat().st_mtime_ns
+    # 2) rerun: the teacher is not recomputed, the rest completes, the report is written
+    assert study_main([str(config)]) == 0
+    assert teacher_result.stat().st_mtime_ns == finished_at
+    assert (study / "teacher" / "once" / "train.log").read_text().count("$ train.py") == 2  # fit + eval, once
+    report = study / "report"
+    assert {p.name for p in report.iterdir()} >= {"report.md", "results.jsonl", "worst_vs_avg.png",
+                                                   "accuracy_vs_gflops.png", "accuracy_vs_size_mb.png",
+                                                   "group_delta_heatmap.png"}
+    results = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["seed"]) for r in results] == [("teacher", None), ("kprune", 0), ("kprune", 1)]
+    # the report's numbers are the stage records' numbers
+    for result in results:
+        run = study / result["stage"] / ("once" if result["seed"] is None else f"seed{result['seed']}")
+        record = json.loads(next((run / "eval").rglob("group_metrics_test*.json")).read_text())
+        assert result["avg_acc"] == record["avg_acc"] and result["worst_group_acc"] == record["worst_group_acc"]
+        assert result["eval_set"] == record["eval_set"] is not None
+    rows = aggregate(results)
+    kprune = [r for r in results if r["stage"] == "kprune"]
+    assert rows[1]["avg_acc"] == pytest.approx(sum(r["avg_acc"] for r in kprune) / 2)
+    assert rows[1]["gflops"] < rows[0]["gflops"] and rows[1]["params"] < rows[0]["params"]
+    markdown = (report / "report.md").read_text()
+    assert f"{rows[1]['avg_acc']:.4f}" in markdown and "Who pays" in markdown
+    # 3) a third run recomputes nothing
+    before = {p: p.stat().st_mtime_ns for p in study.rglob("result.json")}
+    assert study_main([str(config)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in study.rglob("result.json")} == before
+
+
+def test_report_refuses_different_test_sets():
+    base = {"kind": "teacher", "from": None, "scheme": None, "groups": {"g": {"n": 1, "accuracy": 1.0}},
+            "avg_acc": 1.0, "worst_group_acc": 1.0}
+    results = [base | {"stage": "teacher", "seed": None, "eval_set": "aaaa"},
+               base | {"stage": "other", "seed": 0, "eval_set": "bbbb"}]
+    with pytest.raises(ValueError, match="different .*test sets.*other/seed=0"):
+        aggregate(results)
+    assert check_same_eval_set(results[:1]) == "aaaa"
+
+
+def test_bad_study_configs_are_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": "x", "stages": [
+        {"name": "teacher", "kind": "teacher", "config": "configs/teacher/stereoset_minilm.yaml"},
+        {"name": "p", "kind": "prune", "from": "nowhere", "config": "configs/prune/kprune_stereoset.yaml"}]}))
+    with pytest.raises(ValueError, match=r"stages\[1\] \(p\): 'from: nowhere'"):
+        load_spec(path)
+    path.write_text(yaml.safe_dump({"output_dir": "x", "stages": [
+        {"name": "teacher", "kind": "teacher", "config": "configs/teacher/stereoset_minilm.yaml"},
+        {"name": "q", "kind": "quantize", "from": "teacher"}]}))
+    with pytest.raises(ValueError, match="needs a scheme"):
+        load_spec(path)
