@@ -99,12 +99,14 @@ class Prune(LightningModule):
         outcome = None
         if self.trainer.is_global_zero:
             batches, seq_len = self._sample(datamodule)
+            device = self.trainer.strategy.root_device  # prune where the model will run (a GPU if there is one)
+            batches = [{key: value.to(device) for key, value in batch.items()} for batch in batches]
             kwon_options = dict(mask_tuning=hp.weight_tuning, faithful=hp.faithful)
             kprune_options = dict(temperature=hp.temperature, lam_pred=hp.lam_pred, lam_rep=hp.lam_rep, mu=hp.mu,
                                   weight_tuning=hp.weight_tuning, faithful=hp.faithful)
-            outcome = prune_encoder(copy.deepcopy(self.model), batches, hp.method, seq_len, hp.flops_keep_ratio,
-                                    hp.sparsity, kprune_options, kwon_options)
-            outcome = (outcome.model.state_dict(), outcome.record)
+            outcome = prune_encoder(copy.deepcopy(self.model).to(device), batches, hp.method, seq_len,
+                                    hp.flops_keep_ratio, hp.sparsity, kprune_options, kwon_options)
+            outcome = ({key: value.cpu() for key, value in outcome.model.state_dict().items()}, outcome.record)
         state, record = self.trainer.strategy.broadcast(outcome, src=0)
         if hp.method != "l1-unstructured":
             shrink_to_widths(self.model, record["heads_per_layer"], record["neurons_per_layer"])

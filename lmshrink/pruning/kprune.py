@@ -99,7 +99,7 @@ def _non_pad(tensor: Tensor, attention_mask: Tensor) -> Tensor:
 def _token_hash(batches: Sequence[dict[str, Tensor]]) -> str:
     digest = hashlib.sha256()
     for batch in batches:
-        digest.update(_non_pad(batch["input_ids"], batch["attention_mask"]).numpy().tobytes())
+        digest.update(_non_pad(batch["input_ids"], batch["attention_mask"]).cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -124,9 +124,9 @@ def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings
     mu = settings.mu if settings.mu is not None else shape.head_dim
     f_head = head_flops(settings.seq_len, shape.hidden, shape.head_dim) / 1e9
     f_neuron = neuron_flops(settings.seq_len, shape.hidden) / 1e9
-    column_energy_head = torch.stack([sublayer_modules(model, (l, "mha"))[0].weight.detach().pow(2).mean(0)
+    column_energy_head = torch.stack([sublayer_modules(model, (l, "mha"))[0].weight.detach().pow(2).mean(0).cpu()
                                       for l in range(shape.num_layers)])
-    column_energy_neuron = torch.stack([sublayer_modules(model, (l, "ffn"))[0].weight.detach().pow(2).mean(0)
+    column_energy_neuron = torch.stack([sublayer_modules(model, (l, "ffn"))[0].weight.detach().pow(2).mean(0).cpu()
                                         for l in range(shape.num_layers)])
     pred_head = scores.pred_head / scores.sentences
     rep_head = scores.rep_head * column_energy_head / scores.tokens
@@ -222,10 +222,10 @@ def _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, targe
         logits = model(**batch).logits
         loss = kd_loss(logits, probs, settings.temperature)
         head_grad, neuron_grad = torch.autograd.grad(loss, [head_leaf, neuron_leaf])
-    scores.pred_head[layer:] += 0.5 * head_grad.pow(2)
-    scores.pred_neuron[layer:] += 0.5 * neuron_grad.pow(2)
+    scores.pred_head[layer:] += 0.5 * head_grad.pow(2).cpu()
+    scores.pred_neuron[layer:] += 0.5 * neuron_grad.pow(2).cpu()
     for (sub_layer, kind), record in store.items():
-        energy = _non_pad(record["a"].detach(), attention_mask).pow(2).sum(0)
+        energy = _non_pad(record["a"].detach(), attention_mask).pow(2).sum(0).cpu()
         (scores.rep_head if kind == "mha" else scores.rep_neuron)[sub_layer] += energy
     scores.sentences += attention_mask.shape[0]
     scores.tokens += int(attention_mask.sum())
@@ -249,11 +249,11 @@ def _tune_sublayer(model: nn.Module, target: Sublayer, survivors: Tensor, proble
         return {"skipped": "no unit survives"}
     if settings.faithful and bool(survivors.all()) and target[1] == "ffn":
         return {"skipped": "faithful: an FFN with nothing pruned discards its tuned weights"}
-    current = projection.weight.detach()[:, index].T
+    current = projection.weight.detach()[:, index.to(projection.weight.device)].T.cpu()
     restricted = problem.restricted(index)
     solve = solve_faithful if settings.faithful else solve_never_worse
     solution = solve(restricted, current) if settings.faithful else solve(restricted, current, settings.ridge)
     with torch.no_grad():
-        projection.weight[:, index] = solution.weight.T.to(projection.weight.dtype)
+        projection.weight[:, index.to(projection.weight.device)] = solution.weight.T.to(projection.weight)
     return {"error_before": solution.error_before, "error_after": solution.error_after,
             "condition": solution.condition, "accepted": solution.accepted, "notes": solution.notes}

@@ -74,8 +74,8 @@ def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> 
         with masked(model, heads, neurons):
             loss = model(**batch).loss
         head_grad, neuron_grad = torch.autograd.grad(loss, [heads, neurons])
-        head_grads.append(head_grad)
-        neuron_grads.append(neuron_grad)
+        head_grads.append(head_grad.cpu())
+        neuron_grads.append(neuron_grad.cpu())
     return torch.stack(head_grads), torch.stack(neuron_grads)
 
 
@@ -158,7 +158,7 @@ def tune_masks(model: nn.Module, batches: Sequence[dict[str, Tensor]], teacher_m
             scales = scales[:-1]  # the constant "ones" column's coefficient is discarded
         if not torch.isfinite(scales).all() or scales.abs().max() > SCALE_LIMIT:
             return tuned, sublayer
-        mask[layer, kept] *= scales.to(mask.dtype)
+        mask[layer, kept] *= scales.to(device=mask.device, dtype=mask.dtype)
         tuned.append(sublayer)
         log.info("Kwon: tuned %s %d (%d units)", kind.upper(), layer, len(kept))
     return tuned, None
@@ -172,7 +172,9 @@ def _mask_normal_equations(model, batches, teacher_masks, head_mask, neuron_mask
     projection = sublayer_modules(model, sublayer)[0]
     weight, bias = projection.weight.detach().double(), projection.bias.detach().double()
     size = len(kept) + (1 if faithful and kind == "mha" else 0)
-    gram, cross = torch.zeros(size, size, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)
+    gram = torch.zeros(size, size, dtype=torch.float64, device=weight.device)
+    cross = torch.zeros(size, dtype=torch.float64, device=weight.device)
+    kept = kept.to(weight.device)
     teacher_heads, teacher_neurons = teacher_masks
     if faithful and kind == "ffn":  # official quirk: the teacher's FFN target ignores its own mask at this layer
         teacher_neurons = teacher_neurons.clone()

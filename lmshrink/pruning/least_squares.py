@@ -23,7 +23,7 @@ class NormalEquations:
 
     def add(self, features: Tensor, target: Tensor) -> None:
         """Add rows: ``features`` ``[T, n]`` (A) and ``target`` ``[T, m]`` (B)."""
-        a, b = features.detach().double(), target.detach().double()
+        a, b = features.detach().double().cpu(), target.detach().double().cpu()  # small; fp64 is slow on GPUs
         gram, cross = a.T @ a, a.T @ b
         self.gram = gram if self.gram is None else self.gram + gram
         self.cross = cross if self.cross is None else self.cross + cross

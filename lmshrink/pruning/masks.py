@@ -18,7 +18,7 @@ from lmshrink.pruning.arch import layout_of, shape_of
 def _scale_input(mask: Tensor):
     def hook(module: nn.Module, args: tuple) -> tuple:
         (hidden,) = args[:1]
-        return (hidden * mask.to(hidden.dtype),) + tuple(args[1:])
+        return (hidden * mask.to(device=hidden.device, dtype=hidden.dtype),) + tuple(args[1:])
 
     return hook
 

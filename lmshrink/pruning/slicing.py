@@ -32,9 +32,11 @@ def _slice_linear(linear: nn.Linear, rows: Tensor | None = None, columns: Tensor
     weight = linear.weight.detach()
     bias = linear.bias.detach() if linear.bias is not None else None
     if rows is not None:
+        rows = rows.to(weight.device)
         weight, bias = weight[rows], (bias[rows] if bias is not None else None)
     if columns is not None:
-        weight = weight[:, columns] * (column_scale[columns].to(weight.dtype) if column_scale is not None else 1)
+        scale = column_scale[columns].to(device=weight.device, dtype=weight.dtype) if column_scale is not None else 1
+        weight = weight[:, columns.to(weight.device)] * scale
     new = sliced_modeling._empty_linear(weight.shape[1], weight.shape[0], like=linear)
     with torch.no_grad():
         new.weight.copy_(weight)
