@@ -2,7 +2,8 @@
 
 Without ``--stage`` every stage runs in order (finished ones are skipped), then the report is written to
 ``<output_dir>/report``. ``--stage``/``--seed`` run one (stage, seed) only, e.g. one SLURM array task each
-(see ``scripts/slurm/study.sbatch``); ``--report-only`` rebuilds the report from the finished results.
+(see ``scripts/slurm/study.sbatch``); ``--report-only`` rebuilds the report from the finished results; ``--list`` prints every (stage, seed) with its
+depth, which ``scripts/slurm/submit_study.sh`` turns into one array job per depth.
 """
 
 from __future__ import annotations
@@ -10,9 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
+from lmshrink.study.measure import StudyMeasure
+from lmshrink.study.report import write_report
 from lmshrink.study.runner import RESULT, run_dir, run_stage
-from lmshrink.study.spec import load_spec
+from lmshrink.study.spec import Stage, StudySpec, load_spec
+
+
+def depth(spec: StudySpec, stage: Stage) -> int:
+    """How many stages run before this one on its chain (0 for the teacher): one SLURM wave per depth."""
+    return 0 if stage.source is None else 1 + depth(spec, spec.stage(stage.source))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,23 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", help="run only this stage")
     parser.add_argument("--seed", type=int, help="with --stage: run only this seed")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished results")
-    parser.add_argument("--list", action="store_true", help="print the (stage, seed) pairs, one per line, and exit")
+    parser.add_argument("--list", action="store_true",
+                        help="print 'depth stage seed' per run (depth: stages it waits for), and exit")
+    parser.add_argument("--latency-rounds", type=int, default=5, help="alternating timing rounds per model")
+    parser.add_argument("--train-arg", action="append", default=[],
+                        help="extra argument for every train.py call (repeatable), e.g. --train-arg=--trainer.devices=4")
     args = parser.parse_args(argv)
     spec = load_spec(args.config)
+    spec = replace(spec, common_args=spec.common_args + tuple(args.train_arg))
     pairs = [(stage, seed) for stage in spec.stages for seed in spec.seeds_of(stage)]
     if args.list:
         for stage, seed in pairs:
-            print(stage.name, "" if seed is None else seed)
+            print(depth(spec, stage), stage.name, "" if seed is None else seed)
         return 0
     if args.stage is not None:
         pairs = [(stage, seed) for stage, seed in pairs
                  if stage.name == args.stage and (args.seed is None or seed == args.seed)]
         if not pairs:
             sys.exit(f"no stage {args.stage!r} with seed {args.seed} in {args.config}")
+    measure = StudyMeasure(spec.eval_config)
     if not args.report_only:
-        from lmshrink.study.measure import make_measure
-
-        measure = make_measure(spec.eval_config)
         for stage, seed in pairs:
             run_stage(spec, stage, seed, measure)
     if args.stage is not None:
@@ -49,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             sys.exit(f"stage {stage.name} seed={seed} has no result yet ({path}); run the study first")
         results.append(json.loads(path.read_text()))
-    from lmshrink.study.report import write_report
-
+    # Latency of every model side by side, now, in this process: stage-time timings ran under varying load.
+    models = {f"{r['stage']}/{r['seed']}": (r["model_dir"], r["scheme"]) for r in results}
+    latencies = measure.latencies(models, rounds=args.latency_rounds)
+    for result in results:
+        result["latency_ms"] = latencies[f"{result['stage']}/{result['seed']}"]
     write_report(results, spec.output_dir / "report", f"Who pays? {spec.path.stem}", spec.wandb or None)
     print(f"[study] report: {spec.output_dir / 'report' / 'report.md'}", flush=True)
     return 0

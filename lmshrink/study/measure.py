@@ -2,13 +2,15 @@
 
 FLOPs follow the pruning spec's model (encoder heads and neurons at a sequence length s = the mean token length
 of the evaluation data's val split); quantization leaves FLOPs unchanged and unstructured zeros are counted as
-dense work. Latency is the median forward time on one fixed batch of 32 real val examples.
+dense work. Latency is measured when the report is written, for all models side by side in one process
+(alternating rounds, median), on one fixed batch of 32 real val examples: stages run at different times and
+under different machine load, so per-stage timings would not be comparable.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import statistics
 from pathlib import Path
 
 import torch
@@ -32,27 +34,43 @@ def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
     return encoder_flops(shape, seq_len) / 1e9
 
 
-def make_measure(eval_config: str, num_labels: int = 3, repeats: int = 10) -> Callable[[Path, str | None], dict]:
-    """A ``measure(model_dir, scheme)`` bound to the evaluation data (for s and the latency batch)."""
-    config = yaml.safe_load(Path(eval_config).read_text()) or {}
-    data_args = dict((config.get("data") or {}).get("init_args") or {})
-    datamodule = GroupedTextDataModule(**data_args)
-    datamodule.setup("test")
-    val = datamodule.datasets["val"]
-    seq_len = mean_length(val)
-    batch = datamodule.val_dataloader().collate_fn([val[index] for index in range(min(32, len(val)))])
+class StudyMeasure:
+    """Measurements bound to the study's evaluation data (for s and the latency batch)."""
 
-    def measure(model_dir: Path, scheme: str | None) -> dict:
-        model = load_sequence_classifier(model_dir, num_labels).eval()
+    def __init__(self, eval_config: str, num_labels: int = 3) -> None:
+        config = yaml.safe_load(Path(eval_config).read_text()) or {}
+        datamodule = GroupedTextDataModule(**dict((config.get("data") or {}).get("init_args") or {}))
+        datamodule.setup("test")
+        val = datamodule.datasets["val"]
+        self.seq_len = mean_length(val)
+        self.batch = datamodule.val_dataloader().collate_fn([val[index] for index in range(min(32, len(val)))])
+        self.num_labels = num_labels
+
+    def load(self, model_dir: str | Path, scheme: str | None) -> torch.nn.Module:
+        model = load_sequence_classifier(model_dir, self.num_labels).eval()
+        if scheme is not None:
+            quantize_model(model, scheme, skip_modules=["classifier"])
+        return model
+
+    def __call__(self, model_dir: Path, scheme: str | None) -> dict:
+        """Parameters, encoder GFLOPs (at s) and size in memory of one stage's model."""
+        model = load_sequence_classifier(model_dir, self.num_labels).eval()
         layout_of(model)  # clear error for an architecture the FLOPs model does not know
-        result = {"params": count_parameters(model), "seq_len": seq_len, "gflops": encoder_gflops(model, seq_len)}
+        result = {"params": count_parameters(model), "seq_len": self.seq_len,
+                  "gflops": encoder_gflops(model, self.seq_len)}
         if scheme is not None:
             model = copy.deepcopy(model)
             quantize_model(model, scheme, skip_modules=["classifier"])
-        inputs = {key: batch[key] for key in accepted_inputs(model) if key in batch}
-        with torch.inference_mode():
-            result["latency_ms"] = latency_ms(model, inputs, repeats=repeats)
         result["size_mb"] = memory_bytes(model) / 2**20
         return result
 
-    return measure
+    @torch.inference_mode()
+    def latencies(self, models: dict[str, tuple[str, str | None]], rounds: int = 5, repeats: int = 3) -> dict[str, float]:
+        """Median ms per forward of every ``{key: (model_dir, scheme)}``, in alternating rounds."""
+        loaded = {key: self.load(directory, scheme) for key, (directory, scheme) in models.items()}
+        times: dict[str, list[float]] = {key: [] for key in loaded}
+        for _ in range(rounds):
+            for key, model in loaded.items():
+                inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
+                times[key].append(latency_ms(model, inputs, repeats=repeats, warmup=1))
+        return {key: statistics.median(values) for key, values in times.items()}

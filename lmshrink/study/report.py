@@ -79,7 +79,8 @@ def _pm(row: dict, key: str, digits: int = 4) -> str:
 
 def markdown(rows: list[dict], eval_set: str, title: str) -> str:
     lines = [f"# {title}", "", f"Test set fingerprint `{eval_set}`; mean ± std over seeds (n = seeds run); "
-             "FLOPs: encoder, pruning-spec model at s = mean val length; latency: CPU, batch of 32.", "",
+             "FLOPs: encoder, pruning-spec model at s = mean val length; latency: CPU, batch of 32 real val examples, "
+             "all models timed side by side when this report was written (alternating rounds, median).", "",
              "| model | from | n | params (M) | size (MB) | GFLOPs | latency (ms) | avg acc | worst-group acc |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:

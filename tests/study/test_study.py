@@ -108,3 +108,10 @@ def test_bad_study_configs_are_refused(tmp_path):
         {"name": "q", "kind": "quantize", "from": "teacher"}]}))
     with pytest.raises(ValueError, match="needs a scheme"):
         load_spec(path)
+
+
+def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    """What scripts/slurm/submit_study.sh turns into one array job per depth."""
+    monkeypatch.chdir(REPO)
+    assert study_main([str(write_study(tmp_path, tiny_bert_dir)), "--list"]) == 0
+    assert capsys.readouterr().out.split("\n")[:3] == ["0 teacher ", "1 kprune 0", "1 kprune 1"]
