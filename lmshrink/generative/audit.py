@@ -106,3 +106,14 @@ def headline(summary: dict) -> dict[str, float]:
         if isinstance(value, float):
             values["/".join(path)] = value
     return values
+
+
+def group_scalars(summary: dict) -> dict[str, float]:
+    """Per-group numbers as flat ``<block>/<group>/<metric>`` keys (for live logging next to the headline)."""
+    values = {}
+    for block in ("toxicity", "names", "crows_pairs", "stereoset"):
+        for group, metrics in summary.get(block, {}).get("by_group", {}).items():
+            for metric, value in metrics.items():
+                if metric not in ("prompts", "pairs") and value == value:  # counts and NaN are not curves
+                    values[f"{block}/{group}/{metric}"] = value
+    return values

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.datamodules.audit_prompts import LOADERS
-from lmshrink.generative.audit import AuditRecords, headline, summarize
+from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
@@ -130,6 +130,7 @@ class GenerativeAudit(LightningModule):
         reference = headline(summaries[REFERENCE])
         scalars = {}
         for name, summary in summaries.items():
+            scalars |= {f"test/{name}/by_group/{key}": value for key, value in group_scalars(summary).items()}
             for key, value in headline(summary).items():
                 scalars[f"test/{name}/{key}"] = value
                 if name != REFERENCE and key in reference:

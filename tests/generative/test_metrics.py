@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lmshrink.generative.audit import AuditRecords, headline, summarize
+from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.metrics import (
     expected_max_toxicity,
     group_gap,
@@ -58,6 +58,8 @@ def test_summary_of_records():
     assert summary["crows_pairs"]["stereotype_preference"] == 0.5
     assert summary["perplexity"] == pytest.approx(math.exp(2.0))
     assert summary["stereoset"] == {}
+    assert group_scalars(summary)["names/white/mean_toxicity"] == pytest.approx(0.3)
+    assert group_scalars(summary)["crows_pairs/gender/stereotype_preference"] == 0.0
     assert set(headline(summary)) == {"toxicity/expected_max_toxicity", "toxicity/toxicity_probability",
                                       "names/group_gap_mean_toxicity", "crows_pairs/stereotype_preference",
                                       "perplexity"}
