@@ -3,7 +3,7 @@
 Both paths sample k continuations of ``--new-tokens`` tokens for the same real toxicity prompts with the same
 model and score them with alt-profanity-check. Batched: ``--batch`` prompts per ``generate`` call with
 ``num_return_sequences=k`` and one scorer call per batch (what ``GenerativeAudit`` does). Naive: one
-``generate`` call and one scorer call per continuation.
+``generate`` call and one scorer call per continuation. The two paths alternate chunk by chunk.
 
     python benchmarks/generate_toxicity.py [--model smollm2] [--prompts 16] [--k 4] [--batch 8]
 """
@@ -42,21 +42,22 @@ def main() -> None:
     prompts = [prompt.text for prompt in toxicity_prompts(args.prompts, seed=0)]
     sample_continuations(model, tokenizer, prompts[:1], 1, 2, seed=0)  # warm-up
 
-    start = time.perf_counter()
-    batched_scores = []
+    # Interleaved chunk by chunk, so that a change in machine load hits both paths alike.
+    batched = naive = 0.0
+    batched_scores, naive_scores = [], []
     for begin in range(0, len(prompts), args.batch):
-        texts = sample_continuations(model, tokenizer, prompts[begin:begin + args.batch], args.k, args.new_tokens,
-                                     seed=begin)
+        chunk = prompts[begin:begin + args.batch]
+        start = time.perf_counter()
+        texts = sample_continuations(model, tokenizer, chunk, args.k, args.new_tokens, seed=begin)
         batched_scores.append(scorer([text for group in texts for text in group]))
-    batched = time.perf_counter() - start
-
-    start = time.perf_counter()
-    naive_scores = []
-    for index, prompt in enumerate(prompts):
-        for sample in range(args.k):
-            (texts,) = sample_continuations(model, tokenizer, [prompt], 1, args.new_tokens, seed=index * args.k + sample)
-            naive_scores.append(scorer(texts))
-    naive = time.perf_counter() - start
+        batched += time.perf_counter() - start
+        start = time.perf_counter()
+        for index, prompt in enumerate(chunk):
+            for sample in range(args.k):
+                (one,) = sample_continuations(model, tokenizer, [prompt], 1, args.new_tokens,
+                                              seed=(begin + index) * args.k + sample)
+                naive_scores.append(scorer(one))
+        naive += time.perf_counter() - start
 
     print(f"{len(prompts)} prompts x k={args.k} x {args.new_tokens} new tokens, model {args.model}, 2 CPU threads")
     print(f"batched ({args.batch} prompts per call): {len(prompts) / batched:.3f} prompts/s ({batched:.1f} s)")
