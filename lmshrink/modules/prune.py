@@ -80,6 +80,9 @@ class Prune(LightningModule):
         self.save_hyperparameters()
         if method not in METHODS:
             raise ValueError(f"method={method!r} is unknown; choose one of {list(METHODS)}")
+        if num_labels < 2:
+            raise ValueError(f"num_labels={num_labels}: pruning supports classification heads; a regression head (STS-B "
+                             f"style) would need the spec's MSE predictive loss, which is not implemented")
         if not 0 < flops_keep_ratio <= 1:
             raise ValueError(f"flops_keep_ratio={flops_keep_ratio} must be in (0, 1]")
         refuse_non_empty(save_dir, "save_dir")

@@ -92,6 +92,8 @@ def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path)
         Prune(teacher_path=str(tiny_bert_varied_dir), method="magic")
     with pytest.raises(ValueError, match="flops_keep_ratio=1.5"):
         Prune(teacher_path=str(tiny_bert_varied_dir), flops_keep_ratio=1.5)
+    with pytest.raises(ValueError, match="num_labels=1"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), num_labels=1)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="save_dir"):
