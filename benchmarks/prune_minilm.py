@@ -103,7 +103,8 @@ def main() -> None:
                    "avg_acc": metrics["avg_acc"], "worst_group_acc": metrics["worst_group_acc"],
                    "dense_ms": dense_ms, "pruned_ms": pruned_ms, "speedup": dense_ms / pruned_ms,
                    "pruning_seconds": record["pruning_seconds"], "heads_per_layer": record["heads_per_layer"],
-                   "neurons_per_layer": record["neurons_per_layer"]}
+                   "neurons_per_layer": record["neurons_per_layer"],
+                   "kwon_tuning_stopped_at": record.get("tuning_stopped_at")}
             rows.append(row)
             print(f"{method:7} {ratio:5.2f} {row['flops_kept']:10.3f} {row['avg_acc']:8.4f} "
                   f"{row['worst_group_acc']:9.4f} {dense_ms:9.1f} {pruned_ms:9.1f} {row['speedup']:7.2f} "
