@@ -167,11 +167,16 @@ class GenerativeAudit(LightningModule):
                          data=[[name, *[headline(s).get(k) for k in keys]] for name, s in summaries.items()])
 
 
+SHORT_NAMES = {"toxicity/expected_max_toxicity": "exp.max.tox", "toxicity/toxicity_probability": "tox.prob",
+               "names/group_gap_mean_toxicity": "name.gap", "crows_pairs/stereotype_preference": "crows.stereo",
+               "stereoset/stereotype_preference": "stereoset.stereo", "perplexity": "perplexity"}
+
+
 def format_summary(summaries: dict[str, dict], scorer: dict) -> str:
     keys = list(headline(summaries[REFERENCE]))
     lines = [f"Generative audit (toxicity scorer: {scorer['name']} {scorer['version']}, toxic >= {scorer['threshold']})",
-             "model".ljust(22) + "".join(key.replace("/", " ")[-28:].rjust(30) for key in keys)]
+             "model".ljust(22) + "".join(SHORT_NAMES.get(key, key).rjust(18) for key in keys)]
     for name, summary in summaries.items():
         values = headline(summary)
-        lines.append(name.ljust(22) + "".join(f"{values.get(key, float('nan')):30.4f}" for key in keys))
+        lines.append(name[:21].ljust(22) + "".join(f"{values.get(key, float('nan')):18.4f}" for key in keys))
     return "\n".join(lines)
