@@ -7,20 +7,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def next_token_positions(attention_mask: Tensor) -> Tensor:
+    """``[B, S-1]``: whether token t (t = 1..S-1) is scored, i.e. it and its predecessor are real tokens (works
+    with left or right padding)."""
+    mask = attention_mask.bool()
+    return mask[:, 1:] & mask[:, :-1]
+
+
+def next_token_nll(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Negative log-likelihood ``[N]`` of every scored next token (see :func:`next_token_positions`), flattened:
+    the training and perplexity loss of causal LMs."""
+    keep = next_token_positions(attention_mask)
+    return F.cross_entropy(logits[:, :-1][keep].float(), input_ids[:, 1:][keep], reduction="none")
+
+
 def token_log_probs(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """``[B, S-1]`` ``log p(x_t | x_<t)`` for t = 1..S-1, zero where ``x_t`` is padding. Works with left or
-    right padding: a position counts when both it and its predecessor are real tokens."""
+    """``[B, S-1]`` ``log p(x_t | x_<t)`` for t = 1..S-1, zero where the token is not scored."""
     log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets = input_ids[:, 1:]
-    picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    valid = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
+    picked = log_probs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    valid = next_token_positions(attention_mask)
     return torch.where(valid, picked, torch.zeros_like(picked))
 
 
 def sentence_log_likelihood(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
     """(``[B]`` summed log-likelihood of each sequence's tokens after its first, ``[B]`` count of those tokens)."""
     log_probs = token_log_probs(logits, input_ids, attention_mask)
-    counted = (attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()).sum(1)
+    counted = next_token_positions(attention_mask).sum(1)
     return log_probs.sum(1), counted
 
 

@@ -35,18 +35,12 @@ from lmshrink.distill.students import (
     student_from_teacher_layers,
 )
 from lmshrink.export import save_pretrained
+from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.optim import adamw_with_linear_warmup
 from lmshrink.paths import refuse_non_empty
 from lmshrink.seeding import seed_training_batch
-
-
-def next_token_nll(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
-    """Per-token negative log-likelihood of the next token ``[N]`` over positions whose next token is real."""
-    targets = input_ids[:, 1:]
-    keep = mask[:, 1:] & mask[:, :-1]
-    return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
 
 
 class Distillation(LightningModule):
@@ -222,7 +216,8 @@ class Distillation(LightningModule):
         elif hp.kd_weight:
             terms["kd"] = losses.soft_target_kl(student_out.logits, teacher_out.logits, hp.temperature, valid)
         if hp.ce_weight and self.is_causal_lm:
-            terms["ce"] = next_token_nll(student_out.logits, batch["input_ids"], tokens).mean()
+            nll = next_token_nll(student_out.logits, batch["input_ids"], tokens)
+            terms["ce"] = nll.sum() / max(nll.numel(), 1)  # a batch without any next token adds 0, not NaN
         elif hp.ce_weight:
             terms["ce"] = F.cross_entropy(student_out.logits.float(), labels, ignore_index=IGNORE_INDEX)
         projection = (lambda i: self.projections[i]) if len(self.projections) else (lambda i: None)

@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from lmshrink.cli import main
 from lmshrink.distill.losses import soft_target_kl
+from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.modules import Distillation
-from lmshrink.modules.distill import next_token_nll
 from tests.helpers import REPO, group_record
 
 
