@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import warnings
@@ -31,7 +30,7 @@ from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import summary
 from lmshrink.modules.teacher import accepted_inputs
-from lmshrink.paths import free_path
+from lmshrink.paths import write_new_json
 from lmshrink.pruning.run import mean_length, prune_encoder
 from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
 from lmshrink.quantize.measure import latency_ms
@@ -109,11 +108,9 @@ def main() -> None:
             print(f"{method:7} {ratio:5.2f} {row['flops_kept']:10.3f} {row['avg_acc']:8.4f} "
                   f"{row['worst_group_acc']:9.4f} {dense_ms:9.1f} {pruned_ms:9.1f} {row['speedup']:7.2f} "
                   f"{row['pruning_seconds']:8.1f}", flush=True)
-    out = free_path(Path(args.out).parent, Path(args.out).stem, ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"dense": baseline, "seq_len": seq_len, "tokens": args.tokens,
-                               "kprune_sentences": len(kprune_rows), "kwon_sentences": len(kwon_rows),
-                               "rows": rows}, indent=2))
+    out = write_new_json(Path(args.out).parent, Path(args.out).stem, {
+        "dense": baseline, "seq_len": seq_len, "tokens": args.tokens, "kprune_sentences": len(kprune_rows),
+        "kwon_sentences": len(kwon_rows), "rows": rows})
     print(f"wrote {out}")
 
 

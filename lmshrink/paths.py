@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -12,6 +13,15 @@ def free_path(directory: str | Path, stem: str, suffix: str, tag: str = "") -> P
     while path.exists():
         n += 1
         path = directory / (f"{stem}.{tag}-{n}{suffix}" if tag else f"{stem}-{n}{suffix}")
+    return path
+
+
+def write_new_json(directory: str | Path, stem: str, record: dict, default=None) -> Path:
+    """Write ``record`` to a new ``directory/stem[-N].json`` (the directory is created; nothing is overwritten).
+    ``default`` is json's fallback for objects it cannot serialise (e.g. ``str``)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    path = free_path(directory, stem, ".json")
+    path.write_text(json.dumps(record, indent=2, default=default))
     return path
 
 

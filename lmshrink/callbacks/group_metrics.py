@@ -16,9 +16,6 @@ A module that also evaluates a reference model (a distillation teacher) sets ``r
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
@@ -34,7 +31,7 @@ from lmshrink.metrics.report import (
     rows_as_dicts,
     summary,
 )
-from lmshrink.paths import free_path
+from lmshrink.paths import write_new_json
 
 STAGES = ("val", "test")
 
@@ -161,8 +158,6 @@ class GroupMetrics(Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{stage}/group_table", columns=columns, data=data)
         if self.write_json and log_dir is not None:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            path = free_path(log_dir, f"group_metrics_{stage}", ".json")
             record = {"stage": stage, "global_step": trainer.global_step, **scalars, "groups": rows_as_dicts(rows),
                       **reference_record, "eval_set": _fingerprint(trainer.datamodule, stage)}
-            path.write_text(json.dumps(record, indent=2))
+            write_new_json(log_dir, f"group_metrics_{stage}", record)

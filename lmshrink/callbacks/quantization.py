@@ -16,9 +16,7 @@ uses ``self.model``; evaluation steps return ``preds``.
 from __future__ import annotations
 
 import copy
-import json
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -28,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import group_deltas, group_rows, summary
-from lmshrink.paths import free_path, refuse_non_empty
+from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
 
@@ -210,5 +208,4 @@ class Quantize(Callback):
                 logger.log_table(key=f"quant/{self.scheme}/{stage}_groups", columns=columns,
                                  data=[[entry[c] for c in columns] for entry in record["groups"]])
         if log_dir is not None:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            free_path(log_dir, f"quantization_{self.scheme}_{stage}", ".json").write_text(json.dumps(record, indent=2))
+            write_new_json(log_dir, f"quantization_{self.scheme}_{stage}", record)

@@ -13,8 +13,6 @@ their deltas to the teacher; W&B tables of samples and of the summary), printed,
 
 from __future__ import annotations
 
-import json
-
 import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningModule
@@ -29,7 +27,7 @@ from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
 from lmshrink.generative.scorers import build_scorer
 from lmshrink.generative.variants import REFERENCE, build_variants
-from lmshrink.paths import free_path
+from lmshrink.paths import write_new_json
 
 
 class GenerativeAudit(LightningModule):
@@ -148,10 +146,9 @@ class GenerativeAudit(LightningModule):
             if isinstance(logger, WandbLogger):
                 self._log_tables(logger, summaries, records, scorer)
         if log_dir is not None:
-            path = free_path(log_dir, "generative_audit", ".json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"scorer": scorer, "hparams": dict(self.hparams), "models": summaries,
-                                        "samples": {name: rec.samples for name, rec in records.items()}}, indent=2))
+            write_new_json(log_dir, "generative_audit", {
+                "scorer": scorer, "hparams": dict(self.hparams), "models": summaries,
+                "samples": {name: rec.samples for name, rec in records.items()}})
 
     def _log_tables(self, logger: WandbLogger, summaries, records, scorer) -> None:
         columns = ["model", "source", "group", "prompt", "continuation", "score", "scorer"]

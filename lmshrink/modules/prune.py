@@ -15,7 +15,6 @@ and a JSON record (FLOPs with s, kept units per layer, wall time, metrics) goes 
 from __future__ import annotations
 
 import copy
-import json
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
@@ -24,7 +23,7 @@ from torch import Tensor
 from lmshrink.backbones import load_finetuned, load_tokenizer
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.modules.teacher import accepted_inputs
-from lmshrink.paths import free_path, refuse_non_empty
+from lmshrink.paths import free_path, refuse_non_empty, write_new_json
 from lmshrink.pruning.run import METHODS, mean_length, prune_encoder
 from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
@@ -177,6 +176,4 @@ class Prune(LightningModule):
     def _write(self, stage: str, log_dir: str | None, metrics: dict[str, float]) -> None:
         record = self.record | {"stage": stage, "model_dir": self.save_dir, "metrics": metrics}
         for directory in filter(None, {log_dir, self.save_dir}):
-            path = free_path(directory, f"pruning_record_{stage}", ".json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=2, default=str))
+            write_new_json(directory, f"pruning_record_{stage}", record, default=str)
