@@ -33,7 +33,7 @@ from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.paths import write_new_json
 from lmshrink.pruning.run import mean_length, prune_encoder
 from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
-from lmshrink.quantize.measure import latency_ms
+from lmshrink.quantize.measure import alternating_latency_ms
 
 
 @torch.inference_mode()
@@ -43,15 +43,6 @@ def evaluate(model: torch.nn.Module, loader, inputs: list[str], num_groups: int)
         logits = model(**{key: batch[key] for key in inputs if key in batch}).logits
         metric.update(logits.argmax(-1), batch["labels"], batch["groups"])
     return summary(metric.compute())
-
-
-def paired_latency(dense: torch.nn.Module, pruned: torch.nn.Module, batch: dict, rounds: int) -> tuple[float, float]:
-    """Median ms per forward of both models, measured in alternating rounds so that load drifts hit both."""
-    dense_ms, pruned_ms = [], []
-    for _ in range(rounds):
-        dense_ms.append(latency_ms(dense, batch, repeats=3, warmup=1))
-        pruned_ms.append(latency_ms(pruned, batch, repeats=3, warmup=1))
-    return float(torch.tensor(dense_ms).median()), float(torch.tensor(pruned_ms).median())
 
 
 def main() -> None:
@@ -96,7 +87,9 @@ def main() -> None:
             outcome = prune_encoder(copy.deepcopy(dense), samples[method], method, seq_len, ratio)
             pruned = outcome.model.eval()
             metrics = evaluate(pruned, loader, inputs, num_groups)
-            dense_ms, pruned_ms = paired_latency(dense, pruned, latency_batch, args.rounds)
+            timed = alternating_latency_ms({"dense": (dense, latency_batch), "pruned": (pruned, latency_batch)},
+                                           args.rounds)
+            dense_ms, pruned_ms = timed["dense"], timed["pruned"]
             record = outcome.record
             row = {"method": method, "flops_keep_ratio": ratio, "flops_kept": record["flops_kept"],
                    "avg_acc": metrics["avg_acc"], "worst_group_acc": metrics["worst_group_acc"],

@@ -58,3 +58,14 @@ def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor], repeats: int =
         model(**inputs)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def alternating_latency_ms(runs: dict[str, tuple[nn.Module, dict[str, torch.Tensor]]], rounds: int = 5,
+                           repeats: int = 3) -> dict[str, float]:
+    """Median ms per forward of every ``{name: (model, inputs)}``, timed in alternating rounds so that a change in
+    machine load hits every model alike (the way compared latencies are measured side by side)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (model, inputs) in runs.items():
+            times[name].append(latency_ms(model, inputs, repeats=repeats, warmup=1))
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -10,7 +10,6 @@ under different machine load, so per-stage timings would not be comparable.
 from __future__ import annotations
 
 import copy
-import statistics
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from lmshrink.pruning.flops import encoder_flops
 from lmshrink.pruning.run import count_parameters, mean_length
 from lmshrink.pruning.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
 from lmshrink.quantize import quantize_model
-from lmshrink.quantize.measure import latency_ms, memory_bytes
+from lmshrink.quantize.measure import alternating_latency_ms, memory_bytes
 
 
 def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
@@ -64,13 +63,10 @@ class StudyMeasure:
         result["size_mb"] = memory_bytes(model) / 2**20
         return result
 
-    @torch.inference_mode()
     def latencies(self, models: dict[str, tuple[str, str | None]], rounds: int = 5, repeats: int = 3) -> dict[str, float]:
         """Median ms per forward of every ``{key: (model_dir, scheme)}``, in alternating rounds."""
-        loaded = {key: self.load(directory, scheme) for key, (directory, scheme) in models.items()}
-        times: dict[str, list[float]] = {key: [] for key in loaded}
-        for _ in range(rounds):
-            for key, model in loaded.items():
-                inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
-                times[key].append(latency_ms(model, inputs, repeats=repeats, warmup=1))
-        return {key: statistics.median(values) for key, values in times.items()}
+        runs = {}
+        for key, (directory, scheme) in models.items():
+            model = self.load(directory, scheme)
+            runs[key] = (model, {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch})
+        return alternating_latency_ms(runs, rounds, repeats)

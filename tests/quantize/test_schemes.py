@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from lmshrink.quantize import SCHEMES, check_supported, load_quantized, quantize_model, save_quantized
-from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
+from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 
 CPU_SCHEMES = [name for name, scheme in SCHEMES.items() if scheme.needs_cuda is None]
 # Max |logit difference| allowed vs float on the tiny model (logits are O(0.1..1)): 8-bit schemes are
@@ -103,6 +103,8 @@ def test_sizes_shrink_and_latency_is_measured(inputs):
     assert 2.9 * linear_weights < saved < 3 * linear_weights
     assert disk_bytes(model) < float_memory
     assert latency_ms(model, inputs, repeats=2, warmup=1) > 0
+    timed = alternating_latency_ms({"int8": (model, inputs), "float": (tiny_bert(), inputs)}, rounds=2, repeats=1)
+    assert list(timed) == ["int8", "float"] and all(value > 0 for value in timed.values())
 
 
 def test_bnb_int8_equals_transformers_bitsandbytes_config(tiny_bert_dir, inputs):
