@@ -146,12 +146,15 @@ class Prune(LightningModule):
         return directory
 
     # ------------------------------------------------------------------------------------------ evaluation
+    def _inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {key: batch[key] for key in self.model_inputs if key in batch}
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
+        return self.model(**self._inputs(batch)).logits
 
     def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self(batch)
-        dense_logits = self.dense(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
+        dense_logits = self.dense(**self._inputs(batch)).logits
         return {"preds": logits.argmax(-1), "reference_preds": dense_logits.argmax(-1)}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
