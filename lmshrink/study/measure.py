@@ -9,7 +9,6 @@ under different machine load, so per-stage timings would not be comparable.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -33,6 +32,11 @@ def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
     return encoder_flops(shape, seq_len) / 1e9
 
 
+def quantize(model: torch.nn.Module, scheme: str) -> None:
+    """The study's quantization of a classifier: the head stays in float, as the Quantize callback keeps it."""
+    quantize_model(model, scheme, skip_modules=["classifier"])
+
+
 class StudyMeasure:
     """Measurements bound to the study's evaluation data (for s and the latency batch)."""
 
@@ -48,18 +52,18 @@ class StudyMeasure:
     def load(self, model_dir: str | Path, scheme: str | None) -> torch.nn.Module:
         model = load_sequence_classifier(model_dir, self.num_labels).eval()
         if scheme is not None:
-            quantize_model(model, scheme, skip_modules=["classifier"])
+            quantize(model, scheme)
         return model
 
     def __call__(self, model_dir: Path, scheme: str | None) -> dict:
-        """Parameters, encoder GFLOPs (at s) and size in memory of one stage's model."""
-        model = load_sequence_classifier(model_dir, self.num_labels).eval()
+        """Parameters and encoder GFLOPs (at s) of the float model, and the size in memory of the stage's model
+        (quantized when the stage is)."""
+        model = self.load(model_dir, None)
         layout_of(model)  # clear error for an architecture the FLOPs model does not know
         result = {"params": count_parameters(model), "seq_len": self.seq_len,
                   "gflops": encoder_gflops(model, self.seq_len)}
         if scheme is not None:
-            model = copy.deepcopy(model)
-            quantize_model(model, scheme, skip_modules=["classifier"])
+            quantize(model, scheme)  # in place: the float numbers are taken
         result["size_mb"] = memory_bytes(model) / 2**20
         return result
 
