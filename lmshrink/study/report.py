@@ -146,8 +146,8 @@ def _save(figure, path: Path) -> Path:
 
 def write_report(results: list[dict], directory: Path, title: str, wandb_options: dict | None = None) -> list[dict]:
     """Write ``results.jsonl``, ``report.md`` and the plots into ``directory`` (and a W&B table); return the rows."""
-    eval_set = check_same_eval_set(results)
-    rows = aggregate(results)
+    rows = aggregate(results)  # refuses results from different test sets
+    eval_set = results[0]["eval_set"]
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.jsonl").write_text("".join(json.dumps(result) + "\n" for result in results))
     (directory / "report.md").write_text(markdown(rows, eval_set, title))
