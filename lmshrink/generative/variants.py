@@ -14,7 +14,7 @@ from torch import nn
 
 from lmshrink.backbones import load_causal_lm
 from lmshrink.pruning.magnitude import decoder_linears, prune_unstructured_l1
-from lmshrink.quantize import check_supported, quantize_model
+from lmshrink.quantize import quantize_model
 
 REFERENCE = "teacher"
 
@@ -32,7 +32,6 @@ def build_variants(teacher: nn.Module, students: dict[str, str] | None = None, s
         prune_unstructured_l1(pruned, sparsity, decoder_linears(pruned))
         variants[f"l1-{sparsity:g}"] = pruned.eval()
     for scheme in quantize or []:
-        check_supported(scheme)
         quantized = copy.deepcopy(teacher).eval()
         quantize_model(quantized, scheme, skip_modules=["lm_head"])
         variants[scheme] = quantized
