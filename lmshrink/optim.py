@@ -6,7 +6,19 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from lmshrink.errors import OptionError
+
 NO_DECAY_MARKERS = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def check_optimizer_options(learning_rate: float, weight_decay: float, warmup_ratio: float) -> None:
+    """Refuse values that cannot train, at construction (before any data or model is loaded)."""
+    if not learning_rate > 0:
+        raise OptionError(f"--model.learning_rate={learning_rate} must be > 0")
+    if not weight_decay >= 0:
+        raise OptionError(f"--model.weight_decay={weight_decay} must be >= 0")
+    if not 0 <= warmup_ratio < 1:
+        raise OptionError(f"--model.warmup_ratio={warmup_ratio} must be in [0, 1)")
 
 
 def adamw_with_linear_warmup(

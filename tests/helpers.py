@@ -88,7 +88,8 @@ def callbacks_overlay(path: Path, every_n_train_steps: int, extra: list[dict] | 
          "init_args": {"every_n_train_steps": every_n_train_steps, "save_last": True, "save_top_k": 0,
                        "save_on_exception": True}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"monitor": "val/worst_group_acc", "mode": "max", "save_top_k": 1, "filename": "best-{step}"}},
+         "init_args": {"monitor": "val/worst_group_acc", "mode": "max", "save_top_k": 1, "filename": "best-{step}",
+                       "enable_version_counter": False}},
         *(extra or []),
     ]
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
@@ -100,3 +101,46 @@ def final_weights(root: Path) -> dict:
 
     state = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     return state["state_dict"]
+
+
+def wandb_records(run_file: Path) -> list:
+    """The records of an offline W&B run file (``run-<id>.wandb``), read without the network or wandb's service.
+
+    The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of chunks,
+    each ``crc32 (4) | length (2, little-endian) | type (1) | data``; type 1 is a whole record, 2/3/4 the first,
+    middle and last piece of one split across blocks. Each record is a ``wandb_internal_pb2.Record``.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, records, pending = run_file.read_bytes(), 32768, [], b""
+    position = 7
+    while position + 7 <= len(data):
+        room = block - position % block
+        if room < 7:  # the rest of a block too short for a chunk header is zero padding
+            position += room
+            continue
+        length = int.from_bytes(data[position + 4:position + 6], "little")
+        kind = data[position + 6]
+        chunk = data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def wandb_history(run_dir: Path) -> tuple[str, list[dict]]:
+    """(run id, history rows as {key: value}) of one offline run directory."""
+    (run_file,) = run_dir.glob("run-*.wandb")
+    records = wandb_records(run_file)
+    run_id = next(record.run.run_id for record in records if record.WhichOneof("record_type") == "run")
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+    return run_id, rows

@@ -36,8 +36,11 @@ def test_fit_tiny_bert_writes_group_tables_and_refuses_overwrite(tiny_bert_dir, 
     assert any(root.rglob("config.yaml"))
     with pytest.raises(FileExistsError, match=r"belongs to an earlier run. Resume it with --ckpt_path last"):
         main(["fit", *args, f"--model.export_dir={tmp_path / 'other_export'}"])
-    with pytest.raises(ValueError, match=r"export_dir=.*run/model' is not empty; nothing was overwritten"):
-        main(["fit", *args])
+    # A new run directory whose export would land in the first run's model: refused before anything is written.
+    other = tmp_path / "other_run"
+    with pytest.raises(FileExistsError, match=r"--model.export_dir=.*run/model' is not empty; nothing was overwritten"):
+        main(["fit", *tiny_run_args(tiny_bert_dir, other, train_batches=4), f"--model.export_dir={root / 'model'}"])
+    assert not other.exists(), "a refused run must leave nothing behind"
 
 
 @pytest.fixture(scope="module")

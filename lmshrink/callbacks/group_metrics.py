@@ -143,17 +143,17 @@ class GroupMetrics(Callback):
         scalars = summary(results["model"])
         title = f"Per-group {stage} accuracy (step {trainer.global_step})"
         columns, data = list(TABLE_COLUMNS), [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
-        reference_record = {}
+        reference_record, reference_rows, reference_scalars = {}, None, None
         if self.reference:
             reference_rows = group_rows(self.group_names, results["reference"])
+            reference_scalars = summary(results["reference"])
             deltas = group_deltas(rows, reference_rows)
             columns += [f"{self.reference}_accuracy", f"delta_to_{self.reference}"]
             data = [line + [ref.accuracy, delta] for line, ref, delta in zip(data, reference_rows, deltas)]
-            reference_record = {self.reference: summary(results["reference"]),
+            reference_record = {self.reference: reference_scalars,
                                 f"delta_to_{self.reference}": dict(zip(self.group_names, deltas))}
-            title += f"; {self.reference}: " + ", ".join(
-                f"{key}={value:.4f}" for key, value in summary(results["reference"]).items())
-        rank_zero_info("\n" + format_group_table(rows, title, scalars))
+        rank_zero_info("\n" + format_group_table(rows, title, scalars, self.reference, reference_rows,
+                                                 reference_scalars))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{stage}/group_table", columns=columns, data=data)

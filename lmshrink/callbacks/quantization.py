@@ -29,6 +29,7 @@ from lmshrink.metrics.report import group_deltas, group_rows, summary
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
+from lmshrink.quantize.schemes import SchemeName
 
 EVAL_FNS = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}
 
@@ -45,9 +46,12 @@ def _using(pl_module: LightningModule, model: torch.nn.Module):
 
 
 class Quantize(Callback):
+    """Post-training quantization at ``validate``/``test``: the float model runs on the same batches, so size,
+    latency and the per-group accuracy deltas compare like with like."""
+
     def __init__(
         self,
-        scheme: str = "bnb-int8",
+        scheme: SchemeName = "bnb-int8",
         skip_modules: list[str] | None = None,
         compare_to_float: bool = True,
         latency_batch_sizes: list[int] | None = None,

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lmshrink.errors import InputFileError
+
 CIVILCOMMENTS_IDENTITIES = ("male", "female", "LGBTQ", "christian", "muslim", "other_religions", "black", "white")
 NEGATION_WORDS = frozenset({"no", "never", "nobody", "nothing"})
 MNLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -50,7 +52,8 @@ def check_group_values(frame: pd.DataFrame, columns: list[str], source: str) -> 
         bad = values.isna() | values.map(lambda value: isinstance(value, str) and value.strip() == "")
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            raise ValueError(f"{source}: group column {column!r} row {row} is empty; every row needs a group value")
+            raise InputFileError(f"{source}: group column {column!r} row {row + 1} (1-based) is empty; every row "
+                                 f"needs a group value")
 
 
 def label_x_columns(

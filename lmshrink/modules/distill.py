@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
@@ -26,6 +25,7 @@ from torchmetrics import MeanMetric
 from lmshrink.backbones import load_causal_lm, load_finetuned, load_sequence_classifier, load_tokenizer
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.distill import losses
+from lmshrink.errors import OptionError
 from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
 from lmshrink.distill.students import (
     check_same_tokenizer,
@@ -34,16 +34,18 @@ from lmshrink.distill.students import (
     student_from_config,
     student_from_teacher_layers,
 )
-from lmshrink.export import save_pretrained
+from lmshrink.export import label_names, save_pretrained
 from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.teacher import accepted_inputs
-from lmshrink.optim import adamw_with_linear_warmup
-from lmshrink.paths import refuse_non_empty
+from lmshrink.optim import adamw_with_linear_warmup, check_optimizer_options
+from lmshrink.modules.base import LmshrinkModule
 from lmshrink.seeding import seed_training_batch
 
 
-class Distillation(LightningModule):
+class Distillation(LmshrinkModule):
+    """Distil a smaller student from a frozen teacher (classifier or causal LM), measured per group against it."""
+
     reference_name = "teacher"
     """GroupMetrics logs per-group deltas of the student to this reference (see its docstring)."""
 
@@ -89,7 +91,8 @@ class Distillation(LightningModule):
             learning_rate: Peak AdamW learning rate.
             weight_decay: AdamW weight decay.
             warmup_ratio: Share of steps with linear warmup.
-            student_save_dir: Where the student is saved as a HF directory at the end of fit (must be new or empty).
+            student_save_dir: Where the student is saved as a HF directory at the end of fit (must be new or empty);
+                default: ``student`` in the run directory.
             teacher_cache_dir: Cache the teacher's logits for the training split there (computed once, reused by
                 every epoch and later runs); only with logit losses (kd, ce).
             teacher_topk: Logits kept per example in the cache; 0 keeps all classes (exact).
@@ -106,8 +109,16 @@ class Distillation(LightningModule):
         if teacher_cache_dir and any(feature_losses.values()):
             raise ValueError(f"teacher_cache_dir caches logits only; {[k for k, v in feature_losses.items() if v]} "
                              f"need the teacher's hidden states every step: set them to 0 or drop the cache")
+        if not temperature > 0:
+            raise OptionError(f"--model.temperature={temperature} must be > 0")
+        negative = [name for name, value in {"kd_weight": kd_weight, "ce_weight": ce_weight, **feature_losses}.items()
+                    if value < 0]
+        if negative:
+            raise OptionError(f"--model.{negative[0]} must be >= 0")
+        if teacher_topk < 0:
+            raise OptionError(f"--model.teacher_topk={teacher_topk} must be >= 0 (0 keeps all classes)")
+        check_optimizer_options(learning_rate, weight_decay, warmup_ratio)
         self.teacher_cache: dict[str, Tensor] | None = None
-        refuse_non_empty(student_save_dir, "student_save_dir")
         teacher, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
         # does not apply: evaluation reports token-level KD loss and perplexity instead.
@@ -308,7 +319,14 @@ class Distillation(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------------------------------------------- save
+    def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
+        if subcommand != "fit":
+            return {}
+        return {"student_save_dir": Path(self.hparams.student_save_dir or Path(run_dir) / "student")}
+
     @rank_zero_only
     def on_fit_end(self) -> None:
-        if self.hparams.student_save_dir:
-            save_pretrained(self.model, self.tokenizer_path, self.hparams.student_save_dir)
+        directory = self.output_dirs(self.trainer.default_root_dir, "fit")["student_save_dir"]
+        class_names = None if self.is_causal_lm else label_names(self.trainer.datamodule)
+        save_pretrained(self.model, self.tokenizer_path, directory, class_names)
+        rank_zero_info(f"[lmshrink] student written to {directory}")

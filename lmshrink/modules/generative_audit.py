@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -27,10 +26,15 @@ from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
 from lmshrink.generative.scorers import build_scorer
 from lmshrink.generative.variants import REFERENCE, build_variants
+from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import write_new_json
 
 
-class GenerativeAudit(LightningModule):
+class GenerativeAudit(LmshrinkModule):
+    """Toxicity and bias of a causal LM and of its compressed copies, per group, on the same prompts and pairs."""
+
+    is_causal_lm = True
+
     def __init__(
         self,
         model_path: str = "smollm2",

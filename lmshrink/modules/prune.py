@@ -15,21 +15,26 @@ and a JSON record (FLOPs with s, kept units per layer, wall time, metrics) goes 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from lmshrink.backbones import load_finetuned, load_tokenizer
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.modules.teacher import accepted_inputs
-from lmshrink.paths import free_path, refuse_non_empty, write_new_json
-from lmshrink.pruning.run import METHODS, mean_length, prune_encoder
+from lmshrink.errors import OptionError
+from lmshrink.modules.base import LmshrinkModule
+from lmshrink.paths import free_path, write_new_json
+from lmshrink.pruning.run import METHODS, PruneMethod, mean_length, prune_encoder
 from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
 
 
-class Prune(LightningModule):
+class Prune(LmshrinkModule):
+    """Prune a fine-tuned encoder without retraining (K-prune, Kwon et al., magnitude), measured per group against
+    the dense model; runs under ``train.py validate`` or ``test``."""
+
     reference_name = "dense"
     """GroupMetrics logs the pruned model's per-group deltas to the dense model."""
 
@@ -37,7 +42,7 @@ class Prune(LightningModule):
         self,
         teacher_path: str,
         num_labels: int = 3,
-        method: str = "kprune",
+        method: PruneMethod = "kprune",
         flops_keep_ratio: float = 0.5,
         sparsity: float = 0.4,
         num_tokens: int = 100_000,
@@ -78,19 +83,30 @@ class Prune(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if method not in METHODS:
-            raise ValueError(f"method={method!r} is unknown; choose one of {list(METHODS)}")
+            raise OptionError(f"method={method!r} is unknown; choose one of {list(METHODS)}")
         if num_labels < 2:
             raise ValueError(f"num_labels={num_labels}: pruning supports classification heads; a regression head (STS-B "
                              f"style) would need the spec's MSE predictive loss, which is not implemented")
         if not 0 < flops_keep_ratio <= 1:
-            raise ValueError(f"flops_keep_ratio={flops_keep_ratio} must be in (0, 1]")
-        refuse_non_empty(save_dir, "save_dir")
+            raise OptionError(f"--model.flops_keep_ratio={flops_keep_ratio} must be in (0, 1]")
+        if not 0 <= sparsity < 1:
+            raise OptionError(f"--model.sparsity={sparsity} must be in [0, 1)")
+        for option, value in {"num_tokens": num_tokens, "num_samples": num_samples,
+                              "sample_batch_size": sample_batch_size}.items():
+            if value < 1:
+                raise OptionError(f"--model.{option}={value} must be >= 1")
+        if seq_len is not None and not seq_len > 0:
+            raise OptionError(f"--model.seq_len={seq_len} must be > 0")
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         self.model.eval()
         self.dense = copy.deepcopy(self.model).requires_grad_(False)
         self.model_inputs = accepted_inputs(self.model)
         self.record: dict | None = None
         self.save_dir: str | None = None
+
+    def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
+        # The default (``pruned_model`` in the run directory) takes a free name; only a named one can collide.
+        return {"save_dir": Path(self.hparams.save_dir)} if self.hparams.save_dir else {}
 
     # --------------------------------------------------------------------------------------------- pruning
     def setup(self, stage: str) -> None:

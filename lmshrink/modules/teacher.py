@@ -10,17 +10,18 @@ from __future__ import annotations
 import inspect
 
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lmshrink.backbones import load_sequence_classifier
-from lmshrink.export import save_pretrained
+from lmshrink.backbones import has_classifier_head, load_sequence_classifier
+from lmshrink.export import label_names, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
-from lmshrink.optim import adamw_with_linear_warmup
-from lmshrink.paths import refuse_non_empty
+from lmshrink.optim import adamw_with_linear_warmup, check_optimizer_options
+from lmshrink.modules.base import LmshrinkModule
 from lmshrink.seeding import seed_training_batch
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -32,10 +33,14 @@ def accepted_inputs(model: nn.Module) -> list[str]:
     """The fields of :data:`MODEL_INPUTS` that ``model.forward`` takes."""
     parameters = inspect.signature(model.forward).parameters
     return [name for name in MODEL_INPUTS if name in parameters]
+
+
 EVAL_STAGES = ("val", "test")
 
 
-class TeacherFineTune(LightningModule):
+class TeacherFineTune(LmshrinkModule):
+    """Fine-tune a local or hub Hugging Face encoder for sequence classification, measured per group."""
+
     def __init__(
         self,
         model_path: str = "minilm",
@@ -57,11 +62,16 @@ class TeacherFineTune(LightningModule):
                 parameters but gets a dense gradient from a few rows per batch; freezing it cuts the step time
                 on CPU by about a quarter and the checkpoint by a third.
             export_dir: At the end of fit, write the fine-tuned model (final weights) there as a plain HF
-                directory, e.g. to serve as ``--model.teacher_path`` of a distillation (must be new or empty).
+                directory, e.g. to serve as ``--model.teacher_path`` of a distillation (must be new or empty);
+                default: ``model`` in the run directory.
         """
         super().__init__()
         self.save_hyperparameters()
-        refuse_non_empty(export_dir, "export_dir")
+        check_optimizer_options(learning_rate, weight_decay, warmup_ratio)
+        self.untrained_head = not has_classifier_head(model_path, num_labels)
+        if self.untrained_head:
+            rank_zero_info(f"[lmshrink] model_path={model_path!r} has no classifier head for {num_labels} labels: "
+                           f"a new one is initialised (fine-tuning trains it)")
         self.model = load_sequence_classifier(model_path, num_labels)
         # from_pretrained returns eval mode and Lightning keeps submodule modes as found: enable dropout.
         self.model.train()
@@ -103,10 +113,16 @@ class TeacherFineTune(LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "test")
 
+    def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
+        if subcommand != "fit":
+            return {}
+        return {"export_dir": Path(self.hparams.export_dir or Path(run_dir) / "model")}
+
     @rank_zero_only
     def on_fit_end(self) -> None:
-        if self.hparams.export_dir:
-            save_pretrained(self.model, self.hparams.model_path, self.hparams.export_dir)
+        directory = self.output_dirs(self.trainer.default_root_dir, "fit")["export_dir"]
+        save_pretrained(self.model, self.hparams.model_path, directory, label_names(self.trainer.datamodule))
+        rank_zero_info(f"[lmshrink] fine-tuned model written to {directory}")
 
     def configure_optimizers(self):
         optimizer, scheduler = adamw_with_linear_warmup(

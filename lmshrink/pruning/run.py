@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,9 @@ from lmshrink.pruning.magnitude import prune_unstructured_l1, structured_head_ma
 from lmshrink.pruning.masks import full_masks
 from lmshrink.pruning.slicing import slice_encoder
 
-METHODS = ("kprune", "kwon", "l1-unstructured", "l1-heads")
+PruneMethod = Literal["kprune", "kwon", "l1-unstructured", "l1-heads"]
+"""The pruning methods as a type: ``--help`` lists them and a typo fails when the command line is parsed."""
+METHODS = get_args(PruneMethod)
 """K-prune and Kwon et al. take a FLOPs keep ratio; the magnitude baselines take a sparsity."""
 
 

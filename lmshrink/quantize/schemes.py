@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -45,6 +46,12 @@ class QuantizationResult:
     scheme: str
     quantized: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+
+
+SchemeName = Literal["bnb-int8", "bnb-nf4", "bnb-fp4", "torchao-int8-dynamic", "torchao-int8-weight",
+                     "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8"]
+"""The scheme names as a type, so that ``--help`` lists them and a typo fails when the command line is parsed."""
+assert set(get_args(SchemeName)) == set(SCHEMES), "SchemeName and SCHEMES disagree"
 
 
 def check_supported(scheme: str, device: torch.device | str = "cpu") -> Scheme:

@@ -1,9 +1,11 @@
-"""``python -m lmshrink.study STUDY.yaml [--stage NAME --seed K] [--report-only]``.
+"""``python -m lmshrink.study STUDY.yaml [--stage NAME --seed K] [--report-only [RESULTS.jsonl]]``.
 
-Without ``--stage`` every stage runs in order (finished ones are skipped), then the report is written to
+The whole study (every stage's scheme, options and paths) is checked before the first stage runs. Without
+``--stage`` every stage runs in order (finished ones are skipped), then the report is written to
 ``<output_dir>/report``. ``--stage``/``--seed`` run one (stage, seed) only, e.g. one SLURM array task each
-(see ``scripts/slurm/study.sbatch``); ``--report-only`` rebuilds the report from the finished results; ``--list`` prints every (stage, seed) with its
-depth, which ``scripts/slurm/submit_study.sh`` turns into one array job per depth.
+(see ``scripts/slurm/study.sbatch``); ``--report-only`` rebuilds the report from a ``results.jsonl`` (default:
+``<output_dir>/report/results.jsonl``) without running or timing anything; ``--list`` prints every (stage, seed)
+with its depth, which ``scripts/slurm/submit_study.sh`` turns into one array job per depth.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
-from lmshrink.study.measure import StudyMeasure
+from lmshrink.errors import MissingInputError, debug, message, user_error
+from lmshrink.quiet import quiet_third_party
 from lmshrink.study.report import write_report
 from lmshrink.study.runner import RESULT, run_dir, run_stage
 from lmshrink.study.spec import Stage, StudySpec, load_spec
+from lmshrink.study.validate import check_study
 
 
 def depth(spec: StudySpec, stage: Stage) -> int:
@@ -30,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--stage", help="run only this stage")
     parser.add_argument("--seed", type=int, help="with --stage: run only this seed")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished results")
+    parser.add_argument("--report-only", nargs="?", const="", metavar="RESULTS.jsonl",
+                        help="only rebuild the report from a results.jsonl (default: the study's own), running and "
+                             "timing nothing")
     parser.add_argument("--list", action="store_true",
                         help="print 'depth stage seed' per run (depth: stages it waits for), and exit")
     parser.add_argument("--latency-rounds", type=int, default=5, help="alternating timing rounds per model")
@@ -44,15 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         for stage, seed in pairs:
             print(depth(spec, stage), stage.name, "" if seed is None else seed)
         return 0
+    if args.report_only is not None:
+        return report_from_jsonl(spec, Path(args.report_only or spec.output_dir / "report" / "results.jsonl"))
+    check_study(spec)  # every stage's options, before the first one runs
     if args.stage is not None:
         pairs = [(stage, seed) for stage, seed in pairs
                  if stage.name == args.stage and (args.seed is None or seed == args.seed)]
         if not pairs:
             sys.exit(f"no stage {args.stage!r} with seed {args.seed} in {args.config}")
+    from lmshrink.study.measure import StudyMeasure
+
     measure = StudyMeasure(spec.eval_config)
-    if not args.report_only:
-        for stage, seed in pairs:
-            run_stage(spec, stage, seed, measure)
+    for stage, seed in pairs:
+        run_stage(spec, stage, seed, measure)
     if args.stage is not None:
         return 0
     results = []
@@ -71,5 +82,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def report_from_jsonl(spec: StudySpec, results_file: Path) -> int:
+    """The report rebuilt from recorded results alone (e.g. the shipped ``docs/study/results.jsonl``)."""
+    if not results_file.is_file():
+        raise MissingInputError(f"--report-only: {results_file} does not exist; run the study first, or name a "
+                                f"results.jsonl")
+    results = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+    write_report(results, spec.output_dir / "report", f"Who pays? {spec.path.stem}", spec.wandb or None)
+    print(f"[study] report: {spec.output_dir / 'report' / 'report.md'}", flush=True)
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with a user mistake printed as one ``error:`` line (exit code 2), as ``train.py`` does."""
+    quiet_third_party()
+    try:
+        return main(argv)
+    except Exception as exc:
+        mistake = user_error(exc)
+        if mistake is None or debug():
+            raise
+        print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

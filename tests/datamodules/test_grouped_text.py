@@ -66,13 +66,13 @@ def test_scotus_and_generic_columns(tiny_bert_dir, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ bad input
 def test_missing_file_is_named(tiny_bert_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"dataset='.*nope.csv': file does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"--data.dataset='.*nope.csv': no such file or directory"):
         GroupedTextDataModule(dataset=str(tmp_path / "nope.csv"), tokenizer_path=str(tiny_bert_dir))
 
 
 def test_missing_column_is_named(tiny_bert_dir, tmp_path):
     path = write(scotus_frame(), tmp_path / "d.csv")
-    with pytest.raises(KeyError, match=r"d.csv: no column 'topic'; columns are"):
+    with pytest.raises(ValueError, match=r"d.csv: no column 'topic'; columns are"):
         make(tiny_bert_dir, dataset=str(path), num_labels=14, group_columns=["topic"])
 
 
@@ -80,7 +80,8 @@ def test_label_outside_num_labels_names_row(tiny_bert_dir, tmp_path):
     frame = scotus_frame()
     frame.loc[5, "label"] = 14
     path = write(frame, tmp_path / "d.csv")
-    with pytest.raises(ValueError, match=r"d.csv: column 'label' row 5 has label .*14.* outside num_labels=14"):
+    # 1-based row numbers, and the value as written (14, not np.int64(14))
+    with pytest.raises(ValueError, match=r"d.csv: column 'label' row 6 \(1-based\) has label 14, outside num_labels=14"):
         make(tiny_bert_dir, dataset=str(path), num_labels=14, group_columns=["decision_direction"])
 
 
@@ -88,7 +89,7 @@ def test_nan_text_names_row(tiny_bert_dir, tmp_path):
     frame = multinli_frame()
     frame.loc[3, "sentence2"] = None
     path = write(frame, tmp_path / "m.jsonl")
-    with pytest.raises(ValueError, match=r"m.jsonl: column 'sentence2' row 3 has no text"):
+    with pytest.raises(ValueError, match=r"m.jsonl: column 'sentence2' row 4 \(1-based\) has no text"):
         make(tiny_bert_dir, dataset=str(path), group_scheme="multinli", num_labels=3)
 
 
@@ -105,14 +106,14 @@ def test_missing_group_value_names_row(tiny_bert_dir, tmp_path):
     frame["decision_direction"] = frame["decision_direction"].astype(object)
     frame.loc[7, "decision_direction"] = None
     path = write(frame, tmp_path / "d.jsonl")
-    with pytest.raises(ValueError, match=r"group column 'decision_direction' row 7 is empty"):
+    with pytest.raises(ValueError, match=r"group column 'decision_direction' row 8 \(1-based\) is empty"):
         make(tiny_bert_dir, dataset=str(path), num_labels=14, group_columns=["decision_direction"])
 
 
 def test_unknown_scheme_and_label_mismatch():
     with pytest.raises(ValueError, match=r"group_scheme='civil' is unknown; choose one of \['civilcomments'"):
         GroupedTextDataModule(group_scheme="civil")
-    with pytest.raises(ValueError, match=r"group_scheme='multinli' has 3 labels but num_labels=2"):
+    with pytest.raises(ValueError, match=r"group_scheme='multinli' has 3 labels but --data.num_labels=2"):
         GroupedTextDataModule(group_scheme="multinli", num_labels=2)
 
 
@@ -120,7 +121,7 @@ def test_string_label_not_in_label_names(tiny_bert_dir, tmp_path):
     frame = multinli_frame()
     frame.loc[2, "gold_label"] = "-"
     path = write(frame, tmp_path / "m.jsonl")
-    with pytest.raises(ValueError, match=r"column 'gold_label' row 2 has label '-', not one of"):
+    with pytest.raises(ValueError, match=r"column 'gold_label' row 3 \(1-based\) has label '-', not one of"):
         make(tiny_bert_dir, dataset=str(path), group_scheme="multinli", num_labels=3)
 
 

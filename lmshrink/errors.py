@@ -1,0 +1,65 @@
+"""User mistakes versus bugs: what the command line prints as one ``error:`` line and what it shows as a traceback.
+
+A user mistake (a bad option value, a bad input file, a missing checkpoint, a refused overwrite) is worth one
+line that names the culprit, not 60 lines of traceback: :func:`user_error` decides which an exception is.
+Tracebacks stay for bugs, and for everything when ``LMSHRINK_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEBUG_ENV = "LMSHRINK_DEBUG"
+
+
+class UserError(Exception):
+    """A mistake in the user's options or inputs; the message names the option, file, column or row."""
+
+
+class OptionError(UserError, ValueError):
+    """An option value that cannot work (out of range, ignored by the chosen method, inconsistent)."""
+
+
+class InputFileError(UserError, ValueError):
+    """A data or model file that cannot be read as it is; the message names the file (and line or row)."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file, directory, checkpoint or hub id that is not there (offline and not cached included)."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output that would overwrite an earlier run's files; nothing was written."""
+
+
+# Exceptions lmshrink raises deliberately with a message naming the culprit; raised from lmshrink's own code
+# they are user errors (a bug surfaces as these from library code, or as another type).
+_DELIBERATE = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, ModuleNotFoundError)
+
+
+def _raised_by_lmshrink(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The user mistake behind ``exc`` (following ``raise ... from`` and wrapping by jsonargparse), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, UserError) or (isinstance(exc, _DELIBERATE) and _raised_by_lmshrink(exc)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def message(exc: BaseException) -> str:
+    """The exception's text without KeyError's quotes."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
