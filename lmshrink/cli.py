@@ -237,7 +237,10 @@ class LmshrinkCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except BaseException:
             if self.trainer.global_step == 0:
-                self._remove_outputs_of_failed_start(subcommand)
+                try:
+                    self._remove_outputs_of_failed_start(subcommand)
+                except Exception as cleanup_error:  # never hide the error that stopped the run
+                    logging.getLogger("lmshrink").warning(f"could not remove the failed run's files: {cleanup_error}")
             raise
 
     def _remove_outputs_of_failed_start(self, subcommand: str) -> None:
@@ -255,9 +258,10 @@ class LmshrinkCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 run_dir = Path(logger._experiment.dir).parent
-                logger._experiment.finish(exit_code=1, quiet=True)
+                logger._experiment.finish(exit_code=1)
                 shutil.rmtree(run_dir, ignore_errors=True)
-                _remove_if_empty(run_dir.parent)
+                if not any(run_dir.parent.glob("*run-*")):  # only the failed run's debug logs are left
+                    shutil.rmtree(run_dir.parent, ignore_errors=True)
         if subcommand == "fit" and not resumed:
             (Path(self.trainer.default_root_dir) / WANDB_ID_FILE).unlink(missing_ok=True)
         _remove_if_empty(Path(self.trainer.default_root_dir))

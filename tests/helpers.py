@@ -38,8 +38,9 @@ def tiny_run_args(model_dir: Path, root: Path, *extra: str, train_batches: int =
     ]
 
 
-def run_train_py(subcommand: str, args: list[str], check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_train_py(subcommand: str, args: list[str], check: bool = True, timeout: int = 300,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(REPO / "train.py"), subcommand, *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=timeout,
@@ -87,9 +88,8 @@ def callbacks_overlay(path: Path, every_n_train_steps: int, extra: list[dict] | 
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"every_n_train_steps": every_n_train_steps, "save_last": True, "save_top_k": 0,
                        "save_on_exception": True}},
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"monitor": "val/worst_group_acc", "mode": "max", "save_top_k": 1, "filename": "best-{step}",
-                       "enable_version_counter": False}},
+        {"class_path": "lmshrink.callbacks.ResumableModelCheckpoint",
+         "init_args": {"monitor": "val/worst_group_acc", "mode": "max", "save_top_k": 1, "filename": "best-{step}"}},
         *(extra or []),
     ]
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))

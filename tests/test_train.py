@@ -114,3 +114,68 @@ def test_real_minilm_fit_logs_to_offline_wandb(tmp_path):
     assert len(run_dirs) == 1, "the W&B run must be offline by default"
     assert list(run_dirs[0].glob("run-*.wandb"))
     assert list(run_dirs[0].rglob("*group_table*.table.json")), "the per-group wandb.Table was not logged"
+
+
+def test_resume_after_kill_continues_the_same_wandb_run(tiny_bert_dir, tmp_path):
+    """kill -9, then --ckpt_path last: one W&B run id (kept in the run directory) whose steps continue after the
+    checkpoint; the resumed config is config.fit-1.yaml; save_top_k=1 leaves one best checkpoint."""
+    from tests.helpers import wandb_history
+
+    root = tmp_path / "run"
+    base = ["--config", "configs/teacher/stereoset_minilm.yaml", f"--model.model_path={tiny_bert_dir}",
+            f"--data.tokenizer_path={tiny_bert_dir}", f"--trainer.default_root_dir={root}",
+            "--trainer.limit_train_batches=12", "--trainer.val_check_interval=4", "--trainer.limit_val_batches=1",
+            "--trainer.limit_test_batches=1", "--trainer.log_every_n_steps=1"]
+    killed = callbacks_overlay(tmp_path / "killed.yaml", every_n_train_steps=4,
+                               extra=[{"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 6}}])
+    assert run_train_py("fit", [*base, "--config", str(killed)], check=False).returncode != 0
+    run_id = (root / "wandb_run_id").read_text().strip()
+    run_train_py("fit", [*base, "--config", str(callbacks_overlay(tmp_path / "resume.yaml", 4)), "--ckpt_path", "last"])
+
+    run_dirs = sorted((root / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2 and all(d.name.endswith(f"-{run_id}") for d in run_dirs), run_dirs
+    resumed_id, rows = wandb_history(run_dirs[-1])
+    assert resumed_id == run_id
+    steps = sorted({row["trainer/global_step"] for row in rows if "train/loss" in row})
+    assert steps == list(range(4, 12)), steps  # continues after the step-4 checkpoint, not from 0
+    assert (root / "config.yaml").is_file() and (root / "config.fit-1.yaml").is_file()
+    assert len(list((root / "checkpoints").glob("best-*.ckpt"))) == 1
+
+
+def test_hub_model_id_loads_from_the_cache_offline(tiny_bert_dir, tmp_path):
+    """A hub id resolves through huggingface_hub's cache (layout built here from the tiny model): offline it is
+    used from the cache, as `hf download` would have left it."""
+    home = tmp_path / "hf_home"
+    repo = home / "hub" / "models--lmshrink-test--tiny-bert"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in tiny_bert_dir.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    root = tmp_path / "run"
+    args = [arg for arg in tiny_run_args(tiny_bert_dir, root, train_batches=2)
+            if not arg.startswith(("--model.model_path", "--data.tokenizer_path"))]
+    run_train_py("fit", [*args, "--model.model_path=lmshrink-test/tiny-bert", "--data.tokenizer_path=lmshrink-test/tiny-bert"],
+                 env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    assert (root / "model" / "model.safetensors").is_file()
+    missing = run_train_py("fit", [*args, "--model.model_path=lmshrink-test/other", f"--trainer.default_root_dir={tmp_path / 'r2'}"],
+                           check=False, env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    assert missing.returncode == 2
+    assert "hf download lmshrink-test/other" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_exported_model_carries_the_class_names(tiny_bert_dir, tmp_path):
+    root = tmp_path / "run"
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
+    exported = AutoModelForSequenceClassification.from_pretrained(root / "model", local_files_only=True)
+    assert exported.config.id2label == {0: "stereotype", 1: "anti-stereotype", 2: "unrelated"}
+
+
+def test_ckpt_path_none_evaluates_an_untrained_head_on_purpose(tmp_path):
+    root = tmp_path / "eval"
+    main(["test", "--config", "configs/teacher/stereoset_minilm.yaml", f"--trainer.default_root_dir={root}",
+          "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
+          "--trainer.limit_test_batches=1", "--ckpt_path=none"])
+    assert group_record(root, "test")["groups"]

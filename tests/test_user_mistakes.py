@@ -1,0 +1,222 @@
+"""User mistakes: each fails before any training, within seconds, with one ``error:`` line naming the option,
+file, line or row at fault (no traceback), exit code 2, and leaves the run directory re-runnable.
+
+The CLI runs in-process with ``exit_on_error=True``: exactly what ``python train.py`` does with its arguments.
+``test_a_mistake_on_the_real_command_line`` checks the same contract through a real ``train.py`` process.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmshrink.cli import main
+from tests.helpers import REPO, run_train_py, tiny_run_args
+
+MAX_SECONDS = 60  # generous for a loaded CI machine; the point is "before any training", not a benchmark
+
+
+def assert_rerunnable(root: Path) -> None:
+    """Nothing that would make the same command refuse to run again: no config, checkpoint or W&B run."""
+    if not root.exists():
+        return
+    blocking = [p for p in root.rglob("*") if p.name.startswith("config") or p.suffix == ".ckpt"
+                or p.name in ("wandb", "wandb_run_id")]
+    assert not blocking, f"a failed start left {blocking}"
+
+
+def fails_cleanly(capsys, args: list[str], pattern: str, root: Path) -> str:
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_info:
+        main(args, exit_on_error=True)
+    seconds = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    after = err.split(errors[0], 1)[1].strip().splitlines()
+    assert len(after) <= 1, f"more than a line after the error: {after}"  # at most a hint
+    assert "Traceback" not in err
+    assert re.search(pattern, errors[0]), f"{pattern!r} not in {errors[0]!r}"
+    assert seconds < MAX_SECONDS
+    assert_rerunnable(root)
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("bad_files")
+    good = "text,label,dialect\n" + "".join(f"sentence {i},{i % 2},{'a' if i % 3 else 'b'}\n" for i in range(40))
+    made = {
+        "header_only": "text,label,dialect\n",
+        "zero_bytes": "",
+        "extra_fields": "text,label,dialect\nfine,0,a\nalso fine,1,b\ntoo, many,1,a\n",
+        "label_5": good.replace("sentence 3,1,b", "sentence 3,5,b"),
+        "good": good,
+    }
+    paths = {}
+    for name, text in made.items():
+        paths[name] = directory / f"{name}.csv"
+        paths[name].write_text(text)
+    paths["latin1"] = directory / "latin1.csv"
+    paths["latin1"].write_bytes(b"text,label,dialect\nfine,0,a\ncaf\xe9,1,b\n")
+    paths["bad_jsonl"] = directory / "bad.jsonl"
+    paths["bad_jsonl"].write_text('{"text": "a", "label": 0, "dialect": "a"}\n{"text": "b", "label": 1, dialect: b}\n')
+    return paths
+
+
+@pytest.fixture(scope="module")
+def broken_models(tiny_bert_dir, tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("broken_models")
+    truncated = directory / "truncated"
+    truncated.mkdir()
+    for file in tiny_bert_dir.iterdir():
+        (truncated / file.name).write_bytes(file.read_bytes())
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    no_weights = directory / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((tiny_bert_dir / "config.json").read_text())
+    corrupt = directory / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint" * 10)
+    return {"truncated": truncated, "no_weights": no_weights, "corrupt_ckpt": corrupt}
+
+
+def user_csv(path: Path) -> list[str]:
+    return [f"--data.dataset={path}", "--data.num_labels=2", "--data.group_columns=[dialect]"]
+
+
+# (id, subcommand, extra arguments, pattern of the error line); {file:NAME}, {model:NAME}, {tmp} are filled in.
+MISTAKES = [
+    ("batch-size-0", "fit", ["--data.batch_size=0"], r"--data.batch_size=0 must be >= 1"),
+    ("batch-size-negative", "fit", ["--data.batch_size=-4"], r"--data.batch_size=-4 must be >= 1"),
+    ("eval-batch-size-0", "fit", ["--data.eval_batch_size=0"], r"--data.eval_batch_size=0 must be >= 1"),
+    ("max-length-0", "fit", ["--data.max_length=0"], r"--data.max_length=0 must be >= 2"),
+    ("val-fraction", "fit", ["--data.val_fraction=1.5"], r"--data.val_fraction=1.5 must be in \(0, 1\)"),
+    ("fractions-sum", "fit", ["--data.val_fraction=0.6", "--data.test_fraction=0.5"], r"leaves no training rows"),
+    ("learning-rate-0", "fit", ["--model.learning_rate=0"], r"--model.learning_rate=0.0 must be > 0"),
+    ("warmup-ratio-1", "fit", ["--model.warmup_ratio=1.0"], r"--model.warmup_ratio=1.0 must be in \[0, 1\)"),
+    ("batch-size-not-int", "fit", ["--data.batch_size=abc"], r"--data.*batch_size.*Expected a <class 'int'>.*abc"),
+    ("unknown-option", "fit", ["--model.learnin_rate=0.1"], r"--model.*Option 'learnin_rate' is not accepted"),
+    ("group-scheme", "fit", ["--data.group_scheme=civil"], r"--data.group_scheme='civil' is unknown; choose one of"),
+    ("missing-data-file", "fit", ["--data.dataset={tmp}/nope.csv"], r"--data.dataset='.*nope.csv': no such file"),
+    ("header-only-csv", "fit", user_csv("{file:header_only}"), r"header_only.csv: the file has a header .* but no rows"),
+    ("zero-byte-csv", "fit", user_csv("{file:zero_bytes}"), r"zero_bytes.csv: the file is empty \(0 bytes\)"),
+    ("non-utf8-csv", "fit", user_csv("{file:latin1}"), r"latin1.csv: line 3 \(1-based\) is not UTF-8 \(byte 0xe9\)"),
+    ("bad-jsonl-line", "fit", user_csv("{file:bad_jsonl}"), r"bad.jsonl: line 2 \(1-based\) is not valid JSON"),
+    ("csv-extra-fields", "fit", user_csv("{file:extra_fields}"), r"extra_fields.csv: line 4 \(1-based\) has 4 fields, the header has 3"),
+    ("label-outside", "fit", user_csv("{file:label_5}"), r"column 'label' row 4 \(1-based\) has label 5, outside num_labels=2"),
+    ("missing-column", "fit", user_csv("{file:good}") + ["--data.text_column=review"], r"good.csv: no column 'review'; columns are \['dialect', 'label', 'text'\]"),
+    ("val-without-test", "fit", user_csv("{file:good}") + ["--data.val_file={file:good}"], r"set both --data.val_file and --data.test_file"),
+    ("ignored-dataset-splits", "fit", user_csv("{file:good}") + ["--data.dataset_splits={train: train}"], r"--data.dataset_splits applies to a hub or save_to_disk dataset"),
+    ("missing-ckpt", "fit", ["--ckpt_path={tmp}/gone.ckpt"], r"--ckpt_path .*gone.ckpt: no such checkpoint file"),
+    ("resume-nothing", "fit", ["--ckpt_path=last"], r"--ckpt_path last: no last.ckpt in .*checkpoints; nothing to resume"),
+    ("test-untrained-head", "test", ["--model.model_path=minilm", "--data.tokenizer_path=minilm"], r"test without --ckpt_path would evaluate .*newly initialised classifier head.*--ckpt_path none"),
+    ("missing-model-dir", "fit", ["--model.model_path={tmp}/no_model"], r"model_path='.*no_model': no such local directory"),
+    ("hub-id-offline", "fit", ["--model.model_path=nobody-here/not-cached-model"], r"model_path='nobody-here/not-cached-model'.* not in the Hugging Face cache .*hf download nobody-here/not-cached-model"),
+    ("truncated-safetensors", "fit", ["--model.model_path={model:truncated}"], r"truncated/model.safetensors is truncated"),
+    ("no-weights", "fit", ["--model.model_path={model:no_weights}"], r"no_weights'?: no weights in"),
+    ("export-dir-not-empty", "fit", ["--model.export_dir={model:no_weights}"], r"--model.export_dir=.*no_weights' is not empty; nothing was overwritten"),
+    ("quantize-scheme", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.Quantize", "--trainer.callbacks.scheme=int3"], r"scheme.*Expected a typing.Literal\['bnb-int8'.*Got value: int3"),
+]
+
+
+def _fill(values: list[str], tmp: Path, files: dict, models: dict) -> list[str]:
+    def one(value: str) -> str:
+        value = value.replace("{tmp}", str(tmp))
+        value = re.sub(r"\{file:(\w+)\}", lambda m: str(files[m.group(1)]), value)
+        return re.sub(r"\{model:(\w+)\}", lambda m: str(models[m.group(1)]), value)
+    return [one(value) for value in values]
+
+
+@pytest.mark.parametrize("name, subcommand, extra, pattern", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_mistake_gets_one_clean_line(name, subcommand, extra, pattern, tiny_bert_dir, tmp_path, files,
+                                     broken_models, capsys):
+    root = tmp_path / "run"
+    args = [subcommand, *tiny_run_args(tiny_bert_dir, root), *_fill(extra, tmp_path, files, broken_models)]
+    fails_cleanly(capsys, args, pattern, root)
+
+
+MODULE_MISTAKES = [
+    ("distill-missing-teacher", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
+     ["--model.teacher_path={tmp}/teacher.ckpt", "--model.student_num_layers=1"], r"teacher_path='.*teacher.ckpt': checkpoint does not exist"),
+    ("distill-corrupt-teacher", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
+     ["--model.teacher_path={model:corrupt_ckpt}", "--model.student_num_layers=1"], r"corrupt.ckpt': not a readable checkpoint"),
+    ("distill-temperature", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
+     ["--model.teacher_path={tiny}", "--model.student_num_layers=1", "--model.temperature=0"], r"--model.temperature=0.0 must be > 0"),
+    ("prune-ratio", "validate", REPO / "configs/prune/kprune_stereoset.yaml",
+     ["--model.teacher_path={tiny}", "--model.flops_keep_ratio=1.5"], r"--model.flops_keep_ratio=1.5 must be in \(0, 1\]"),
+    ("prune-method-typo", "validate", REPO / "configs/prune/kprune_stereoset.yaml",
+     ["--model.teacher_path={tiny}", "--model.method=kprun"], r"method.*Expected a typing.Literal\['kprune', 'kwon'.*Got value: kprun"),
+]
+
+
+@pytest.mark.parametrize("name, subcommand, config, extra, pattern", MODULE_MISTAKES, ids=[m[0] for m in MODULE_MISTAKES])
+def test_module_mistake_gets_one_clean_line(name, subcommand, config, extra, pattern, tiny_bert_dir, tmp_path,
+                                            broken_models, capsys):
+    root = tmp_path / "run"
+    extra = [value.replace("{tiny}", str(tiny_bert_dir)) for value in _fill(extra, tmp_path, {}, broken_models)]
+    args = [subcommand, "--config", str(config), f"--data.tokenizer_path={tiny_bert_dir}",
+            f"--trainer.default_root_dir={root}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir=.", *extra]
+    fails_cleanly(capsys, args, pattern, root)
+
+
+def test_fit_into_a_used_run_directory_is_refused(tiny_bert_dir, tmp_path, capsys):
+    root = tmp_path / "run"
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
+    start = time.perf_counter()
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)], exit_on_error=True)
+    assert time.perf_counter() - start < MAX_SECONDS
+    assert re.search(r"error: .* belongs to an earlier run. Resume it with --ckpt_path last", capsys.readouterr().err)
+
+
+def test_bad_file_with_the_shipped_wandb_logger_leaves_nothing_and_reruns(tiny_bert_dir, tmp_path, files, capsys):
+    """The shipped config (offline W&B run created before the data is read): a bad file removes the W&B run and
+    the config again, and the same command with the file fixed then runs in the same directory."""
+    root = tmp_path / "run"
+    broken = tmp_path / "data.csv"
+    broken.write_text(files["extra_fields"].read_text())
+    args = ["fit", "--config", str(REPO / "configs/teacher/stereoset_minilm.yaml"), f"--model.model_path={tiny_bert_dir}",
+            f"--data.tokenizer_path={tiny_bert_dir}", f"--trainer.default_root_dir={root}",
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+            "--trainer.val_check_interval=1.0", *user_csv(broken)]
+    fails_cleanly(capsys, args, r"data.csv: line 4 \(1-based\) has 4 fields", root)
+    broken.write_text(files["good"].read_text())  # the user fixes the file and runs the same command again
+    main(args)
+    assert (root / "config.yaml").is_file() and (root / "model" / "model.safetensors").is_file()
+    assert len(list((root / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_a_mistake_on_the_real_command_line(tiny_bert_dir, tmp_path):
+    root = tmp_path / "run"
+    proc = run_train_py("fit", [*tiny_run_args(tiny_bert_dir, root), "--data.batch_size=0"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: --data.batch_size=0 must be >= 1"
+    assert "Traceback" not in proc.stderr + proc.stdout
+    noise = ("Failed to load", "_pytree", "git root", "Total Flops", "LeafSpec")
+    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if any(n in line for n in noise)]
+    assert_rerunnable(root)
+
+
+def test_debug_env_shows_the_traceback(tiny_bert_dir, tmp_path):
+    proc = run_train_py("fit", [*tiny_run_args(tiny_bert_dir, tmp_path / "run"), "--data.batch_size=0"], check=False,
+                        env={"LMSHRINK_DEBUG": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "OptionError" in proc.stderr
+
+
+def test_checkpoint_load_for_evaluation_never_rechecks_training_outputs(tiny_bert_dir, tmp_path):
+    """Loading a teacher checkpoint (e.g. benchmarks/quantize_minilm.py) re-runs __init__ with the saved
+    export_dir: it must not refuse because that directory now holds the exported model."""
+    from lmshrink.modules import TeacherFineTune
+
+    root = tmp_path / "run"
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
+    assert any((root / "model").iterdir())
+    module = TeacherFineTune.load_from_checkpoint(root / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert isinstance(module.model, torch.nn.Module)
