@@ -35,4 +35,4 @@ def test_smollm2_converts_once_into_the_user_cache(tmp_path, monkeypatch):
 
 def test_unknown_names_list_every_offline_default():
     with pytest.raises(FileNotFoundError, match=r"\['minilm', 'smollm2'\]"):
-        resolve_model_dir("HuggingFaceTB/SmolLM2-135M")
+        resolve_model_dir("smollm2-135m")

@@ -22,6 +22,8 @@ SKIPPED = {
     "configs/trainer/ddp_cpu.yaml": "2-process DDP: tests/test_train.py::test_two_process_ddp_matches_one_process",
     "--trainer.accelerator gpu": "needs GPUs",
     "configs/generative/": "SmolLM2 audit: tests/modules/test_generative_audit.py runs it on a tiny Llama",
+    "nyu-mll/multi_nli": "a hub dataset needs the network once; the datasets path is tested offline on a "
+                         "save_to_disk copy (tests/datamodules/test_grouped_text.py)",
 }
 """README commands not run here, each with where it is covered instead."""
 

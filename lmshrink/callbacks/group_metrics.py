@@ -1,7 +1,8 @@
 """``GroupMetrics``: live per-subgroup accuracy, worst-group accuracy, group gap and macro-F1.
 
 Every validation it logs ``val/worst_group_acc``, ``val/avg_acc``, ``val/group_gap``, ``val/macro_f1``
-and ``val/group_acc/<group>`` (absent groups are skipped, not logged as 0). At the end of ``fit`` (last
+and ``val/acc/<group>`` (absent groups are skipped, not logged as 0; keys are short so that a live view such as
+``wandb leet``, whose panel titles show about 30 characters, tells the groups apart). At the end of ``fit`` (last
 validation) and of ``test`` it prints the per-group table, logs it as a ``wandb.Table`` when a W&B logger
 is attached, and writes it to ``<log dir>/group_metrics_<stage>.json`` (``group_metrics_<stage>-N.json`` when a
 earlier run of the same directory left one: nothing is overwritten).
@@ -10,7 +11,7 @@ Contract with the LightningModule: ``validation_step``/``test_step`` return a di
 batch carries ``labels`` and ``groups``; ``trainer.datamodule`` has ``group_names`` and ``num_labels``.
 A module that also evaluates a reference model (a distillation teacher) sets ``reference_name`` (e.g.
 ``"teacher"``) and returns ``reference_preds``: the reference's metrics are logged as
-``<stage>/teacher_<metric>`` and every group's accuracy difference as ``<stage>/group_delta_to_teacher/<group>``
+``<stage>/teacher_<metric>`` and every group's accuracy difference to it as ``<stage>/delta/<group>``
 ("who pays" for the compression), live, and the final table gets a delta column.
 """
 
@@ -46,7 +47,7 @@ class GroupMetrics(Callback):
     def __init__(self, log_per_group: bool = True, write_json: bool = True) -> None:
         """
         Args:
-            log_per_group: Log one accuracy curve per group (``<stage>/group_acc/<group>``) at every evaluation.
+            log_per_group: Log one accuracy curve per group (``<stage>/acc/<group>``) at every evaluation.
             write_json: Write the final per-group table to ``group_metrics_<stage>.json`` in the log directory.
         """
         self.log_per_group = log_per_group
@@ -98,10 +99,10 @@ class GroupMetrics(Callback):
         if self.log_per_group:
             for index, (name, present) in enumerate(zip(self.group_names, model["group_present"])):
                 if present:
-                    scalars[f"{stage}/group_acc/{name}"] = float(model["group_acc"][index])
+                    scalars[f"{stage}/acc/{name}"] = float(model["group_acc"][index])
                     if self.reference:
                         delta = model["group_acc"][index] - results["reference"]["group_acc"][index]
-                        scalars[f"{stage}/group_delta_to_{self.reference}/{name}"] = float(delta)
+                        scalars[f"{stage}/delta/{name}"] = float(delta)
         pl_module.log_dict({key: torch.tensor(value) for key, value in scalars.items()}, sync_dist=False)
         self.last_results[stage] = results
 

@@ -25,7 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
-from lmshrink.metrics.report import group_deltas, group_rows, summary
+from lmshrink.metrics.report import format_group_table, group_deltas, group_rows, summary
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
@@ -81,6 +81,7 @@ class Quantize(Callback):
         self.float_model: torch.nn.Module | None = None
         self.metrics: dict[str, GroupAccuracy] = {}
         self.record: dict = {}
+        self._table = ""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -174,6 +175,10 @@ class Quantize(Callback):
             for entry, float_row, delta in zip(groups, rows["float"], deltas):
                 entry.update(float_acc=float_row.accuracy, delta_to_float=delta)
         self.record["groups"] = groups
+        self._table = format_group_table(
+            rows["quantized"], f"Per-group {stage} accuracy, {self.scheme} (float = the model before quantization)",
+            summary(quantized), "float" if "float" in rows else None, rows.get("float"),
+            summary(results["float"]) if "float" in results else None)
         scalars = {f"quant/{key}": value for key, value in summary(quantized).items()}
         if "float" in results:
             for key, value in summary(results["float"]).items():
@@ -201,9 +206,7 @@ class Quantize(Callback):
         record["ratios_quantized_over_float"] = ratios
         lines = [f"Quantize[{self.scheme}] {stage}: " + ", ".join(
             f"{key} {float_stats[key]:.1f} -> {quant_stats[key]:.1f}" for key in float_stats)]
-        for kind, acc in record["accuracy"].items():
-            lines.append(f"  {kind:9s} avg_acc={acc['avg_acc']:.4f} worst_group_acc={acc['worst_group_acc']:.4f}")
-        rank_zero_info("\n".join(lines))
+        rank_zero_info("\n" + self._table + "\n" + "\n".join(lines))
         for logger in trainer.loggers:
             logger.log_metrics({f"quant/{key}": value for key, value in {**ratios, **quant_stats}.items()},
                                step=trainer.global_step)

@@ -24,6 +24,7 @@ from lmshrink.backbones import load_finetuned, load_tokenizer
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.errors import OptionError
+from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, write_new_json
 from lmshrink.pruning.run import METHODS, PruneMethod, mean_length, prune_encoder
@@ -154,6 +155,7 @@ class Prune(LmshrinkModule):
             directory = str(free_path(log_dir, "pruned_model", ""))
         if directory is None or not self.trainer.is_global_zero:
             return directory
+        set_class_names(self.model, label_names(self.trainer.datamodule))
         if self.hparams.method == "l1-unstructured":
             self.model.save_pretrained(directory)
         else:

@@ -207,3 +207,28 @@ def test_shipped_data_overlays_work_on_real_column_formats(name, tiny_bert_dir, 
             init_args[option] = str(write(frame, tmp_path / f"{option}{Path(init_args[option]).suffix}"))
     dm = make(tiny_bert_dir, **init_args)
     assert len(dm.group_names) == {"civilcomments": 4, "civilcomments_wilds": 16, "multinli": 6, "scotus": 28}[name]
+
+
+# ------------------------------------------------------------------------------------- saved and hub datasets
+def test_save_to_disk_dataset_with_named_splits(tiny_bert_dir, tmp_path):
+    import datasets
+
+    frame = scotus_frame(rows_per_cell=6)
+    splits = {"train": frame.iloc[::2], "validation": frame.iloc[1::4], "test": frame.iloc[3::4]}
+    datasets.DatasetDict({name: datasets.Dataset.from_pandas(part, preserve_index=False)
+                          for name, part in splits.items()}).save_to_disk(tmp_path / "saved")
+    dm = make(tiny_bert_dir, dataset=str(tmp_path / "saved"), num_labels=14, group_columns=["decision_direction"],
+              dataset_splits={"train": "train", "val": "validation", "test": "test"})
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [len(p) for p in splits.values()]
+    with pytest.raises(ValueError, match=r"holds splits \['test', 'train', 'validation'\]; name the one to read"):
+        make(tiny_bert_dir, dataset=str(tmp_path / "saved"), num_labels=14, group_columns=["decision_direction"])
+
+
+def test_uncached_hub_dataset_offline_fails_at_once_naming_it(tiny_bert_dir):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match=r"--data.dataset='nobody-here/no-such-data': could not load the hub "
+                                                r"dataset while offline"):
+        make(tiny_bert_dir, dataset="nobody-here/no-such-data", num_labels=2, group_columns=["x"])
+    assert time.perf_counter() - start < 30

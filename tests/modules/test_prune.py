@@ -61,7 +61,7 @@ def test_validate_prunes_slices_saves_and_records(method, tiny_bert_varied_dir, 
     assert len(result["heads_per_layer"]) == 2 and result["pruning_seconds"] > 0
     metrics = result["metrics"]
     assert 0 <= metrics["val/avg_acc"] <= 1 and "val/dense_avg_acc" in metrics
-    assert any(key.startswith("val/group_delta_to_dense/") for key in metrics)
+    assert any(key.startswith("val/delta/") for key in metrics)
     groups = group_record(tmp_path, "val")
     assert groups["avg_acc"] == pytest.approx(metrics["val/avg_acc"])
     model_dir = Path(result["model_dir"])
@@ -96,9 +96,11 @@ def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path)
         Prune(teacher_path=str(tiny_bert_varied_dir), num_labels=1)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="save_dir"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), save_dir=str(tmp_path / "taken"))
+    root = tmp_path / "run"
+    with pytest.raises(FileExistsError, match="--model.save_dir='.*taken' is not empty"):  # before pruning starts
+        main(["validate", *prune_args(tiny_bert_varied_dir, root, f"--model.save_dir={tmp_path / 'taken'}")])
     assert (tmp_path / "taken" / "keep.txt").read_text() == "user data"
+    assert not list(root.rglob("pruning_record*")) and not list(root.rglob("config*.yaml"))
 
 
 def test_two_process_ddp_pruning_matches_one_process(tiny_bert_varied_dir, tmp_path):
