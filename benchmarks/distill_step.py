@@ -12,6 +12,10 @@ Same 3-layer MiniLM student (copied from teacher layers 2, 4, 6), same StereoSet
 
 from __future__ import annotations
 
+from lmshrink.quiet import quiet_third_party
+
+quiet_third_party()  # before torchao / transformers / bitsandbytes are imported: their start-up noise
+
 import argparse
 import os
 import statistics

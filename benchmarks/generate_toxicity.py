@@ -10,6 +10,10 @@ model and score them with alt-profanity-check. Batched: ``--batch`` prompts per 
 
 from __future__ import annotations
 
+from lmshrink.quiet import quiet_third_party
+
+quiet_third_party()  # before torchao / transformers / bitsandbytes are imported: their start-up noise
+
 import argparse
 import os
 import time

@@ -13,6 +13,10 @@ Needs the teacher exported by ``python train.py fit --config configs/teacher/ste
 
 from __future__ import annotations
 
+from lmshrink.quiet import quiet_third_party
+
+quiet_third_party()  # before torchao / transformers / bitsandbytes are imported: their start-up noise
+
 import argparse
 import copy
 import os

@@ -11,6 +11,10 @@ measured in the same run. Needs the teacher checkpoint from
 
 from __future__ import annotations
 
+from lmshrink.quiet import quiet_third_party
+
+quiet_third_party()  # before torchao / transformers / bitsandbytes are imported: their start-up noise
+
 import argparse
 import copy
 import glob

@@ -11,6 +11,10 @@ the median of each is reported, which keeps drift of a shared machine out of the
 
 from __future__ import annotations
 
+from lmshrink.quiet import quiet_third_party
+
+quiet_third_party()  # before torchao / transformers / bitsandbytes are imported: their start-up noise
+
 import argparse
 import os
 import statistics

@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmshrink.errors import OptionError
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import format_group_table, group_deltas, group_rows, summary
 from lmshrink.paths import refuse_non_empty, write_new_json
@@ -71,6 +72,10 @@ class Quantize(Callback):
             save_dir: Save the quantized model there (an empty or new directory) for reloading.
         """
         check_supported(scheme, "cuda")  # unknown names fail at config time; device checks come in setup
+        sizes = latency_batch_sizes or [1, 32]
+        if min(sizes) < 1 or latency_seq_len < 1 or latency_repeats < 1:
+            raise OptionError(f"Quantize: latency_batch_sizes={sizes}, latency_seq_len={latency_seq_len} and "
+                              f"latency_repeats={latency_repeats} must all be >= 1")
         self.scheme = scheme
         self.skip_modules = ["classifier"] if skip_modules is None else list(skip_modules)
         self.compare_to_float = compare_to_float

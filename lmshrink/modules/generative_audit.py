@@ -26,6 +26,7 @@ from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
 from lmshrink.generative.scorers import build_scorer
 from lmshrink.generative.variants import REFERENCE, build_variants
+from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import write_new_json
 
@@ -67,6 +68,15 @@ class GenerativeAudit(LmshrinkModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        rules = {"num_samples": (num_samples >= 1, ">= 1"), "max_new_tokens": (max_new_tokens >= 1, ">= 1"),
+                 "top_p": (0 < top_p <= 1, "in (0, 1]"), "temperature": (temperature > 0, "> 0"),
+                 "toxic_threshold": (0 <= toxic_threshold <= 1, "in [0, 1]"), "table_rows": (table_rows >= 0, ">= 0")}
+        for option, (ok, limit) in rules.items():
+            if not ok:
+                raise OptionError(f"--model.{option}={self.hparams[option]} must be {limit}")
+        bad = [value for value in sparsities or [] if not 0 < value < 1]
+        if bad:
+            raise OptionError(f"--model.sparsities: {bad[0]} must be in (0, 1)")
         self.scorer = build_scorer(scorer)
         self.tokenizer = load_tokenizer(model_path, option="model_path")
         if self.tokenizer.pad_token is None:

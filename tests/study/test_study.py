@@ -5,6 +5,7 @@ sets are refused."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -115,3 +116,42 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
     monkeypatch.chdir(REPO)
     assert study_main([str(write_study(tmp_path, tiny_bert_dir)), "--list"]) == 0
     assert capsys.readouterr().out.split("\n")[:3] == ["0 teacher ", "1 kprune 0", "1 kprune 1"]
+
+
+@pytest.mark.parametrize("bad_stage, pattern", [
+    ({"name": "int3", "kind": "quantize", "from": "teacher", "scheme": "int3"},
+     r"error: study config .*: stage 'int3': scheme 'int3' is unknown; choose one of \['bnb-fp4'"),
+    ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+      "args": ["--model.flops_keep_raito=0.5"]},
+     r"error: study config .*: stage 'kp' \(validate\): --model: 'lmshrink.modules.Prune': Option 'flops_keep_raito' "
+     r"is not accepted"),
+    ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+      "args": ["--model.method=kprun"]},
+     r"error: study config .*: stage 'kp' \(validate\): --model: .*method.*Got value: kprun"),
+], ids=["scheme", "option-typo", "method-typo"])
+def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
+                                                              capsys):
+    from lmshrink.study.__main__ import cli
+
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_bert_dir)
+    spec = yaml.safe_load(config.read_text())
+    spec["stages"].append(bad_stage)
+    config.write_text(yaml.safe_dump(spec))
+    start = time.perf_counter()
+    assert cli([str(config)]) == 2
+    assert time.perf_counter() - start < 60
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), errors
+    assert not (tmp_path / "study").exists(), "nothing may run (or be written) before the whole study is checked"
+
+
+def test_report_only_rebuilds_from_a_results_file_without_running(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_bert_dir)
+    assert study_main([str(config), "--report-only", str(REPO / "docs" / "study" / "results.jsonl")]) == 0
+    report = tmp_path / "study" / "report"
+    assert (report / "report.md").read_text() == (REPO / "docs" / "study" / "report.md").read_text().replace(
+        "Who pays? stereoset_minilm", "Who pays? study")
+    assert {p.name for p in report.glob("*.png")} >= {"accuracy_vs_size_mb.png", "accuracy_vs_gflops.png"}
+    assert not list((tmp_path / "study").glob("*/*/run"))  # nothing ran
