@@ -28,12 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from lmshrink.backbones import load_finetuned
+from lmshrink.backbones import accepted_inputs, load_finetuned
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import summary
-from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.paths import write_new_json
 from lmshrink.pruning.run import mean_length, prune_encoder
 from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens

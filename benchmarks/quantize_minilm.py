@@ -32,6 +32,7 @@ from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.modules import TeacherFineTune
 from lmshrink.quantize import SCHEMES, quantize_model
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT
 
 
 @torch.inference_mode()
@@ -81,7 +82,7 @@ def main() -> None:
             continue
         model = copy.deepcopy(float_model)
         start = time.perf_counter()
-        result = quantize_model(model, scheme, ["classifier"])
+        result = quantize_model(model, scheme, list(KEEP_IN_FLOAT))
         seconds = time.perf_counter() - start
         rows[scheme] = measure(model) | {"quantize_s": seconds, "layers": len(result.quantized)}
     base = rows["fp32"]

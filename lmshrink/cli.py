@@ -162,6 +162,8 @@ def refuse_to_overwrite(trainer: Trainer, ckpt_path: str | None) -> None:
 
 
 class LmshrinkCLI(LightningCLI):
+    """LightningCLI with lmshrink's run directories, checks before running and clean-up of failed starts."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.init_args.num_labels", "model.init_args.num_labels")
 

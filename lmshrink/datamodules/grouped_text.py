@@ -20,7 +20,6 @@ first training step and names the file, column and row at fault.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lmshrink.backbones import HUB_ID, load_tokenizer
-from lmshrink.data.group_schemes import GROUP_SCHEMES, check_group_values, label_x_columns, scheme_membership
+from lmshrink.data.group_schemes import (
+    GROUP_SCHEMES,
+    GroupSchemeName,
+    check_group_values,
+    label_x_columns,
+    scheme_membership,
+)
 from lmshrink.data.loading import (
     EvalShardSampler,
     GroupedTextDataset,
@@ -52,6 +57,7 @@ from lmshrink.data.tables import (
     require_columns,
 )
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
+from lmshrink.seeding import run_seed
 
 BUILTIN_DATASETS = ("stereoset",)
 
@@ -83,7 +89,7 @@ class GroupedTextDataModule(LightningDataModule):
         label_names: list[str] | None = None,
         num_labels: int = 3,
         group_columns: list[str] | None = None,
-        group_scheme: str | None = None,
+        group_scheme: GroupSchemeName | None = None,
         groups_include_label: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
@@ -328,7 +334,7 @@ class GroupedTextDataModule(LightningDataModule):
             raise OptionError(f"--data.batch_size={hp.batch_size} is the global batch; it must divide by the "
                               f"{world_size} processes")
         # Shuffle with the run's seed (set by seed_everything), so that seeds of a study differ in data order.
-        shuffle_seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))
+        shuffle_seed = run_seed(default=hp.split_seed)
         sampler = ResumableTrainSampler(self.datasets["train"], world_size, rank, seed=shuffle_seed)
         self._train_loader = ResumableDataLoader(
             self.datasets["train"], batch_size=hp.batch_size // world_size, sampler=sampler, drop_last=True,

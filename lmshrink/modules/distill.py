@@ -14,6 +14,7 @@ directory (``student_save_dir``) that ``from_pretrained`` loads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from lmshrink.backbones import load_causal_lm, load_finetuned, load_sequence_classifier, load_tokenizer
+from lmshrink.backbones import (
+    accepted_inputs,
+    load_causal_lm,
+    load_finetuned,
+    load_sequence_classifier,
+    load_tokenizer,
+    select_inputs,
+)
 from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.distill import losses
 from lmshrink.errors import OptionError
@@ -37,7 +45,6 @@ from lmshrink.distill.students import (
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
-from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.optim import adamw_with_linear_warmup, check_optimizer_options
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.seeding import seed_training_batch
@@ -64,7 +71,7 @@ class Distillation(LmshrinkModule):
         cosine_weight: float = 0.0,
         attention_weight: float = 0.0,
         embedding_weight: float = 0.0,
-        layer_map: str | list[int] = "uniform",
+        layer_map: Literal["uniform", "last"] | list[int] = "uniform",
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -181,7 +188,7 @@ class Distillation(LmshrinkModule):
             self._load_teacher_cache()
 
     def _teacher_logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.teacher(**{k: v.to(self.device) for k, v in self._inputs(batch).items()}).logits
+        return self.teacher(**{k: v.to(self.device) for k, v in select_inputs(batch, self.model_inputs).items()}).logits
 
     def _load_teacher_cache(self) -> None:
         """Rank 0 computes (or finds) the cache for the whole training split; every rank then loads it."""
@@ -204,14 +211,11 @@ class Distillation(LmshrinkModule):
         self._sync_teacher()
 
     # ---------------------------------------------------------------------------------------------- steps
-    def _inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {key: batch[key] for key in self.model_inputs if key in batch}
-
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model(**self._inputs(batch)).logits
+        return self.model(**select_inputs(batch, self.model_inputs)).logits
 
     def _outputs(self, model: nn.Module, batch: dict[str, Tensor]):
-        return model(**self._inputs(batch), output_hidden_states=self.uses_hidden_states,
+        return model(**select_inputs(batch, self.model_inputs), output_hidden_states=self.uses_hidden_states,
                      output_attentions=self.hparams.attention_weight > 0)
 
     def distillation_losses(self, student_out, teacher_out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -266,7 +270,7 @@ class Distillation(LmshrinkModule):
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch)
         with torch.no_grad():
-            teacher_logits = self.teacher(**self._inputs(batch)).logits
+            teacher_logits = self.teacher(**select_inputs(batch, self.model_inputs)).logits
         if self.is_causal_lm:
             return self._causal_eval_step(batch, logits, teacher_logits, stage)
         labels = batch["labels"]

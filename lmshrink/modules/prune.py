@@ -20,9 +20,8 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from lmshrink.backbones import load_finetuned, load_tokenizer
+from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, select_inputs
 from lmshrink.data.loading import TokenPaddingCollator
-from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
@@ -164,15 +163,12 @@ class Prune(LmshrinkModule):
         return directory
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def _inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {key: batch[key] for key in self.model_inputs if key in batch}
-
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model(**self._inputs(batch)).logits
+        return self.model(**select_inputs(batch, self.model_inputs)).logits
 
     def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self(batch)
-        dense_logits = self.dense(**self._inputs(batch)).logits
+        dense_logits = self.dense(**select_inputs(batch, self.model_inputs)).logits
         return {"preds": logits.argmax(-1), "reference_preds": dense_logits.argmax(-1)}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:

@@ -7,8 +7,6 @@ validation/test step returns, so any module that follows this contract is measur
 
 from __future__ import annotations
 
-import inspect
-
 import torch.nn.functional as F
 from pathlib import Path
 
@@ -17,23 +15,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lmshrink.backbones import has_classifier_head, load_sequence_classifier
+from lmshrink.backbones import accepted_inputs, has_classifier_head, load_sequence_classifier, select_inputs
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.optim import adamw_with_linear_warmup, check_optimizer_options
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.seeding import seed_training_batch
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-"""Batch fields a model may take; each model gets those its ``forward`` accepts (DistilBERT and RoBERTa-style
-models take no ``token_type_ids``)."""
-
-
-def accepted_inputs(model: nn.Module) -> list[str]:
-    """The fields of :data:`MODEL_INPUTS` that ``model.forward`` takes."""
-    parameters = inspect.signature(model.forward).parameters
-    return [name for name in MODEL_INPUTS if name in parameters]
-
 
 EVAL_STAGES = ("val", "test")
 
@@ -83,7 +70,7 @@ class TeacherFineTune(LmshrinkModule):
         self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in EVAL_STAGES})
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model(**{key: batch[key] for key in self.model_inputs if key in batch}).logits
+        return self.model(**select_inputs(batch, self.model_inputs)).logits
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch)

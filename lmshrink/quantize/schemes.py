@@ -48,6 +48,10 @@ class QuantizationResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+KEEP_IN_FLOAT = ("classifier",)
+"""Modules left in float by default: the classification head is small and its precision decides the prediction
+(as transformers' ``llm_int8_skip_modules`` keeps it)."""
+
 SchemeName = Literal["bnb-int8", "bnb-nf4", "bnb-fp4", "torchao-int8-dynamic", "torchao-int8-weight",
                      "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8"]
 """The scheme names as a type, so that ``--help`` lists them and a typo fails when the command line is parsed."""

@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from lmshrink.backbones import load_sequence_classifier
+from lmshrink.backbones import accepted_inputs, load_sequence_classifier
 from lmshrink.datamodules import GroupedTextDataModule
-from lmshrink.modules.teacher import accepted_inputs
 from lmshrink.pruning.arch import layout_of, shape_of
 from lmshrink.pruning.flops import encoder_flops
 from lmshrink.pruning.run import count_parameters, mean_length
 from lmshrink.pruning.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
 from lmshrink.quantize import quantize_model
 from lmshrink.quantize.measure import alternating_latency_ms, memory_bytes
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT
 
 
 def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
@@ -34,7 +34,7 @@ def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
 
 def quantize(model: torch.nn.Module, scheme: str) -> None:
     """The study's quantization of a classifier: the head stays in float, as the Quantize callback keeps it."""
-    quantize_model(model, scheme, skip_modules=["classifier"])
+    quantize_model(model, scheme, skip_modules=list(KEEP_IN_FLOAT))
 
 
 class StudyMeasure:
