@@ -7,6 +7,7 @@ counts; a loss over a batch where nothing counts is 0 (and keeps the graph), nev
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,8 +36,18 @@ def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: 
         raise ValueError(f"temperature={temperature} must be > 0")
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    per_position = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    per_position = _kl_terms(teacher_log_probs, student_log_probs, student_logits, teacher_logits).sum(dim=-1)
     return _masked_mean(per_position, mask) * temperature**2
+
+
+def _kl_terms(teacher_log_probs: Tensor, student_log_probs: Tensor, *logits: Tensor) -> Tensor:
+    """``p_t * (log p_t - log p_s)`` per class, 0 where a logit is infinite (a masked vocabulary entry): there
+    ``0 * -inf`` would be NaN (torchtune's KD losses mask the same way)."""
+    terms = teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
+    infinite = torch.zeros_like(terms, dtype=torch.bool)
+    for values in logits:
+        infinite |= torch.isinf(values)
+    return terms.masked_fill(infinite, 0.0)
 
 
 def topk_soft_target_kl(student_logits: Tensor, teacher_topk_values: Tensor, teacher_topk_indices: Tensor,
@@ -52,7 +63,8 @@ def topk_soft_target_kl(student_logits: Tensor, teacher_topk_values: Tensor, tea
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     student_at_topk = student_log_probs.gather(-1, teacher_topk_indices.long())
     teacher_log_probs = F.log_softmax(teacher_topk_values.float() / temperature, dim=-1)
-    per_position = (teacher_log_probs.exp() * (teacher_log_probs - student_at_topk)).sum(dim=-1)
+    student_topk_logits = student_logits.gather(-1, teacher_topk_indices.long())
+    per_position = _kl_terms(teacher_log_probs, student_at_topk, student_topk_logits, teacher_topk_values).sum(dim=-1)
     return _masked_mean(per_position, mask) * temperature**2
 
 
@@ -85,12 +97,6 @@ def attention_kl(student_attention: Tensor, teacher_attention: Tensor, mask: Ten
     teacher = teacher_attention.float().mean(dim=1).clamp(min=1e-12)
     per_query = (teacher * (teacher.log() - student.log())).sum(dim=-1)
     return _masked_mean(per_query, mask)
-
-
-def attention_mse(student_attention: Tensor, teacher_attention: Tensor, mask: Tensor | None = None) -> Tensor:
-    """MSE between head-averaged attention maps ``[B, A, S, S]`` (TinyBERT's attention loss)."""
-    difference = (student_attention.float().mean(dim=1) - teacher_attention.float().mean(dim=1)).pow(2).mean(dim=-1)
-    return _masked_mean(difference, mask)
 
 
 def layer_map(num_student_layers: int, num_teacher_layers: int, strategy: str | list[int] = "uniform") -> list[int]:

@@ -31,7 +31,41 @@ def test_zero_at_identity_and_positive_otherwise():
     assert losses.cosine_hidden_loss(hidden, hidden, mask=mask).item() == pytest.approx(0.0, abs=1e-6)
     attention = torch.softmax(torch.randn(4, 2, 7, 7), -1)
     assert losses.attention_kl(attention, attention, mask).item() == pytest.approx(0.0, abs=1e-6)
-    assert losses.attention_mse(attention, attention, mask).item() == 0
+
+
+def test_cosine_loss_hand_computed_with_mask():
+    student = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]]])  # [B=1, S=3, H=2]
+    teacher = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [-3.0, -4.0]]])
+    # 1 - cos per position: orthogonal 1, 45 degrees 1 - 1/sqrt(2), opposite 2; the third position is padding
+    mask = torch.tensor([[True, True, False]])
+    expected = (1.0 + (1 - 1 / math.sqrt(2))) / 2
+    assert losses.cosine_hidden_loss(student, teacher, mask=mask).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.cosine_hidden_loss(student, teacher).item() == pytest.approx((1 + 1 - 1 / math.sqrt(2) + 2) / 3)
+
+
+def test_attention_kl_hand_computed_over_head_means():
+    # [B=1, A=2, S=2, S=2]; head means: query 0 teacher [0.5, 0.5] vs student [0.75, 0.25]; query 1 equal
+    teacher = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]]])
+    student = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]]])
+    query0 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert losses.attention_kl(student, teacher).item() == pytest.approx(query0 / 2, rel=1e-5)
+    assert losses.attention_kl(student, teacher, torch.tensor([[True, False]])).item() == pytest.approx(query0, rel=1e-5)
+
+
+def test_kd_losses_stay_finite_with_masked_vocabulary():
+    """-inf logits (a masked vocabulary entry, as generation constraints produce) must not turn the loss into NaN;
+    the finite classes give the same KL as without the masked one (torchtune masks the same way)."""
+    student = torch.tensor([[0.3, -1.0, 2.0, float("-inf")]], requires_grad=True)
+    teacher = torch.tensor([[1.0, 0.0, -0.5, float("-inf")]])
+    loss = losses.soft_target_kl(student, teacher, temperature=2.0)
+    assert torch.isfinite(loss)
+    expected = losses.soft_target_kl(student[:, :3], teacher[:, :3], temperature=2.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(student.grad).all()
+    values, indices = teacher.topk(4)
+    topk = losses.topk_soft_target_kl(student, values, indices, temperature=2.0)
+    assert torch.isfinite(topk) and topk.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_token_level_kl_ignores_padding():

@@ -18,12 +18,20 @@ def test_profanity_scorer_ranks_profanity_higher_and_names_itself():
     assert scorer.name == "alt-profanity-check" and scorer.version == "1.9.1"
 
 
-def test_local_classifier_scorer(tiny_bert_dir):
-    scorer = ClassifierScorer(str(tiny_bert_dir), toxic_label=1)
-    scores = scorer(["a", "b c d"])
-    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+def test_local_classifier_scorer(tiny_bert_varied_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts = ["a", "b c d", "a much longer sentence than the others, padded in the batch"]
+    scores = ClassifierScorer(str(tiny_bert_varied_dir), toxic_label=1, batch_size=2)(texts)
+    # independently: each text alone (no padding), softmax of the classifier, probability of label 1
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_varied_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_varied_dir).eval()
+    with torch.no_grad():
+        expected = [model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0, 1].item() for text in texts]
+    assert scores.tolist() == pytest.approx(expected, abs=1e-5)
+    assert len(set(round(value, 4) for value in expected)) == 3  # the texts really score differently
     with pytest.raises(ValueError, match="no label 'toxic'"):
-        ClassifierScorer(str(tiny_bert_dir), toxic_label="toxic")
+        ClassifierScorer(str(tiny_bert_varied_dir), toxic_label="toxic")
     with pytest.raises(FileNotFoundError, match="not a local model directory"):
         ClassifierScorer("/nonexistent/scorer")
 
@@ -38,6 +46,12 @@ def test_variants_are_copies_with_the_requested_compression(tiny_llama_dir):
     assert zeros == pytest.approx(0.5, abs=0.01)
     assert all(torch.equal(a, linear.weight) for a, linear in zip(before, decoder_linears(teacher)))  # untouched
     ids = torch.tensor([[5, 6, 7, 8]])
-    assert variants["dynamic-int8"](input_ids=ids).logits.shape == teacher(input_ids=ids).logits.shape
+    quantized = [m for m in variants["dynamic-int8"].modules() if type(m).__name__ == "Linear" and "quantized" in
+                 type(m).__module__]
+    assert len(quantized) == len(decoder_linears(teacher))  # every block Linear is int8 (the LM head stays float)
+    with torch.no_grad():
+        close = variants["dynamic-int8"](input_ids=ids).logits
+        reference = teacher(input_ids=ids).logits
+    assert not torch.equal(close, reference) and torch.allclose(close, reference, atol=0.05)
     with pytest.raises(ValueError, match="taken"):
         build_variants(teacher, {"teacher": str(tiny_llama_dir)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from lmshrink.cli import main
@@ -57,10 +58,26 @@ def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_di
     batch = fixed_batch(tiny_bert_dir, size=8)
     with torch.no_grad():
         teacher_out = module._outputs(module.teacher, batch)
-    terms = module.distillation_losses(module._outputs(module.model, batch), teacher_out, batch)
+    student_out = module._outputs(module.model, batch)
+    terms = module.distillation_losses(student_out, teacher_out, batch)
     assert set(terms) == {"kd", "hidden", "embedding", "cosine", "attention"}
+    # each term against an independent computation in plain torch (layer map "uniform": student layer 1 <- teacher
+    # layer 2; projections[i] maps the student's hidden state i to the teacher's width)
+    tokens = batch["attention_mask"].bool()
+    T = module.hparams.temperature
+    kd = F.kl_div(F.log_softmax(student_out.logits / T, -1), F.log_softmax(teacher_out.logits / T, -1),
+                  log_target=True, reduction="batchmean") * T**2
+    s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states
+    hidden = (module.projections[1](s_hidden[1]) - t_hidden[2]).pow(2).mean(-1)[tokens].mean()
+    embedding = (module.projections[0](s_hidden[0]) - t_hidden[0]).pow(2).mean(-1)[tokens].mean()
+    cosine = (1 - F.cosine_similarity(module.projections[1](s_hidden[-1]), t_hidden[-1], dim=-1))[tokens].mean()
+    s_att, t_att = student_out.attentions[0].mean(1), teacher_out.attentions[1].mean(1)
+    attention = (t_att * (t_att.clamp(min=1e-12).log() - s_att.clamp(min=1e-12).log())).sum(-1)[tokens].mean()
+    expected = {"kd": kd, "hidden": hidden, "embedding": embedding, "cosine": cosine, "attention": attention}
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), name
     sum(terms.values()).backward()
-    assert module.projections[1].weight.grad is not None
+    assert module.projections[1].weight.grad.abs().sum() > 0 and module.projections[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in module.teacher.parameters())
 
 

@@ -84,7 +84,14 @@ def test_magnitude_baselines(method, sparsity, tiny_bert_varied_dir, tmp_path):
     else:
         assert sum(result["heads_per_layer"]) == 4  # half of 2 x 4 heads
     model = load_sequence_classifier(result["model_dir"], num_labels=3)
-    assert model is not None
+    linears = [module for name, module in model.bert.encoder.named_modules() if isinstance(module, torch.nn.Linear)]
+    if method == "l1-unstructured":  # the reloaded weights hold the zeros the record reports
+        zeros = sum(int((linear.weight == 0).sum()) for linear in linears) / sum(l.weight.numel() for l in linears)
+        assert zeros == pytest.approx(result["sparsity_reached"], abs=1e-6)
+    else:  # the reloaded model has the record's heads per layer, physically
+        head_dim = model.config.hidden_size // model.config.num_attention_heads
+        assert [layer.attention.self.query.out_features // head_dim for layer in model.bert.encoder.layer] == \
+            result["heads_per_layer"]
 
 
 def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path):
