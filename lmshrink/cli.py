@@ -181,6 +181,8 @@ class LmshrinkCLI(LightningCLI):
 
     def _check_outputs(self) -> None:
         """The module's outputs (an exported model) must not overwrite anything: checked before the run starts."""
+        if self.trainer.fast_dev_run:  # a debug run exports nothing (see the modules' on_fit_end)
+            return
         outputs = self.model.output_dirs(self.trainer.default_root_dir, self.subcommand) if hasattr(self.model, "output_dirs") else {}
         for option, directory in outputs.items():
             refuse_non_empty(directory, f"--model.{option}")

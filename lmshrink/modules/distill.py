@@ -330,6 +330,8 @@ class Distillation(LmshrinkModule):
 
     @rank_zero_only
     def on_fit_end(self) -> None:
+        if self.trainer.fast_dev_run:  # a debug run (configs/debug/fast_dev_run.yaml) leaves no model behind
+            return
         directory = self.output_dirs(self.trainer.default_root_dir, "fit")["student_save_dir"]
         class_names = None if self.is_causal_lm else label_names(self.trainer.datamodule)
         save_pretrained(self.model, self.tokenizer_path, directory, class_names)

@@ -107,6 +107,8 @@ class TeacherFineTune(LmshrinkModule):
 
     @rank_zero_only
     def on_fit_end(self) -> None:
+        if self.trainer.fast_dev_run:  # a debug run (configs/debug/fast_dev_run.yaml) leaves no model behind
+            return
         directory = self.output_dirs(self.trainer.default_root_dir, "fit")["export_dir"]
         save_pretrained(self.model, self.hparams.model_path, directory, label_names(self.trainer.datamodule))
         rank_zero_info(f"[lmshrink] fine-tuned model written to {directory}")
