@@ -161,11 +161,30 @@ def refuse_to_overwrite(trainer: Trainer, ckpt_path: str | None) -> None:
         )
 
 
+FREE_ON_RESUME = {"num_workers", "eval_batch_size", "export_dir", "student_save_dir", "save_dir", "teacher_cache_dir"}
+"""Hyperparameters a resumed run may change without changing what it trains (speed and output places only)."""
+
+
+def resume_mismatches(checkpoint: dict, model_hparams: dict, data_hparams: dict) -> list[str]:
+    """``key: checkpoint value -> config value`` for every hyperparameter that differs between the checkpoint
+    being resumed and the config (torchtune's ``_update_recipe_state`` check), apart from :data:`FREE_ON_RESUME`."""
+    differences = []
+    for prefix, saved, now in (("model", checkpoint.get("hyper_parameters") or {}, model_hparams),
+                               ("data", checkpoint.get("datamodule_hyper_parameters") or {}, data_hparams)):
+        for key in sorted(set(saved) | set(now)):
+            if key not in FREE_ON_RESUME and not key.startswith("_") and saved.get(key) != now.get(key):
+                differences.append(f"--{prefix}.{key}: {saved.get(key)!r} in the checkpoint, {now.get(key)!r} now")
+    return differences
+
+
 class LmshrinkCLI(LightningCLI):
     """LightningCLI with lmshrink's run directories, checks before running and clean-up of failed starts."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.init_args.num_labels", "model.init_args.num_labels")
+        parser.add_argument("--allow_resume_changes", type=list[str], default=[],
+                            help="hyperparameters a resumed fit may change from its checkpoint, e.g. "
+                                 "'[learning_rate]' (any other difference is refused)")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -196,9 +215,32 @@ class LmshrinkCLI(LightningCLI):
                 f"--ckpt_path of a fine-tuning run, a fine-tuned --model.model_path, or --ckpt_path none to evaluate "
                 f"the untrained head on purpose")
 
+    def _check_resume(self) -> None:
+        """A resume whose config changes the run (another model, teacher, temperature, data) is refused, naming
+        the keys, unless ``--allow_resume_changes`` lists them."""
+        ckpt_path = self._ckpt_path()
+        if ckpt_path is None or str(ckpt_path).lower() == "none" or str(ckpt_path) in CKPT_KEYWORDS[1:]:
+            return
+        if str(ckpt_path) == "last":
+            found = [d / "last.ckpt" for d in map(Path, filter(None, (getattr(c, "dirpath", None) for c in
+                     self.trainer.checkpoint_callbacks))) if (d / "last.ckpt").is_file()]
+            ckpt_path = found[0]
+        from lmshrink.backbones import read_checkpoint
+
+        checkpoint = read_checkpoint(ckpt_path, "--ckpt_path")
+        data_hparams = dict(self.datamodule.hparams) if self.datamodule is not None else {}
+        allowed = set(self.config[self.subcommand].get("allow_resume_changes") or [])
+        differences = [line for line in resume_mismatches(checkpoint, dict(self.model.hparams), data_hparams)
+                       if line.split(":")[0].split(".", 1)[1] not in allowed]
+        if differences:
+            raise OptionError(f"--ckpt_path {self._ckpt_path()}: the config changes the run being resumed: "
+                              f"{'; '.join(differences)}. Resume with the original values, or allow the change "
+                              f"with --allow_resume_changes '[{differences[0].split(':')[0].split('.', 1)[1]}]'")
+
     def before_fit(self) -> None:
         refuse_to_overwrite(self.trainer, self._ckpt_path())
         self._check_outputs()
+        self._check_resume()
         root = Path(self.trainer.default_root_dir)
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and logger._wandb_init.get("id"):

@@ -223,3 +223,16 @@ def test_checkpoint_load_for_evaluation_never_rechecks_training_outputs(tiny_ber
     assert any((root / "model").iterdir())
     module = TeacherFineTune.load_from_checkpoint(root / "checkpoints" / "last.ckpt", map_location="cpu")
     assert isinstance(module.model, torch.nn.Module)
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_key(tiny_bert_dir, tmp_path, capsys):
+    root = tmp_path / "run"
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
+    resume = ["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2), "--ckpt_path=last",
+              f"--model.export_dir={tmp_path / 'export2'}", "--model.learning_rate=0.001"]
+    fails_cleanly(capsys, resume, r"--ckpt_path last: the config changes the run being resumed: --model.learning_rate: "
+                                  r"0.0001 in the checkpoint, 0.001 now.*--allow_resume_changes '\[learning_rate\]'",
+                  tmp_path / "nothing-here")
+    assert len(list(root.rglob("config*.yaml"))) == 1  # the refused resume left no config of its own
+    main([*resume, "--allow_resume_changes=[learning_rate]"])  # said explicitly: allowed
+    assert len(list(root.rglob("config*.yaml"))) == 2 and (tmp_path / "export2" / "model.safetensors").is_file()

@@ -24,6 +24,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.groups import GroupAccuracy
+from lmshrink.modules.base import LmshrinkModule
 from lmshrink.metrics.report import (
     TABLE_COLUMNS,
     format_group_table,
@@ -64,12 +65,13 @@ class GroupMetrics(Callback):
         datamodule = trainer.datamodule
         if datamodule is None or not getattr(datamodule, "group_names", None):
             raise RuntimeError("GroupMetrics needs a datamodule with group_names (e.g. GroupedTextDataModule)")
-        if getattr(pl_module, "is_causal_lm", False):
+        module = pl_module if isinstance(pl_module, LmshrinkModule) else None  # the contract: modules/base.py
+        if module is not None and module.is_causal_lm:
             raise ValueError(f"GroupMetrics measures classifiers; {type(pl_module).__name__} trains a causal LM, "
                              f"which reports token-level KD loss and perplexity: remove GroupMetrics from callbacks")
         self.group_names = list(datamodule.group_names)
         # Decided from the module at setup, identically on every rank (compute() is a collective).
-        self.reference = getattr(pl_module, "reference_name", None)
+        self.reference = module.reference_name if module is not None else None
         kinds = ["model", "reference"] if self.reference else ["model"]
         self.metrics = {
             (s, kind): GroupAccuracy(len(self.group_names), datamodule.num_labels) for s in STAGES for kind in kinds

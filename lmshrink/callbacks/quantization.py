@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.errors import OptionError
 from lmshrink.metrics.groups import GroupAccuracy
+from lmshrink.modules.base import LmshrinkModule
 from lmshrink.metrics.report import format_group_table, group_deltas, group_rows, summary
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
@@ -108,7 +109,7 @@ class Quantize(Callback):
             "attention_mask": torch.ones(shape, dtype=torch.long),
             "token_type_ids": torch.zeros(shape, dtype=torch.long),
         }
-        names = getattr(pl_module, "model_inputs", ["input_ids", "attention_mask"])
+        names = pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
         return {name: inputs[name].to(pl_module.device) for name in names}
 
     def _measure(self, model: torch.nn.Module, pl_module: LightningModule) -> dict:
@@ -143,7 +144,7 @@ class Quantize(Callback):
         }
         if self.save_dir and trainer.is_global_zero:
             save_quantized(model, self.scheme, self.skip_modules, self.save_dir,
-                           source=str(getattr(pl_module.hparams, "model_path", "")))
+                           source=pl_module.source_model if isinstance(pl_module, LmshrinkModule) else "")
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:

@@ -23,6 +23,15 @@ class LmshrinkModule(LightningModule):
     untrained_head: bool = False
     """True when the classifier head is newly initialised: evaluating it without a checkpoint is refused."""
 
+    model_inputs: list[str] = ["input_ids", "attention_mask"]
+    """Batch fields the network's ``forward`` takes (see ``backbones.accepted_inputs``)."""
+
+    @property
+    def source_model(self) -> str:
+        """Where the evaluated network comes from (a path, hub id or checkpoint), recorded with its measurements
+        (e.g. by the Quantize callback)."""
+        return ""
+
     def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
         """{option name: directory} this module writes during ``subcommand``; the CLI refuses non-empty ones
         before the run starts (and never when a checkpoint is only loaded for evaluation)."""

@@ -323,6 +323,10 @@ class Distillation(LmshrinkModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------------------------------------------- save
+    @property
+    def source_model(self) -> str:
+        return str(self.hparams.student_path or f"student of {self.hparams.teacher_path}")
+
     def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
         if subcommand != "fit":
             return {}

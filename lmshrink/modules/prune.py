@@ -15,6 +15,7 @@ and a JSON record (FLOPs with s, kept units per layer, wall time, metrics) goes 
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -29,6 +30,27 @@ from lmshrink.paths import free_path, write_new_json
 from lmshrink.pruning.run import METHODS, PruneMethod, mean_length, prune_encoder
 from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
+
+
+METHOD_OPTIONS = {
+    "kprune": {"flops_keep_ratio", "num_tokens", "sample_batch_size", "temperature", "lam_pred", "lam_rep", "mu",
+               "weight_tuning", "faithful", "seed"},
+    "kwon": {"flops_keep_ratio", "num_samples", "sample_batch_size", "weight_tuning", "faithful", "seed"},
+    "l1-unstructured": {"sparsity"},
+    "l1-heads": {"sparsity"},
+}
+"""The method-specific options each method reads (``teacher_path``, ``seq_len`` and ``save_dir`` apply to all)."""
+
+
+def refuse_ignored_options(method: str, options) -> None:
+    """An option the chosen method does not read, set away from its default, is a mistake: refuse it by name
+    (litgpt's ``validate_args``) instead of silently dropping it."""
+    defaults = {name: parameter.default for name, parameter in inspect.signature(Prune.__init__).parameters.items()}
+    ignored = sorted(set().union(*METHOD_OPTIONS.values()) - METHOD_OPTIONS[method])
+    changed = [name for name in ignored if options[name] != defaults[name]]
+    if changed:
+        raise OptionError(f"--model.{changed[0]}={options[changed[0]]} is ignored by --model.method={method}, which "
+                          f"reads {sorted(METHOD_OPTIONS[method])}; remove it")
 
 
 class Prune(LmshrinkModule):
@@ -97,12 +119,17 @@ class Prune(LmshrinkModule):
                 raise OptionError(f"--model.{option}={value} must be >= 1")
         if seq_len is not None and not seq_len > 0:
             raise OptionError(f"--model.seq_len={seq_len} must be > 0")
+        refuse_ignored_options(method, self.hparams)
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         self.model.eval()
         self.dense = copy.deepcopy(self.model).requires_grad_(False)
         self.model_inputs = accepted_inputs(self.model)
         self.record: dict | None = None
         self.save_dir: str | None = None
+
+    @property
+    def source_model(self) -> str:
+        return f"{self.hparams.method} of {self.hparams.teacher_path}"
 
     def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
         # The default (``pruned_model`` in the run directory) takes a free name; only a named one can collide.

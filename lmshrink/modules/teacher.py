@@ -100,6 +100,10 @@ class TeacherFineTune(LmshrinkModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "test")
 
+    @property
+    def source_model(self) -> str:
+        return str(self.hparams.model_path)
+
     def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
         if subcommand != "fit":
             return {}

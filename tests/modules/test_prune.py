@@ -20,13 +20,14 @@ PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_stereoset.yaml"
 
 
 def prune_args(model_dir: Path, root: Path, *extra: str) -> list[str]:
-    """The shipped pruning config, shrunk: tiny model, small sample, CSV logger."""
+    """The shipped pruning config, shrunk: tiny model, small sample (of the method's kind), CSV logger."""
+    method = next((arg.split("=", 1)[1] for arg in extra if arg.startswith("--model.method=")), "kprune")
+    sample = {"kprune": ["--model.num_tokens=2000"], "kwon": ["--model.num_samples=64"]}.get(method, [])
     return [
         "--config", str(PRUNE_CONFIG),
         f"--model.teacher_path={model_dir}",
         f"--data.tokenizer_path={model_dir}",
-        "--model.num_tokens=2000",
-        "--model.num_samples=64",
+        *sample,
         f"--trainer.default_root_dir={root}",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.save_dir=.",
@@ -101,6 +102,13 @@ def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path)
         Prune(teacher_path=str(tiny_bert_varied_dir), flops_keep_ratio=1.5)
     with pytest.raises(ValueError, match="num_labels=1"):
         Prune(teacher_path=str(tiny_bert_varied_dir), num_labels=1)
+    # an option the chosen method does not read is refused by name, not silently dropped
+    with pytest.raises(ValueError, match=r"--model.num_tokens=5000 is ignored by --model.method=kwon, which reads"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), method="kwon", num_tokens=5000)
+    with pytest.raises(ValueError, match=r"--model.lam_rep=0.1 is ignored by --model.method=l1-heads"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), method="l1-heads", lam_rep=0.1)
+    with pytest.raises(ValueError, match=r"--model.sparsity=0.3 is ignored by --model.method=kprune"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), method="kprune", sparsity=0.3)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("user data")
     root = tmp_path / "run"
