@@ -29,13 +29,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from lmshrink.backbones import accepted_inputs, load_finetuned
-from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.report import summary
 from lmshrink.paths import write_new_json
-from lmshrink.pruning.run import mean_length, prune_encoder
-from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
+from lmshrink.pruning.run import prune_encoder
+from lmshrink.pruning.sample import draw_sample, samples_for_tokens
 from lmshrink.quantize.measure import alternating_latency_ms
 
 
@@ -68,17 +67,15 @@ def main() -> None:
     inputs = accepted_inputs(dense)
     datamodule = GroupedTextDataModule(max_length=96)
     datamodule.setup("fit")
-    train, num_groups = datamodule.datasets["train"], len(datamodule.group_names)
-    seq_len = mean_length(datamodule.datasets["val"])
-    lengths = [len(ids) for ids in train.encodings["input_ids"]]
-    kprune_rows = draw_sample(lengths, samples_for_tokens(args.tokens, sum(lengths) / len(lengths), len(train)), 0)
+    num_groups = len(datamodule.group_names)
+    seq_len = datamodule.mean_length("val")
+    lengths = datamodule.token_lengths("train")
+    kprune_rows = draw_sample(lengths, samples_for_tokens(args.tokens, sum(lengths) / len(lengths), len(lengths)), 0)
     kwon_rows = draw_sample(lengths, args.kwon_samples or len(kprune_rows), 0)
-    collate = TokenPaddingCollator(datamodule.tokenizer)
-    samples = {"kprune": sample_batches(train, kprune_rows, collate, 32, inputs),
-               "kwon": sample_batches(train, kwon_rows, collate, 32, inputs + ["labels"])}
+    samples = {"kprune": datamodule.rows_as_batches("train", kprune_rows, 32, inputs),
+               "kwon": datamodule.rows_as_batches("train", kwon_rows, 32, inputs + ["labels"])}
     loader = datamodule.test_dataloader()
-    test = datamodule.datasets["test"]
-    latency_batch = {key: value for key, value in collate([test[i] for i in range(32)]).items() if key in inputs}
+    latency_batch = datamodule.rows_as_batches("test", list(range(32)), 32, inputs)[0]
     baseline = evaluate(dense, loader, inputs, num_groups)
     print(f"dense: avg_acc {baseline['avg_acc']:.4f} worst_group_acc {baseline['worst_group_acc']:.4f}; "
           f"s = {seq_len:.2f}; sample: K-prune {len(kprune_rows)} sentences, Kwon {len(kwon_rows)}", flush=True)

@@ -137,3 +137,11 @@ class ResumableDataLoader(DataLoader):
         for batch in super().__iter__():
             self._batches_yielded += 1
             yield batch
+
+
+def mean_length(dataset) -> float:
+    """Mean token length of a split (a dataset of dicts with ``input_ids``), in float64."""
+    lengths = [len(dataset[index]["input_ids"]) for index in range(len(dataset))]
+    if not lengths:
+        raise ValueError("cannot take the mean length of an empty split")
+    return float(torch.tensor(lengths, dtype=torch.float64).mean())

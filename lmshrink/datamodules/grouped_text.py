@@ -42,6 +42,7 @@ from lmshrink.data.loading import (
     ResumableDataLoader,
     ResumableTrainSampler,
     TokenPaddingCollator,
+    mean_length,
 )
 from lmshrink.data.split import SPLITS, stratified_split
 from lmshrink.data.stereoset import GROUP_COLUMN as STEREOSET_GROUP_COLUMN
@@ -57,6 +58,7 @@ from lmshrink.data.tables import (
     require_columns,
 )
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
+from lmshrink.pruning.sample import sample_batches
 from lmshrink.seeding import run_seed
 
 BUILTIN_DATASETS = ("stereoset",)
@@ -322,6 +324,29 @@ class GroupedTextDataModule(LightningDataModule):
         digest.update(dataset.groups.numpy().tobytes())
         digest.update("|".join(self.group_names).encode())
         return digest.hexdigest()[:16]
+
+    # ----------------------------------------------------------- what modules and benchmarks may ask (public API)
+    def split_size(self, split: str) -> int:
+        """Number of examples of a split (``train``, ``val``, ``test``)."""
+        return len(self.datasets[split])
+
+    def token_lengths(self, split: str) -> list[int]:
+        """Token length of every example of a split, in order (sample sizes in tokens, FLOPs at length s)."""
+        return [len(ids) for ids in self.datasets[split].encodings["input_ids"]]
+
+    def mean_length(self, split: str) -> float:
+        """Mean token length of a split: the s of the pruning spec's FLOPs model (§1.2 uses the dev split's)."""
+        return mean_length(self.datasets[split])
+
+    def rows_as_batches(self, split: str, rows, batch_size: int, keys: list[str] | None = None) -> list[dict]:
+        """The given rows of a split, in that order, padded into batches (only ``keys`` when given): a fixed,
+        seeded sample such as pruning's, identical on every run and rank."""
+        keys = keys if keys is not None else list(self.datasets[split][0]) + ["index"]
+        return sample_batches(self.datasets[split], rows, TokenPaddingCollator(self.tokenizer), batch_size, keys)
+
+    def ordered_loader(self, split: str, batch_size: int) -> DataLoader:
+        """The whole split in order, unsharded (every rank sees every example), e.g. to cache teacher outputs."""
+        return DataLoader(self.datasets[split], batch_size=batch_size, collate_fn=TokenPaddingCollator(self.tokenizer))
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lmshrink.backbones import (
@@ -31,7 +30,6 @@ from lmshrink.backbones import (
     load_tokenizer,
     select_inputs,
 )
-from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.distill import losses
 from lmshrink.errors import OptionError
 from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
@@ -193,14 +191,13 @@ class Distillation(LmshrinkModule):
     def _load_teacher_cache(self) -> None:
         """Rank 0 computes (or finds) the cache for the whole training split; every rank then loads it."""
         datamodule = self.trainer.datamodule
-        dataset = datamodule.datasets["train"]
+        size = datamodule.split_size("train")
         k = self.hparams.teacher_topk or self.hparams.num_labels
-        fingerprint = cache_fingerprint(str(self.hparams.teacher_path), len(dataset), k,
-                                        dataset.encodings["input_ids"][:64])
+        fingerprint = cache_fingerprint(str(self.hparams.teacher_path), size, k, datamodule.split_fingerprint("train"))
         path = Path(self.hparams.teacher_cache_dir) / f"teacher_top{k}_{fingerprint}.pt"
         if self.trainer.is_global_zero:
-            loader = DataLoader(dataset, batch_size=128, collate_fn=TokenPaddingCollator(datamodule.tokenizer))
-            load_or_build(path, lambda: compute_topk_logits(self._teacher_logits, loader, len(dataset), k))
+            loader = datamodule.ordered_loader("train", batch_size=128)
+            load_or_build(path, lambda: compute_topk_logits(self._teacher_logits, loader, size, k))
         self.trainer.strategy.barrier()
         self.teacher_cache = {key: value.to(self.device) for key, value in torch.load(path, weights_only=True).items()}
 

@@ -22,13 +22,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, select_inputs
-from lmshrink.data.loading import TokenPaddingCollator
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, write_new_json
-from lmshrink.pruning.run import METHODS, PruneMethod, mean_length, prune_encoder
-from lmshrink.pruning.sample import draw_sample, sample_batches, samples_for_tokens
+from lmshrink.pruning.run import METHODS, PruneMethod, prune_encoder
+from lmshrink.pruning.sample import draw_sample, samples_for_tokens
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
 
 
@@ -161,19 +160,17 @@ class Prune(LmshrinkModule):
         self.save_dir = self._save_model(self.trainer.log_dir)  # log_dir is collective: every rank asks
 
     def _sample(self, datamodule) -> tuple[list[dict[str, Tensor]], float]:
+        """The seeded, fixed-order sample of the training split, through the datamodule's public API."""
         hp = self.hparams
-        seq_len = hp.seq_len if hp.seq_len is not None else mean_length(datamodule.datasets["val"])
-        train = datamodule.datasets["train"]
-        lengths = [len(train.encodings["input_ids"][row]) for row in range(len(train))]
+        seq_len = hp.seq_len if hp.seq_len is not None else datamodule.mean_length("val")
+        lengths = datamodule.token_lengths("train")
         if hp.method == "kprune":
-            train_mean = sum(lengths) / len(lengths)
-            count = samples_for_tokens(hp.num_tokens, train_mean, len(train))
+            count = samples_for_tokens(hp.num_tokens, sum(lengths) / len(lengths), len(lengths))
         else:
-            count = min(hp.num_samples, len(train))
+            count = min(hp.num_samples, len(lengths))
         rows = draw_sample(lengths, count, hp.seed)
         keys = self.model_inputs + (["labels"] if hp.method == "kwon" else [])
-        collate = TokenPaddingCollator(datamodule.tokenizer)
-        return sample_batches(train, rows, collate, hp.sample_batch_size, keys), seq_len
+        return datamodule.rows_as_batches("train", rows, hp.sample_batch_size, keys), seq_len
 
     def _save_model(self, log_dir: str | None) -> str | None:
         directory = self.hparams.save_dir

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
-import torch
 from torch import Tensor, nn
 
 from lmshrink.pruning.arch import shape_of
@@ -89,11 +88,3 @@ def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method
         **details,
     }
     return PruneOutcome(model, record)
-
-
-def mean_length(dataset: Sequence[dict]) -> float:
-    """Mean token length of a split: the s of the FLOPs model (spec §1.2 uses the dev set's)."""
-    lengths = [len(dataset[index]["input_ids"]) for index in range(len(dataset))]
-    if not lengths:
-        raise ValueError("cannot take the mean length of an empty split")
-    return float(torch.tensor(lengths, dtype=torch.float64).mean())

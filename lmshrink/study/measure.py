@@ -15,10 +15,11 @@ import torch
 import yaml
 
 from lmshrink.backbones import accepted_inputs, load_sequence_classifier
+from lmshrink.data.loading import mean_length
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.pruning.arch import layout_of, shape_of
 from lmshrink.pruning.flops import encoder_flops
-from lmshrink.pruning.run import count_parameters, mean_length
+from lmshrink.pruning.run import count_parameters
 from lmshrink.pruning.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
 from lmshrink.quantize import quantize_model
 from lmshrink.quantize.measure import alternating_latency_ms, memory_bytes
