@@ -50,6 +50,20 @@ def _kl_terms(teacher_log_probs: Tensor, student_log_probs: Tensor, *logits: Ten
     return terms.masked_fill(infinite, 0.0)
 
 
+def soft_target_kl_from_probs(student_logits: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:
+    """:func:`soft_target_kl` against teacher probabilities already softened at ``temperature`` (K-prune computes
+    them once for its whole sample; the pruning spec §3.1 fixes this direction and ``batchmean``).
+
+    Args:
+        student_logits: ``[B, C]``; computed in its precision but at least fp32 (fp64 stays fp64: the spec's
+            identity checks need it).
+        teacher_probs: ``[B, C]``, rows summing to 1; zero entries add nothing (``kl_div``'s convention).
+    """
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    log_student = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    return F.kl_div(log_student, teacher_probs.to(dtype), reduction="batchmean") * temperature**2
+
+
 def topk_soft_target_kl(student_logits: Tensor, teacher_topk_values: Tensor, teacher_topk_indices: Tensor,
                         temperature: float = 2.0, mask: Tensor | None = None) -> Tensor:
     """:func:`soft_target_kl` against a teacher stored as its top-k logits (cached to disk).

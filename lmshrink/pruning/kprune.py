@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmshrink.distill.losses import soft_target_kl_from_probs
 from lmshrink.pruning.arch import EncoderShape, shape_of
 from lmshrink.pruning.capture import Sublayer, capture, run_until_stop, sublayer_modules, sublayer_order
 from lmshrink.pruning.flops import encoder_flops, head_flops, neuron_flops
@@ -84,12 +85,6 @@ class KPruneResult:
 
 def _at_least_fp32(logits: Tensor) -> Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-def kd_loss(student_logits: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:
-    """``T^2 KL(p_T || p_S)`` with batchmean, the direction the official code uses (spec §3.1)."""
-    log_student = F.log_softmax(_at_least_fp32(student_logits) / temperature, dim=-1)
-    return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature**2
 
 
 def _non_pad(tensor: Tensor, attention_mask: Tensor) -> Tensor:
@@ -220,7 +215,7 @@ def _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, targe
     neurons = torch.cat([neuron_gates[:layer], neuron_leaf])
     with masked(model, heads, neurons), capture(model, scored) as store:
         logits = model(**batch).logits
-        loss = kd_loss(logits, probs, settings.temperature)
+        loss = soft_target_kl_from_probs(logits, probs, settings.temperature)  # spec §3.1, one KD formula
         head_grad, neuron_grad = torch.autograd.grad(loss, [head_leaf, neuron_leaf])
     scores.pred_head[layer:] += 0.5 * head_grad.pow(2).cpu()
     scores.pred_neuron[layer:] += 0.5 * neuron_grad.pow(2).cpu()

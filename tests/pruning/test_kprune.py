@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
+from lmshrink.distill.losses import soft_target_kl_from_probs
 from lmshrink.pruning.arch import shape_of
 from lmshrink.pruning.capture import sublayer_modules
 from lmshrink.pruning.flops import encoder_flops
 from lmshrink.pruning.kprune import (
     KPruneSettings,
-    kd_loss,
     kprune,
     kprune_steps,
     measure_sublayer,
@@ -68,7 +68,7 @@ def test_predictive_term_vanishes_when_student_is_teacher():
     probs = teacher_soft_labels(model, [batch], 2.0)[0]
     heads, neurons = (mask.double().requires_grad_(True) for mask in full_masks(model))
     with masked(model, heads, neurons):
-        loss = kd_loss(model(**batch).logits, probs, 2.0)
+        loss = soft_target_kl_from_probs(model(**batch).logits, probs, 2.0)
     grads = torch.autograd.grad(loss, [heads, neurons])
     assert abs(loss.item()) < 1e-10
     assert max(float(g.abs().max()) for g in grads) < 1e-10
@@ -77,7 +77,7 @@ def test_predictive_term_vanishes_when_student_is_teacher():
     heads2[0, 0] = 0
     heads2.requires_grad_(True)
     with masked(model, heads2, neurons):
-        loss = kd_loss(model(**batch).logits, probs, 2.0)
+        loss = soft_target_kl_from_probs(model(**batch).logits, probs, 2.0)
     assert float(torch.autograd.grad(loss, heads2)[0].abs().max()) > 1e-6
 
 
