@@ -1,6 +1,7 @@
 """``AuditPromptsDataModule``: the real prompts and sentence pairs of a generative audit, as test loaders.
 
-Four loaders, in this order (``dataloader_idx`` in the module): prompts to continue (RealToxicityPrompts-style
+Four loaders, each row carrying its ``kind`` (what the module does with it, whatever the loader order): prompts to
+continue (RealToxicityPrompts-style
 prompts and name-templated prompts), CrowS-Pairs, StereoSet pairs, held-out text for perplexity. Each loader
 is sharded across DDP ranks; the shards are padded to equal length with rows marked ``valid=False``, which the
 module skips, so every example is counted once.
@@ -21,17 +22,22 @@ LOADERS = ("generation", "crows_pairs", "stereoset", "heldout")
 
 
 class AuditItems(Dataset):
-    """A list of dict rows; indices past the end return a copy of an earlier row marked ``valid=False``."""
+    """A list of dict rows of one ``kind`` (one of :data:`LOADERS`); indices past the end return a copy of an
+    earlier row marked ``valid=False``."""
 
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, rows: list[dict[str, Any]], kind: str) -> None:
+        if kind not in LOADERS:
+            raise ValueError(f"kind={kind!r} is not one of {LOADERS}")
         self.rows = rows
+        self.kind = kind
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         padding = index >= len(self.rows)
-        return self.rows[index - len(self.rows) if padding else index] | {"valid": not padding, "position": index}
+        row = self.rows[index - len(self.rows) if padding else index]
+        return row | {"valid": not padding, "position": index, "kind": self.kind}
 
 
 def collate_rows(items: list[dict[str, Any]]) -> dict[str, list]:
@@ -73,11 +79,13 @@ class AuditPromptsDataModule(LightningDataModule):
         hp = self.hparams
         prompts = toxicity_prompts(hp.num_toxicity_prompts, hp.seed) + name_prompts(hp.names_per_group, seed=hp.seed)
         self.datasets = {
-            "generation": AuditItems([asdict(prompt) for prompt in prompts]),
-            "crows_pairs": AuditItems([asdict(pair) for pair in crows_pairs(hp.num_crows_pairs, hp.seed)]),
-            "stereoset": AuditItems([asdict(pair) for pair in stereoset_pairs(hp.num_stereoset_pairs, hp.seed)]),
+            "generation": AuditItems([asdict(prompt) for prompt in prompts], "generation"),
+            "crows_pairs": AuditItems([asdict(pair) for pair in crows_pairs(hp.num_crows_pairs, hp.seed)],
+                                      "crows_pairs"),
+            "stereoset": AuditItems([asdict(pair) for pair in stereoset_pairs(hp.num_stereoset_pairs, hp.seed)],
+                                    "stereoset"),
             "heldout": AuditItems([{"text": text, "source": "heldout"}
-                                   for text in heldout_texts(hp.num_heldout_texts, hp.seed)]),
+                                   for text in heldout_texts(hp.num_heldout_texts, hp.seed)], "heldout"),
         }
 
     def test_dataloader(self) -> list[DataLoader]:

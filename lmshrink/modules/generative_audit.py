@@ -19,7 +19,6 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
-from lmshrink.datamodules.audit_prompts import LOADERS
 from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.likelihood import score_texts
@@ -95,7 +94,7 @@ class GenerativeAudit(LmshrinkModule):
 
     @torch.no_grad()
     def test_step(self, batch: dict[str, list], batch_idx: int, dataloader_idx: int = 0) -> None:
-        kind = LOADERS[dataloader_idx]
+        kind = batch["kind"][0]  # each row says what it is (the datamodule's contract), not the loader's position
         keep = [index for index, valid in enumerate(batch["valid"]) if valid]
         if not keep:
             return
