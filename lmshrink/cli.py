@@ -346,9 +346,25 @@ def concise_parse_error(exc: BaseException) -> str:
     return text[:600] + ("..." if len(text) > 600 else "")
 
 
-def check_args(subcommand: str, args: list[str]) -> None:
+def parsed_config(subcommand: str, args: list[str]) -> Namespace:
+    """The config ``train.py <subcommand> <args>`` would run with (every ``--config`` and override applied),
+    parsed and checked like :func:`check_args`, nothing instantiated."""
+    return check_args(subcommand, args)
+
+
+def instantiate_datamodule(config: Namespace) -> LightningDataModule:
+    """The datamodule of a parsed config, alone (no model is loaded)."""
+    import importlib
+
+    module_name, class_name = config.data.class_path.rsplit(".", 1)
+    data_class = getattr(importlib.import_module(module_name), class_name)
+    return data_class(**config.data.init_args.as_dict())
+
+
+def check_args(subcommand: str, args: list[str]) -> Namespace:
     """Parse ``train.py <subcommand> <args>`` as the command line would (unknown options, types, choices, the
-    configs' existence), loading nothing; a mistake raises :class:`OptionError` with jsonargparse's message."""
+    configs' existence), loading nothing, and return the parsed config; a mistake raises :class:`OptionError`
+    with jsonargparse's message."""
     import warnings
 
     from jsonargparse import ArgumentError
@@ -356,11 +372,12 @@ def check_args(subcommand: str, args: list[str]) -> None:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # called inside another CLI
-            _ParseOnly(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       save_config_callback=None, seed_everything_default=42, auto_configure_optimizers=False,
-                       parser_kwargs={"exit_on_error": False}, args=[subcommand, *args])
+            cli = _ParseOnly(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                             save_config_callback=None, seed_everything_default=42, auto_configure_optimizers=False,
+                             parser_kwargs={"exit_on_error": False}, args=[subcommand, *args])
     except (ArgumentError, SystemExit) as exc:
         raise OptionError(concise_parse_error(exc)) from None
+    return cli.config[subcommand]
 
 
 def _remove_if_empty(directory: Path) -> None:

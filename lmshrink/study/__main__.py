@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"no stage {args.stage!r} with seed {args.seed} in {args.config}")
     from lmshrink.study.measure import StudyMeasure
 
-    measure = StudyMeasure(spec.eval_config)
+    measure = StudyMeasure(spec.eval_config, spec.common_args)
     for stage, seed in pairs:
         run_stage(spec, stage, seed, measure)
     if args.stage is not None:

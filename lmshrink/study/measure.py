@@ -12,11 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
 from lmshrink.backbones import accepted_inputs, load_sequence_classifier
 from lmshrink.data.loading import mean_length
-from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.pruning.arch import layout_of, shape_of
 from lmshrink.pruning.flops import encoder_flops
 from lmshrink.pruning.run import count_parameters
@@ -41,9 +39,12 @@ def quantize(model: torch.nn.Module, scheme: str) -> None:
 class StudyMeasure:
     """Measurements bound to the study's evaluation data (for s and the latency batch)."""
 
-    def __init__(self, eval_config: str, num_labels: int = 3) -> None:
-        config = yaml.safe_load(Path(eval_config).read_text()) or {}
-        datamodule = GroupedTextDataModule(**dict((config.get("data") or {}).get("init_args") or {}))
+    def __init__(self, eval_config: str, common_args: tuple[str, ...] = (), num_labels: int = 3) -> None:
+        """The evaluation data as every stage's ``train.py test`` sees it: the evaluation config with the study's
+        ``common_args`` (and ``--train-arg``) applied by the same parser, not re-read by hand."""
+        from lmshrink.cli import instantiate_datamodule, parsed_config
+
+        datamodule = instantiate_datamodule(parsed_config("test", ["--config", str(eval_config), *common_args]))
         datamodule.setup("test")
         val = datamodule.datasets["val"]
         self.seq_len = mean_length(val)

@@ -128,7 +128,7 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
     _build(spec, stage, seed, log)
     _set_aside(directory / "eval")
     _train_py("test", eval_command(spec, stage, seed), log)
-    groups = _newest(directory / "eval", "group_metrics_test*.json")
+    groups = _the_record(directory / "eval", "group_metrics_test*.json")
     model_dir, scheme = model_of(spec, stage, seed)
     result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
               "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "avg_acc": groups["avg_acc"],
@@ -144,8 +144,11 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
     return result
 
 
-def _newest(directory: Path, pattern: str) -> dict:
-    paths = sorted(directory.rglob(pattern), key=lambda path: path.stat().st_mtime_ns)
-    if not paths:
-        raise FileNotFoundError(f"no {pattern} under {directory}: the evaluation did not report")
-    return json.loads(paths[-1].read_text())
+def _the_record(directory: Path, pattern: str) -> dict:
+    """The one record a fresh evaluation directory holds (it is set aside before every evaluation, so a second
+    file would mean two evaluations were mixed: refused instead of guessing by modification time)."""
+    paths = sorted(directory.rglob(pattern))
+    if len(paths) != 1:
+        raise FileNotFoundError(f"expected one {pattern} under {directory}, found {[str(p) for p in paths]}: the "
+                                f"evaluation did not report, or several did")
+    return json.loads(paths[0].read_text())
