@@ -203,7 +203,13 @@ class LmshrinkCLI(LightningCLI):
         if self.trainer.fast_dev_run:  # a debug run exports nothing (see the modules' on_fit_end)
             return
         outputs = self.model.output_dirs(self.trainer.default_root_dir, self.subcommand) if hasattr(self.model, "output_dirs") else {}
+        resuming = self.subcommand == "fit" and self._ckpt_path() is not None
         for option, directory in outputs.items():
+            if resuming and Path(directory).is_dir() and any(Path(directory).iterdir()):
+                raise OutputExistsError(
+                    f"--model.{option}={str(directory)!r} is not empty: the run being resumed already finished and "
+                    f"wrote its model there, so there is nothing to resume (evaluate it with `train.py test`, or "
+                    f"start a new run with another --trainer.default_root_dir); nothing was overwritten")
             refuse_non_empty(directory, f"--model.{option}")
 
     def _check_evaluable(self) -> None:

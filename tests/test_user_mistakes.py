@@ -228,6 +228,8 @@ def test_checkpoint_load_for_evaluation_never_rechecks_training_outputs(tiny_ber
 def test_resume_with_a_changed_config_is_refused_naming_the_key(tiny_bert_dir, tmp_path, capsys):
     root = tmp_path / "run"
     main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
+    fails_cleanly(capsys, ["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2), "--ckpt_path=last"],
+                  r"--model.export_dir=.* is not empty: the run being resumed already finished", tmp_path / "none")
     resume = ["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2), "--ckpt_path=last",
               f"--model.export_dir={tmp_path / 'export2'}", "--model.learning_rate=0.001"]
     fails_cleanly(capsys, resume, r"--ckpt_path last: the config changes the run being resumed: --model.learning_rate: "
