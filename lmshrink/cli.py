@@ -343,12 +343,18 @@ class _ParseOnly(LmshrinkCLI):
 
 
 def concise_parse_error(exc: BaseException) -> str:
-    """jsonargparse's message for a bad option, without the Union listing around the one line that matters."""
+    """jsonargparse's message for a bad option, without the Union listings around the one line that matters:
+    ``--data.group_scheme: Expected a typing.Literal['civilcomments', ...]; got 'civil'``."""
     text = " ".join(str(exc).split())
-    key = re.match(r'Parser key "([^"]+)":', text)
-    errors = re.search(r"Errors: - (.*?)(?: - Expected a <class 'NoneType'>| Given value type:|$)", text)
-    if errors:
-        text = (f"--{key.group(1)}: " if key else "") + errors.group(1).replace("Problem with given class_path ", "")
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    errors = text.split("Errors: - ")
+    message = errors[-1] if len(errors) > 1 else text
+    message = re.split(r" - Expected a <class 'NoneType'>| Given value type:| - (?:Problem with given class_path )?'[\w.]+': ", message)[0]
+    message = re.sub(r"^.*Parser key \"[^\"]+\": ", "", message).replace("Problem with given class_path ", "")
+    given = re.findall(r"NestedArg\(key='[^']*', val=('[^']*')\)", text)
+    if given and "Got value" not in message and "is not accepted" not in message:
+        message += f"; got {given[-1]}"
+    text = (f"--{'.'.join(keys)}: " if keys else "") + message
     return text[:600] + ("..." if len(text) > 600 else "")
 
 

@@ -127,7 +127,7 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
      r"is not accepted"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--model.method=kprun"]},
-     r"error: study config .*: stage 'kp' \(validate\): --model: .*method.*Got value: kprun"),
+     r"error: study config .*: stage 'kp' \(validate\): --model.method: Expected a typing.Literal.*Got value: kprun"),
 ], ids=["scheme", "option-typo", "method-typo"])
 def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
                                                               capsys):
