@@ -183,8 +183,8 @@ def check_safetensors(path: Path, option: str) -> None:
                                  f"re-export or re-download it") from None
     end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
     if size != 8 + header_size + end:
-        raise InputFileError(f"{option}: {path} is truncated ({size} bytes, its header describes {8 + header_size + end}); "
-                             f"re-export or re-download it")
+        raise InputFileError(f"{option}: {path} is truncated ({size} bytes, its header describes "
+                             f"{8 + header_size + end}); re-export or re-download it")
 
 
 def require_weights(path: Path, option: str = "model_path") -> None:
@@ -263,7 +263,10 @@ def load_finetuned(teacher_path: str, num_labels: int) -> tuple[PreTrainedModel,
     path = resolve_model_dir(hparams["model_path"], "teacher_path")
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else AutoModelForSequenceClassification
-    model = model_class.from_config(config) if model_class is AutoModelForSequenceClassification else model_class(config)
+    if model_class is AutoModelForSequenceClassification:
+        model = model_class.from_config(config)
+    else:
+        model = model_class(config)
     model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
                            if k.startswith("model.")})
     return model.eval(), hparams["model_path"]

@@ -36,6 +36,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from lmshrink.errors import MissingInputError, OptionError, OutputExistsError, debug, message, user_error
+from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, refuse_non_empty
 
 WANDB_ID_FILE = "wandb_run_id"
@@ -56,7 +57,8 @@ class NeverOverwriteConfig(SaveConfigCallback):
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it
         if trainer.is_global_zero and log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            path = free_path(log_dir, "config", ".yaml", tag=getattr(stage, "value", stage))  # fit, not TrainerFn.FITTING
+            tag = getattr(stage, "value", stage)  # "fit", not "TrainerFn.FITTING"
+            path = free_path(log_dir, "config", ".yaml", tag=tag)
             self.parser.save(self.config, str(path), skip_none=False, multifile=self.multifile)
             self.saved_path = path
         self.already_saved = True
@@ -165,15 +167,16 @@ FREE_ON_RESUME = {"num_workers", "eval_batch_size", "export_dir", "student_save_
 """Hyperparameters a resumed run may change without changing what it trains (speed and output places only)."""
 
 
-def resume_mismatches(checkpoint: dict, model_hparams: dict, data_hparams: dict) -> list[str]:
-    """``key: checkpoint value -> config value`` for every hyperparameter that differs between the checkpoint
-    being resumed and the config (torchtune's ``_update_recipe_state`` check), apart from :data:`FREE_ON_RESUME`."""
-    differences = []
-    for prefix, saved, now in (("model", checkpoint.get("hyper_parameters") or {}, model_hparams),
-                               ("data", checkpoint.get("datamodule_hyper_parameters") or {}, data_hparams)):
+def resume_mismatches(checkpoint: dict, model_hparams: dict, data_hparams: dict) -> dict[str, str]:
+    """``{key: "--group.key: <checkpoint value> in the checkpoint, <config value> now"}`` for every hyperparameter
+    that differs between the checkpoint being resumed and the config (torchtune's ``_update_recipe_state`` check),
+    apart from :data:`FREE_ON_RESUME`."""
+    differences = {}
+    for group, saved, now in (("model", checkpoint.get("hyper_parameters") or {}, model_hparams),
+                              ("data", checkpoint.get("datamodule_hyper_parameters") or {}, data_hparams)):
         for key in sorted(set(saved) | set(now)):
             if key not in FREE_ON_RESUME and not key.startswith("_") and saved.get(key) != now.get(key):
-                differences.append(f"--{prefix}.{key}: {saved.get(key)!r} in the checkpoint, {now.get(key)!r} now")
+                differences[key] = f"--{group}.{key}: {saved.get(key)!r} in the checkpoint, {now.get(key)!r} now"
     return differences
 
 
@@ -202,7 +205,9 @@ class LmshrinkCLI(LightningCLI):
         """The module's outputs (an exported model) must not overwrite anything: checked before the run starts."""
         if self.trainer.fast_dev_run:  # a debug run exports nothing (see the modules' on_fit_end)
             return
-        outputs = self.model.output_dirs(self.trainer.default_root_dir, self.subcommand) if hasattr(self.model, "output_dirs") else {}
+        if not isinstance(self.model, LmshrinkModule):
+            return
+        outputs = self.model.output_dirs(self.trainer.default_root_dir, self.subcommand)
         resuming = self.subcommand == "fit" and self._ckpt_path() is not None
         for option, directory in outputs.items():
             if resuming and Path(directory).is_dir() and any(Path(directory).iterdir()):
@@ -213,11 +218,11 @@ class LmshrinkCLI(LightningCLI):
             refuse_non_empty(directory, f"--model.{option}")
 
     def _check_evaluable(self) -> None:
-        untrained = getattr(self.model, "untrained_head", False)
-        if self._ckpt_path() is None and untrained:
+        if self._ckpt_path() is None and isinstance(self.model, LmshrinkModule) and self.model.untrained_head:
             raise OptionError(
                 f"{self.subcommand} without --ckpt_path would evaluate {type(self.model).__name__}'s newly initialised "
-                f"classifier head (model_path={self.model.hparams.get('model_path')!r} has none for this task). Pass the "
+                f"classifier head (model_path={self.model.hparams.get('model_path')!r} has none for this task). "
+                f"Pass the "
                 f"--ckpt_path of a fine-tuning run, a fine-tuned --model.model_path, or --ckpt_path none to evaluate "
                 f"the untrained head on purpose")
 
@@ -236,12 +241,12 @@ class LmshrinkCLI(LightningCLI):
         checkpoint = read_checkpoint(ckpt_path, "--ckpt_path")
         data_hparams = dict(self.datamodule.hparams) if self.datamodule is not None else {}
         allowed = set(self.config[self.subcommand].get("allow_resume_changes") or [])
-        differences = [line for line in resume_mismatches(checkpoint, dict(self.model.hparams), data_hparams)
-                       if line.split(":")[0].split(".", 1)[1] not in allowed]
+        differences = {key: text for key, text in resume_mismatches(checkpoint, dict(self.model.hparams),
+                                                                    data_hparams).items() if key not in allowed}
         if differences:
             raise OptionError(f"--ckpt_path {self._ckpt_path()}: the config changes the run being resumed: "
-                              f"{'; '.join(differences)}. Resume with the original values, or allow the change "
-                              f"with --allow_resume_changes '[{differences[0].split(':')[0].split('.', 1)[1]}]'")
+                              f"{'; '.join(differences.values())}. Resume with the original values, or allow the "
+                              f"change with --allow_resume_changes '[{','.join(differences)}]'")
 
     def before_fit(self) -> None:
         refuse_to_overwrite(self.trainer, self._ckpt_path())
@@ -349,7 +354,8 @@ def concise_parse_error(exc: BaseException) -> str:
     keys = re.findall(r'Parser key "([^"]+)"', text)
     errors = text.split("Errors: - ")
     message = errors[-1] if len(errors) > 1 else text
-    message = re.split(r" - Expected a <class 'NoneType'>| Given value type:| - (?:Problem with given class_path )?'[\w.]+': ", message)[0]
+    tails = r" - Expected a <class 'NoneType'>| Given value type:| - (?:Problem with given class_path )?'[\w.]+': "
+    message = re.split(tails, message)[0]
     message = re.sub(r"^.*Parser key \"[^\"]+\": ", "", message).replace("Problem with given class_path ", "")
     given = re.findall(r"NestedArg\(key='[^']*', val=('[^']*')\)", text)
     if given and "Got value" not in message and "is not accepted" not in message:
