@@ -265,7 +265,7 @@ class LmshrinkCLI(LightningCLI):
             if isinstance(logger, WandbLogger) and self.trainer.is_global_zero:
                 if logger._experiment is None and logger._wandb_init.get("anonymous", 0) is None:
                     del logger._wandb_init["anonymous"]  # Lightning passes None, which wandb 0.31 warns about
-                run_dir = Path(logger.experiment.dir).parent  # creates the run now (removed again if the start fails)
+                run_dir = Path(_start_wandb_run(logger).dir).parent  # created now (removed again if the start fails)
                 mode = "offline" if logger._offline else "online"
                 print(f"[lmshrink] W&B run {logger.experiment.id} ({mode}): {run_dir}\n"
                       f"[lmshrink] watch it live: wandb leet {run_dir}", flush=True)
@@ -396,6 +396,25 @@ def check_args(subcommand: str, args: list[str]) -> Namespace:
     except (ArgumentError, SystemExit) as exc:
         raise OptionError(concise_parse_error(exc)) from None
     return cli.config[subcommand]
+
+
+def _start_wandb_run(logger: WandbLogger, attempts: int = 20, wait_seconds: float = 1.5):
+    """The logger's W&B run, started now. A resume right after a kill or Ctrl-C can find the run id still held
+    by the W&B service of the process that ended ("run ID ... is in use") for a few seconds: wait and retry
+    (bounded) instead of failing the resume."""
+    import time
+
+    for _ in range(attempts):
+        try:
+            return logger.experiment
+        except Exception as exc:
+            if "is in use" not in str(exc):
+                raise
+            time.sleep(wait_seconds)
+    raise OutputExistsError(
+        f"W&B run {logger._wandb_init.get('id')} is still in use by another process after "
+        f"{attempts * wait_seconds:.0f} s: is the run you resume still running? Stop it first, or start a new run "
+        f"with another --trainer.default_root_dir")
 
 
 def _remove_if_empty(directory: Path) -> None:
