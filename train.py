@@ -9,6 +9,7 @@ from lmshrink.quiet import quiet_third_party
 
 if __name__ == "__main__":
     quiet_third_party()
-    from lmshrink.cli import main
+    from lmshrink.cli import main, own_wandb_service
 
+    own_wandb_service()
     main()

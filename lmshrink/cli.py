@@ -422,6 +422,13 @@ def _remove_if_empty(directory: Path) -> None:
         directory.rmdir()
 
 
+def own_wandb_service() -> None:
+    """Start this process's own W&B service instead of joining the one of a parent process (W&B passes it down
+    in ``WANDB_SERVICE``): a run killed under a shared service keeps its id "in use" there for as long as the
+    parent lives, and the resume of that run would be refused. Called by ``train.py`` at start."""
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 def show_progress() -> None:
     """Print lmshrink's progress messages (e.g. one line per pruned sublayer) to stderr, once."""
     logger = logging.getLogger("lmshrink")
