@@ -93,22 +93,30 @@ def _checkpoint_dirs(config: Namespace) -> list[Path]:
             if _class_name(callback).endswith("ModelCheckpoint") and callback.init_args.get("dirpath")]
 
 
-def check_ckpt_path(config: Namespace, subcommand: str) -> None:
-    """A missing checkpoint fails here, before any model is loaded or file written."""
-    ckpt_path = config.get("ckpt_path")
-    if ckpt_path is None or str(ckpt_path).lower() == "none" or str(ckpt_path) in CKPT_KEYWORDS[1:]:
-        return
-    if str(ckpt_path) == "last":
-        directories = _checkpoint_dirs(config)
-        if not any((directory / "last.ckpt").is_file() for directory in directories):
-            where = ", ".join(str(directory) for directory in directories) or "(no ModelCheckpoint configured)"
+def given_ckpt_path(value) -> str | None:
+    """``--ckpt_path`` as given, None when absent or ``none`` (evaluate the model as configured)."""
+    return None if value is None or str(value).lower() == "none" else str(value)
+
+
+def resolve_checkpoint(ckpt_path: str | None, checkpoint_dirs: list[Path]) -> Path | None:
+    """The file ``--ckpt_path`` names (``last``: the ``last.ckpt`` of the run's checkpoint directories); None when
+    none is given or Lightning resolves the keyword inside the run (``best``, ...). A missing file fails here,
+    before any model is loaded or file written."""
+    ckpt_path = given_ckpt_path(ckpt_path)
+    if ckpt_path is None or ckpt_path in CKPT_KEYWORDS[1:]:
+        return None
+    if ckpt_path == "last":
+        found = [directory / "last.ckpt" for directory in checkpoint_dirs if (directory / "last.ckpt").is_file()]
+        if not found:
+            where = ", ".join(str(directory) for directory in checkpoint_dirs) or "(no ModelCheckpoint configured)"
             raise MissingInputError(
                 f"--ckpt_path last: no last.ckpt in {where}; nothing to resume (is --trainer.default_root_dir the "
                 f"directory of the run you want to resume?)")
-        return
+        return found[0]
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise MissingInputError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    return path
 
 
 def _continue_wandb_run(config: Namespace, subcommand: str) -> None:
@@ -121,7 +129,7 @@ def _continue_wandb_run(config: Namespace, subcommand: str) -> None:
         if not _class_name(logger).endswith("WandbLogger") or logger.init_args.get("id"):
             continue
         id_file = root / WANDB_ID_FILE
-        if config.get("ckpt_path") is not None and id_file.is_file():
+        if given_ckpt_path(config.get("ckpt_path")) is not None and id_file.is_file():
             logger.init_args.id = id_file.read_text().strip()
             logger["dict_kwargs"] = {**(logger.get("dict_kwargs") or {}), "resume": "allow"}
         else:
@@ -193,13 +201,13 @@ class LmshrinkCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         _fill_run_dirs(config)
         if self.subcommand:
-            check_ckpt_path(config, self.subcommand)
+            resolve_checkpoint(config.get("ckpt_path"), _checkpoint_dirs(config))
             _continue_wandb_run(config, self.subcommand)
         _add_console_callbacks(config)
 
     # ------------------------------------------------------------------------------------ checks before running
     def _ckpt_path(self) -> str | None:
-        return self.config[self.subcommand].get("ckpt_path")
+        return given_ckpt_path(self.config[self.subcommand].get("ckpt_path"))
 
     def _check_outputs(self) -> None:
         """The module's outputs (an exported model) must not overwrite anything: checked before the run starts."""
@@ -218,7 +226,8 @@ class LmshrinkCLI(LightningCLI):
             refuse_non_empty(directory, f"--model.{option}")
 
     def _check_evaluable(self) -> None:
-        if self._ckpt_path() is None and isinstance(self.model, LmshrinkModule) and self.model.untrained_head:
+        said_nothing = self.config[self.subcommand].get("ckpt_path") is None  # `--ckpt_path none` is a choice
+        if said_nothing and isinstance(self.model, LmshrinkModule) and self.model.untrained_head:
             raise OptionError(
                 f"{self.subcommand} without --ckpt_path would evaluate {type(self.model).__name__}'s newly initialised "
                 f"classifier head (model_path={self.model.hparams.get('model_path')!r} has none for this task). "
@@ -229,13 +238,11 @@ class LmshrinkCLI(LightningCLI):
     def _check_resume(self) -> None:
         """A resume whose config changes the run (another model, teacher, temperature, data) is refused, naming
         the keys, unless ``--allow_resume_changes`` lists them."""
-        ckpt_path = self._ckpt_path()
-        if ckpt_path is None or str(ckpt_path).lower() == "none" or str(ckpt_path) in CKPT_KEYWORDS[1:]:
+        directories = [Path(callback.dirpath) for callback in self.trainer.checkpoint_callbacks
+                       if getattr(callback, "dirpath", None)]
+        ckpt_path = resolve_checkpoint(self._ckpt_path(), directories)
+        if ckpt_path is None:
             return
-        if str(ckpt_path) == "last":
-            found = [d / "last.ckpt" for d in map(Path, filter(None, (getattr(c, "dirpath", None) for c in
-                     self.trainer.checkpoint_callbacks))) if (d / "last.ckpt").is_file()]
-            ckpt_path = found[0]
         from lmshrink.backbones import read_checkpoint
 
         checkpoint = read_checkpoint(ckpt_path, "--ckpt_path")
@@ -282,8 +289,8 @@ class LmshrinkCLI(LightningCLI):
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if str(kwargs.get("ckpt_path")).lower() == "none":
-            kwargs["ckpt_path"] = None
+        if "ckpt_path" in kwargs:
+            kwargs["ckpt_path"] = given_ckpt_path(kwargs["ckpt_path"])
         if subcommand in ("validate", "test"):
             kwargs["verbose"] = False  # GroupMetrics prints a readable table; Lightning's box cuts long keys
         return kwargs
