@@ -77,12 +77,14 @@ def _loggers(trainer_config: Namespace) -> list:
 
 def _fill_run_dirs(config: Namespace) -> None:
     """Point loggers whose ``save_dir`` is unset or ``.`` and ModelCheckpoints without ``dirpath`` at
-    ``trainer.default_root_dir``."""
+    ``trainer.default_root_dir``; a W&B run without a name is named after that directory."""
     trainer = config.trainer
     root = trainer.get("default_root_dir") or os.getcwd()
     for logger in _loggers(trainer):
         if logger.init_args.get("save_dir") in (None, "."):
             logger.init_args.save_dir = str(root)
+        if _class_name(logger).endswith("WandbLogger") and not logger.init_args.get("name"):
+            logger.init_args.name = Path(root).resolve().name  # configs/logger/wandb.yaml names no run
     for callback in trainer.get("callbacks") or []:
         if _class_name(callback).endswith("ModelCheckpoint") and callback.init_args.get("dirpath") is None:
             callback.init_args.dirpath = str(Path(root) / "checkpoints")

@@ -27,10 +27,20 @@ OVERLAYS = {  # overlay -> the experiment it is combined with
 }
 
 
+PIECES = ("logger", "callbacks")  # shared pieces that experiment configs name by path (one concern each)
+
+
 def test_every_shipped_config_is_covered_here():
     shipped = {str(path.relative_to(CONFIGS)) for path in CONFIGS.rglob("*.yaml")}
     studies = {str(path.relative_to(CONFIGS)) for path in (CONFIGS / "study").glob("*.yaml")}
-    assert shipped == set(EXPERIMENTS) | set(OVERLAYS) | studies
+    pieces = {str(path.relative_to(CONFIGS)) for piece in PIECES for path in (CONFIGS / piece).glob("*.yaml")}
+    assert shipped == set(EXPERIMENTS) | set(OVERLAYS) | studies | pieces
+
+
+@pytest.mark.parametrize("piece", sorted(str(p.relative_to(CONFIGS)) for d in PIECES for p in (CONFIGS / d).glob("*.yaml")))
+def test_every_shared_piece_is_used_by_an_experiment(piece):
+    users = [config for config in EXPERIMENTS if f"../{piece}" in (CONFIGS / config).read_text()]
+    assert users, f"configs/{piece} is named by no experiment config"
 
 
 @pytest.mark.parametrize("config", sorted(EXPERIMENTS))
@@ -50,11 +60,34 @@ def test_study_config_passes_the_study_checks(study, monkeypatch):
     check_study(load_spec(Path("configs/study") / study))
 
 
-def test_teacher_config_with_the_debug_overlay_runs_on_a_tiny_model(tiny_bert_dir, tmp_path, monkeypatch):
+TINY = {  # experiment -> (tiny model fixture, arguments that point it at that model and shrink its work)
+    "teacher/stereoset_minilm.yaml": ("tiny_bert_dir", ["--model.model_path={m}", "--data.tokenizer_path={m}"]),
+    "distill/stereoset_minilm_to_3layer.yaml": ("tiny_bert_dir", [
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
+    "distill/smollm2_half.yaml": ("tiny_llama_dir", [
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
+    "prune/kprune_stereoset.yaml": ("tiny_bert_dir", [
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.num_tokens=2000"]),
+    "generative/toxicity_smollm2.yaml": ("tiny_llama_dir", [
+        "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
+        "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",
+        "--data.num_heldout_texts=2"]),
+}
+
+
+def test_every_experiment_has_a_tiny_run():
+    assert set(TINY) == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("config", sorted(TINY))
+def test_experiment_config_with_the_debug_overlay_runs_on_a_tiny_model(config, request, tmp_path, monkeypatch):
+    """Every class each experiment names is instantiated with its shipped options, and one batch runs."""
     monkeypatch.chdir(tmp_path)  # the overlay writes to runs/debug
-    args = ["fit", "--config", str(CONFIGS / "teacher/stereoset_minilm.yaml"), "--config",
-            str(CONFIGS / "debug/fast_dev_run.yaml"), f"--model.model_path={tiny_bert_dir}",
-            f"--data.tokenizer_path={tiny_bert_dir}"]
+    fixture, overrides = TINY[config]
+    model_dir = request.getfixturevalue(fixture)
+    args = [EXPERIMENTS[config], "--config", str(CONFIGS / config), "--config", str(CONFIGS / "debug/fast_dev_run.yaml"),
+            *(arg.format(m=model_dir) for arg in overrides)]
     main(args)
-    main(args)  # a debug check is re-run after every edit: nothing it leaves may block it
-    assert not (tmp_path / "runs" / "debug" / "model").exists(), "a debug run exports no model"
+    if config.startswith("teacher"):
+        main(args)  # a debug check is re-run after every edit: nothing it leaves may block it
+        assert not (tmp_path / "runs" / "debug" / "model").exists(), "a debug run exports no model"
