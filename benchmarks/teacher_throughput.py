@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from lmshrink.callbacks import GroupMetrics
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.modules import TeacherFineTune
-from lmshrink.optim import adamw_with_linear_warmup
+from lmshrink.optim import configure_optimization
 
 BATCH_SIZE = 32
 
@@ -60,7 +60,8 @@ def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     module = TeacherFineTune(freeze_word_embeddings=True)
     model = module.model.train()
-    optimizer, scheduler = adamw_with_linear_warmup(model, 1e-4, 0.01, 0.1, steps + warmup)
+    configured = configure_optimization(model, steps + warmup, learning_rate=1e-4, weight_decay=0.01, warmup_ratio=0.1)
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     loader = dm.train_dataloader()
     loader.trained_batches = None
     start = None

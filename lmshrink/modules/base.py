@@ -9,6 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch import LightningModule
+from torch import nn
+
+from lmshrink.optim import OptimizerFactory, SchedulerFactory, configure_optimization
+from lmshrink.seeding import seed_training_batch
 
 
 class LmshrinkModule(LightningModule):
@@ -36,3 +40,27 @@ class LmshrinkModule(LightningModule):
         """{option name: directory} this module writes during ``subcommand``; the CLI refuses non-empty ones
         before the run starts (and never when a checkpoint is only loaded for evaluation)."""
         return {}
+
+
+class TrainingModule(LmshrinkModule):
+    """Base of the modules that train (teacher fine-tuning, distillation): one optimizer and schedule set-up
+    (:mod:`lmshrink.optim`: AdamW + linear warmup unless ``optimizer`` / ``lr_scheduler`` are injected) and the
+    per-batch seeding that makes a resumed run equal an uninterrupted one. Subclasses set ``self.optimizer`` and
+    ``self.lr_scheduler`` (None: the default) and keep ``learning_rate``, ``weight_decay``, ``warmup_ratio`` in
+    their hyperparameters."""
+
+    optimizer: OptimizerFactory | None = None
+    lr_scheduler: SchedulerFactory | None = None
+
+    def trainable(self) -> nn.Module:
+        """What the optimizer updates; default ``self.model``."""
+        return self.model
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        seed_training_batch(self.current_epoch, batch_idx, self.global_rank)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return configure_optimization(self.trainable(), int(self.trainer.estimated_stepping_batches),
+                                      hp.learning_rate, hp.weight_decay, hp.warmup_ratio, self.optimizer,
+                                      self.lr_scheduler)

@@ -7,8 +7,9 @@ validation/test step returns, so any module that follows this contract is measur
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from pathlib import Path
+
+import torch.nn.functional as F
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
@@ -18,25 +19,27 @@ from torchmetrics.classification import MulticlassAccuracy
 from lmshrink.backbones import accepted_inputs, has_classifier_head, load_sequence_classifier, select_inputs
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
-from lmshrink.optim import adamw_with_linear_warmup, check_optimizer_options
-from lmshrink.modules.base import LmshrinkModule
-from lmshrink.seeding import seed_training_batch
+from lmshrink.modules.base import TrainingModule
+from lmshrink.options import init_defaults
+from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 EVAL_STAGES = ("val", "test")
 
 
-class TeacherFineTune(LmshrinkModule):
+class TeacherFineTune(TrainingModule):
     """Fine-tune a local or hub Hugging Face encoder for sequence classification, measured per group."""
 
     def __init__(
         self,
         model_path: str = "minilm",
         num_labels: int = 3,
-        learning_rate: float = 5e-5,
+        learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         freeze_word_embeddings: bool = False,
         export_dir: str | None = None,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler: SchedulerFactory | None = None,
     ) -> None:
         """
         Args:
@@ -51,10 +54,16 @@ class TeacherFineTune(LmshrinkModule):
             export_dir: At the end of fit, write the fine-tuned model (final weights) there as a plain HF
                 directory, e.g. to serve as ``--model.teacher_path`` of a distillation (must be new or empty);
                 default: ``model`` in the run directory.
+            optimizer: Replaces the default AdamW (``learning_rate``, ``weight_decay``): a torch optimizer class and
+                its init_args, called with the parameter groups (see :mod:`lmshrink.optim`).
+            lr_scheduler: Replaces the default linear warmup/decay (``warmup_ratio``); stepped every batch, given
+                ``total_steps`` when it takes it.
         """
         super().__init__()
-        self.save_hyperparameters()
-        check_optimizer_options(learning_rate, weight_decay, warmup_ratio)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
+                                defaults=init_defaults(TeacherFineTune))
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.untrained_head = not has_classifier_head(model_path, num_labels)
         if self.untrained_head:
             rank_zero_info(f"[lmshrink] model_path={model_path!r} has no classifier head for {num_labels} labels: "
@@ -88,9 +97,6 @@ class TeacherFineTune(LmshrinkModule):
             self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
         return {"loss": loss, "preds": preds.detach()}
 
-    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        seed_training_batch(self.current_epoch, batch_idx, self.global_rank)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "train")
 
@@ -116,10 +122,3 @@ class TeacherFineTune(LmshrinkModule):
         directory = self.output_dirs(self.trainer.default_root_dir, "fit")["export_dir"]
         save_pretrained(self.model, self.hparams.model_path, directory, label_names(self.trainer.datamodule))
         rank_zero_info(f"[lmshrink] fine-tuned model written to {directory}")
-
-    def configure_optimizers(self):
-        optimizer, scheduler = adamw_with_linear_warmup(
-            self.model, self.hparams.learning_rate, self.hparams.weight_decay, self.hparams.warmup_ratio,
-            int(self.trainer.estimated_stepping_batches),
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
