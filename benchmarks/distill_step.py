@@ -57,12 +57,7 @@ def main() -> None:
 
     def distill(batch, cached: bool):
         module.teacher_cache = cache if cached else None
-        teacher_out = None
-        if not cached:
-            with torch.no_grad():
-                teacher_out = module._outputs(module.teacher, batch)
-        terms = module.distillation_losses(module._outputs(student, batch), teacher_out, batch)
-        return terms["kd"] + 0.5 * terms["ce"]
+        return module._shared_step(batch, "train")
 
     kinds = {"fine-tune": finetune, "distill (live teacher)": lambda b: distill(b, False),
              "distill (cached logits)": lambda b: distill(b, True)}

@@ -111,20 +111,3 @@ def attention_kl(student_attention: Tensor, teacher_attention: Tensor, mask: Ten
     teacher = teacher_attention.float().mean(dim=1).clamp(min=1e-12)
     per_query = (teacher * (teacher.log() - student.log())).sum(dim=-1)
     return _masked_mean(per_query, mask)
-
-
-def layer_map(num_student_layers: int, num_teacher_layers: int, strategy: str | list[int] = "uniform") -> list[int]:
-    """Teacher layer (1-based hidden-state index; 0 is the embeddings) matched to each student layer 1..L_s.
-
-    ``uniform``: student layer i <- teacher layer i * L_t / L_s (TinyBERT). ``last``: the last L_s teacher
-    layers. A list gives the teacher layer for each student layer explicitly.
-    """
-    if isinstance(strategy, list):
-        if len(strategy) != num_student_layers or not all(1 <= t <= num_teacher_layers for t in strategy):
-            raise ValueError(f"layer_map {strategy}: need {num_student_layers} teacher layers in 1..{num_teacher_layers}")
-        return list(strategy)
-    if strategy == "uniform":
-        return [round((i + 1) * num_teacher_layers / num_student_layers) for i in range(num_student_layers)]
-    if strategy == "last":
-        return list(range(num_teacher_layers - num_student_layers + 1, num_teacher_layers + 1))
-    raise ValueError(f"layer_map strategy {strategy!r}: use 'uniform', 'last' or a list of teacher layers")

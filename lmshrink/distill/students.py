@@ -64,6 +64,25 @@ def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> li
     return [round((i + 1) * step) - 1 for i in range(num_student_layers)]
 
 
+def layer_map(num_student_layers: int, num_teacher_layers: int, strategy: str | list[int] = "uniform") -> list[int]:
+    """Teacher block matched to each student block, both 0-based (as ``student_layers``); a HF model's hidden
+    state ``i + 1`` is block ``i``'s output (0 is the embeddings).
+
+    ``uniform``: student block i <- teacher block (i + 1) * L_t / L_s - 1 (TinyBERT: every k-th, ending with the
+    last). ``last``: the last L_s teacher blocks. A list gives the teacher block of each student block explicitly.
+    """
+    if isinstance(strategy, list):
+        if len(strategy) != num_student_layers or not all(0 <= t < num_teacher_layers for t in strategy):
+            raise ValueError(f"layer_map {strategy}: need {num_student_layers} teacher blocks (0-based) in "
+                             f"0..{num_teacher_layers - 1}")
+        return list(strategy)
+    if strategy == "uniform":
+        return evenly_spaced_layers(num_teacher_layers, num_student_layers)
+    if strategy == "last":
+        return list(range(num_teacher_layers - num_student_layers, num_teacher_layers))
+    raise ValueError(f"layer_map strategy {strategy!r}: use 'uniform', 'last' or a list of teacher blocks")
+
+
 def student_from_config(teacher: PreTrainedModel, **overrides) -> PreTrainedModel:
     """A randomly initialised model of the teacher's architecture with config fields overridden
     (e.g. ``num_hidden_layers=3, hidden_size=256``)."""

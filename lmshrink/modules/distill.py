@@ -9,6 +9,9 @@ student's device and dtype. Under DDP every rank runs it on its own shard. Valid
 teacher's predictions too, so :class:`~lmshrink.callbacks.GroupMetrics` logs the per-group delta of the
 student to its teacher at every validation. At the end of ``fit`` the student is written as a plain HF
 directory (``student_save_dir``) that ``from_pretrained`` loads.
+
+The loss itself is :class:`~lmshrink.distill.objective.DistillationObjective` (plain torch: terms, weights,
+layer map, projections); this module only runs the two networks and wires the objective into training.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from lmshrink.backbones import (
     load_tokenizer,
     select_inputs,
 )
-from lmshrink.distill import losses
-from lmshrink.errors import OptionError
+from lmshrink.distill import losses, students
 from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
+from lmshrink.distill.objective import DistillationObjective
 from lmshrink.distill.students import (
     check_same_tokenizer,
     evenly_spaced_layers,
@@ -40,15 +43,16 @@ from lmshrink.distill.students import (
     student_from_config,
     student_from_teacher_layers,
 )
+from lmshrink.errors import OptionError
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
-from lmshrink.optim import adamw_with_linear_warmup, check_optimizer_options
-from lmshrink.modules.base import LmshrinkModule
-from lmshrink.seeding import seed_training_batch
+from lmshrink.modules.base import TrainingModule
+from lmshrink.options import init_defaults
+from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 
-class Distillation(LmshrinkModule):
+class Distillation(TrainingModule):
     """Distil a smaller student from a frozen teacher (classifier or causal LM), measured per group against it."""
 
     reference_name = "teacher"
@@ -76,13 +80,15 @@ class Distillation(LmshrinkModule):
         student_save_dir: str | None = None,
         teacher_cache_dir: str | None = None,
         teacher_topk: int = 0,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler: SchedulerFactory | None = None,
     ) -> None:
         """
         Args:
             teacher_path: Fine-tuned teacher: a local HF directory or a TeacherFineTune ``.ckpt``.
             num_labels: Number of classes (linked from the datamodule).
             student_num_layers: Student = this many evenly spaced teacher blocks (DistilBERT-style copy).
-            student_layers: Student = exactly these teacher blocks (0-based), copied.
+            student_layers: Student = exactly these teacher blocks (0-based, as ``layer_map``), copied.
             student_config: Student = the teacher's architecture with these config fields, randomly initialised.
             student_path: Student = this local HF model (must share the teacher's tokenizer).
             temperature: Softmax temperature of the soft-target loss.
@@ -92,7 +98,9 @@ class Distillation(LmshrinkModule):
             cosine_weight: Weight of ``1 - cos`` between last hidden states (DistilBERT).
             attention_weight: Weight of the attention-map KL over mapped layers (MiniLM).
             embedding_weight: Weight of the embedding-output MSE (TinyBERT).
-            layer_map: Teacher layer for each student layer: ``uniform``, ``last`` or an explicit list (1-based).
+            layer_map: Teacher block each student block imitates (hidden and attention terms): ``uniform`` (every
+                k-th, ending with the last), ``last`` or an explicit list of teacher blocks (0-based, as
+                ``student_layers``).
             learning_rate: Peak AdamW learning rate.
             weight_decay: AdamW weight decay.
             warmup_ratio: Share of steps with linear warmup.
@@ -101,9 +109,11 @@ class Distillation(LmshrinkModule):
             teacher_cache_dir: Cache the teacher's logits for the training split there (computed once, reused by
                 every epoch and later runs); only with logit losses (kd, ce).
             teacher_topk: Logits kept per example in the cache; 0 keeps all classes (exact).
+            optimizer: Replaces the default AdamW (``learning_rate``, ``weight_decay``); see :mod:`lmshrink.optim`.
+            lr_scheduler: Replaces the default linear warmup/decay (``warmup_ratio``).
         """
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         choices = {"student_num_layers": student_num_layers, "student_layers": student_layers,
                    "student_config": student_config, "student_path": student_path}
         chosen = [name for name, value in choices.items() if value is not None]
@@ -122,7 +132,9 @@ class Distillation(LmshrinkModule):
             raise OptionError(f"--model.{negative[0]} must be >= 0")
         if teacher_topk < 0:
             raise OptionError(f"--model.teacher_topk={teacher_topk} must be >= 0 (0 keeps all classes)")
-        check_optimizer_options(learning_rate, weight_decay, warmup_ratio)
+        check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
+                                defaults=init_defaults(Distillation))
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.teacher_cache: dict[str, Tensor] | None = None
         teacher, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
@@ -148,24 +160,15 @@ class Distillation(LmshrinkModule):
                 network.set_attn_implementation("eager")  # only eager attention returns the attention maps
         self._set_teacher(teacher)
         self.model_inputs = accepted_inputs(self.model)
-        student_layers_n, teacher_layers_n = num_layers(self.model), num_layers(teacher)
-        self.layer_map = losses.layer_map(student_layers_n, teacher_layers_n, layer_map)
-        width_s, width_t = self.model.config.hidden_size, teacher.config.hidden_size
-        needs_projection = width_s != width_t and self.uses_hidden_states
-        # Index 0 maps the embeddings, i the student's layer i; trained with the student, not saved with it.
-        self.projections = nn.ModuleList(
-            [nn.Linear(width_s, width_t) for _ in range(student_layers_n + 1)] if needs_projection else []
-        )
+        weights = {"kd": kd_weight, "ce": ce_weight, "hidden": hidden_weight, "cosine": cosine_weight,
+                   "attention": attention_weight, "embedding": embedding_weight}
+        self.objective = DistillationObjective(
+            weights, temperature, students.layer_map(num_layers(self.model), num_layers(teacher), layer_map),
+            self.model.config.hidden_size, teacher.config.hidden_size, causal_lm=self.is_causal_lm)
         self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         if self.is_causal_lm:  # per-token means, summed over ranks before dividing
             self.eval_kd = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
             self.eval_teacher_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
-
-    @property
-    def uses_hidden_states(self) -> bool:
-        """Whether a loss compares hidden states (hidden, cosine or embedding weight above 0)."""
-        hp = self.hparams
-        return hp.hidden_weight > 0 or hp.cosine_weight > 0 or hp.embedding_weight > 0
 
     # The teacher is stored outside nn.Module's registry (plain __dict__ entry, which nn.Module.__setattr__
     # would not allow): no parameters in the optimizer, no keys in the checkpoint, and DDP does not wrap it.
@@ -211,85 +214,61 @@ class Distillation(LmshrinkModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(**select_inputs(batch, self.model_inputs)).logits
 
-    def _outputs(self, model: nn.Module, batch: dict[str, Tensor]):
-        return model(**select_inputs(batch, self.model_inputs), output_hidden_states=self.uses_hidden_states,
-                     output_attentions=self.hparams.attention_weight > 0)
+    def _outputs(self, model: nn.Module, batch: dict[str, Tensor], features: bool):
+        """One network's outputs; ``features``: with the hidden states / attention maps the objective compares."""
+        return model(**select_inputs(batch, self.model_inputs),
+                     output_hidden_states=features and self.objective.uses_hidden_states,
+                     output_attentions=features and self.objective.uses_attentions)
 
-    def distillation_losses(self, student_out, teacher_out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every weighted loss term, by name (only those with a non-zero weight). ``teacher_out`` is None when
-        the teacher's logits come from the cache."""
-        hp = self.hparams
-        labels, tokens = batch["labels"], batch["attention_mask"].bool()
-        valid = tokens if self.is_causal_lm else labels != IGNORE_INDEX
-        terms = {}
-        if hp.kd_weight and teacher_out is None:  # cached teacher: top-k logits looked up by example index
-            values, indices = (self.teacher_cache[key][batch["index"]] for key in ("values", "indices"))
-            terms["kd"] = losses.topk_soft_target_kl(student_out.logits, values, indices, hp.temperature, valid)
-        elif hp.kd_weight:
-            terms["kd"] = losses.soft_target_kl(student_out.logits, teacher_out.logits, hp.temperature, valid)
-        if hp.ce_weight and self.is_causal_lm:
-            nll = next_token_nll(student_out.logits, batch["input_ids"], tokens)
-            terms["ce"] = nll.sum() / max(nll.numel(), 1)  # a batch without any next token adds 0, not NaN
-        elif hp.ce_weight:
-            terms["ce"] = F.cross_entropy(student_out.logits.float(), labels, ignore_index=IGNORE_INDEX)
-        projection = (lambda i: self.projections[i]) if len(self.projections) else (lambda i: None)
-        if hp.embedding_weight:
-            terms["embedding"] = losses.hidden_mse(student_out.hidden_states[0], teacher_out.hidden_states[0],
-                                                   projection(0), tokens)
-        if hp.hidden_weight:
-            terms["hidden"] = torch.stack([
-                losses.hidden_mse(student_out.hidden_states[i], teacher_out.hidden_states[t], projection(i), tokens)
-                for i, t in enumerate(self.layer_map, start=1)
-            ]).mean()
-        if hp.cosine_weight:
-            terms["cosine"] = losses.cosine_hidden_loss(student_out.hidden_states[-1], teacher_out.hidden_states[-1],
-                                                        projection(len(self.layer_map)), tokens)
-        if hp.attention_weight:
-            terms["attention"] = torch.stack([
-                losses.attention_kl(student_out.attentions[i - 1], teacher_out.attentions[t - 1], tokens)
-                for i, t in enumerate(self.layer_map, start=1)
-            ]).mean()
-        return terms
+    def _cached_teacher(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The teacher's cached top-k logits ``(values, indices)`` of the batch's examples, by dataset index."""
+        return self.teacher_cache["values"][batch["index"]], self.teacher_cache["indices"][batch["index"]]
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        teacher_out = None
-        if self.teacher_cache is None:
-            with torch.no_grad():
-                teacher_out = self._outputs(self.teacher, batch)
-        student_out = self._outputs(self.model, batch)
-        terms = self.distillation_losses(student_out, teacher_out, batch)
-        weights = {name: getattr(self.hparams, f"{name}_weight") for name in terms}
-        loss = sum(weights[name] * value for name, value in terms.items())
-        self.log_dict({f"train/{name}_loss": value.detach() for name, value in terms.items()})
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        logits = self(batch)
+    def _shared_step(self, batch: dict[str, Tensor], stage: str):
+        """Teacher and student on one batch. Training returns the objective's weighted loss (teacher features
+        only when a term compares them; the cached logits when there is a cache); evaluation measures the
+        student against the labels or next tokens and returns both predictions for GroupMetrics."""
+        training = stage == "train"
+        cached = self._cached_teacher(batch) if training and self.teacher_cache is not None else None
         with torch.no_grad():
-            teacher_logits = self.teacher(**select_inputs(batch, self.model_inputs)).logits
+            teacher_out = None if cached is not None else self._outputs(self.teacher, batch, features=training)
+        student_out = self._outputs(self.model, batch, features=training)
+        if training:
+            loss, terms = self.objective(student_out, teacher_out, batch, cached)
+            self.log_dict({f"train/{name}_loss": value.detach() for name, value in terms.items()})
+            self.log("train/loss", loss, prog_bar=True)
+            return loss
         if self.is_causal_lm:
-            return self._causal_eval_step(batch, logits, teacher_logits, stage)
+            return self._causal_eval(batch, student_out.logits, teacher_out.logits, stage)
         labels = batch["labels"]
-        valid = labels != IGNORE_INDEX
-        per_example = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        self.eval_loss[stage].update(per_example[valid])
+        labelled = labels != IGNORE_INDEX
+        per_example = F.cross_entropy(student_out.logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        self.eval_loss[stage].update(per_example[labelled])
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
-        return {"preds": logits.argmax(-1), "reference_preds": teacher_logits.argmax(-1)}
+        return {"preds": student_out.logits.argmax(-1), "reference_preds": teacher_out.logits.argmax(-1)}
 
-    def _causal_eval_step(self, batch, logits: Tensor, teacher_logits: Tensor, stage: str) -> dict[str, Tensor]:
+    def _causal_eval(self, batch, logits: Tensor, teacher_logits: Tensor, stage: str) -> dict[str, Tensor]:
         """Token-level KD loss and next-token NLL of student and teacher (perplexity = exp of the mean NLL)."""
-        tokens = batch["attention_mask"].bool()
-        student_nll = next_token_nll(logits, batch["input_ids"], tokens)
-        teacher_nll = next_token_nll(teacher_logits, batch["input_ids"], tokens)
+        token_mask = batch["attention_mask"].bool()
+        student_nll = next_token_nll(logits, batch["input_ids"], token_mask)
+        teacher_nll = next_token_nll(teacher_logits, batch["input_ids"], token_mask)
         self.eval_loss[stage].update(student_nll)
         self.eval_teacher_nll[stage].update(teacher_nll)
-        kd = losses.soft_target_kl(logits, teacher_logits, self.hparams.temperature, tokens)
-        self.eval_kd[stage].update(kd, weight=tokens.sum())
+        kd = losses.soft_target_kl(logits, teacher_logits, self.hparams.temperature, token_mask)
+        self.eval_kd[stage].update(kd, weight=token_mask.sum())
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/teacher_nll", self.eval_teacher_nll[stage], on_step=False, on_epoch=True)
         self.log(f"{stage}/kd_loss", self.eval_kd[stage], on_step=False, on_epoch=True)
         return {}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "test")
 
     def _log_perplexity(self, stage: str) -> None:
         if self.is_causal_lm and not self.trainer.sanity_checking:
@@ -302,22 +281,9 @@ class Distillation(LmshrinkModule):
     def on_test_epoch_end(self) -> None:
         self._log_perplexity("test")
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._eval_step(batch, "test")
-
-    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        seed_training_batch(self.current_epoch, batch_idx, self.global_rank)
-
-    def configure_optimizers(self):
-        trainable = nn.ModuleDict({"student": self.model, "projections": self.projections})
-        optimizer, scheduler = adamw_with_linear_warmup(
-            trainable, self.hparams.learning_rate, self.hparams.weight_decay, self.hparams.warmup_ratio,
-            int(self.trainer.estimated_stepping_batches),
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def trainable(self) -> nn.Module:
+        """The student and the objective's projections (the teacher is frozen and outside the module)."""
+        return nn.ModuleDict({"student": self.model, "objective": self.objective})
 
     # ----------------------------------------------------------------------------------------------- save
     @property

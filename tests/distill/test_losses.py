@@ -104,21 +104,3 @@ def test_hidden_losses_with_projection_and_shape_error():
     assert losses.hidden_mse(student, teacher, projection).item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="hidden shapes differ.*pass a projection"):
         losses.hidden_mse(student, teacher)
-
-
-def test_layer_maps():
-    assert losses.layer_map(3, 6, "uniform") == [2, 4, 6]
-    assert losses.layer_map(3, 6, "last") == [4, 5, 6]
-    assert losses.layer_map(2, 6, [1, 6]) == [1, 6]
-    with pytest.raises(ValueError, match=r"need 2 teacher layers in 1..6"):
-        losses.layer_map(2, 6, [1, 7])
-    with pytest.raises(ValueError, match="strategy 'middle'"):
-        losses.layer_map(2, 6, "middle")
-
-
-def test_kd_from_probabilities_equals_kd_from_logits_and_keeps_fp64():
-    """K-prune's KD (teacher probabilities computed once) is the same formula as distillation's."""
-    student, teacher = torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
-    from_probs = losses.soft_target_kl_from_probs(student, torch.softmax(teacher / 2.0, -1), 2.0)
-    assert from_probs.dtype == torch.float64
-    assert from_probs.item() == pytest.approx(losses.soft_target_kl(student, teacher, 2.0).item(), rel=1e-6)

@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from lmshrink.distill.students import (
+    layer_map,
     check_same_tokenizer,
     evenly_spaced_layers,
     num_layers,
@@ -78,3 +79,15 @@ def test_tokenizer_mismatch_is_refused(tiny_bert_dir, tmp_path):
     other = teacher_tok.train_new_from_iterator(["a small other corpus of words"] * 10, vocab_size=200)
     with pytest.raises(ValueError, match="tokenizer mismatch: s .* does not use the tokenizer of t"):
         check_same_tokenizer(teacher_tok, other, "t", "s")
+
+
+def test_layer_maps():
+    # 0-based blocks, like student_layers: a 3-block student of a 6-block teacher copies blocks 1, 3, 5 and
+    # matches them to the same teacher blocks under "uniform"
+    assert layer_map(3, 6, "uniform") == [1, 3, 5] == evenly_spaced_layers(6, 3)
+    assert layer_map(3, 6, "last") == [3, 4, 5]
+    assert layer_map(2, 6, [0, 5]) == [0, 5]
+    with pytest.raises(ValueError, match=r"need 2 teacher blocks \(0-based\) in 0..5"):
+        layer_map(2, 6, [0, 6])
+    with pytest.raises(ValueError, match="strategy 'middle'"):
+        layer_map(2, 6, "middle")

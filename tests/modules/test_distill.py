@@ -51,33 +51,37 @@ def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_di
                                                                             "intermediate_size": 32},
                           hidden_weight=1.0, embedding_weight=1.0, cosine_weight=1.0, attention_weight=1.0)
     assert not module.teacher.training and not any(p.requires_grad for p in module.teacher.parameters())
-    assert all(key.startswith(("model.", "projections.", "eval_loss.")) for key in module.state_dict())
+    assert all(key.startswith(("model.", "objective.projections.", "eval_loss.")) for key in module.state_dict())
     teacher_ids = {id(p) for p in module.teacher.parameters()}
     assert teacher_ids.isdisjoint(id(p) for p in module.parameters())
-    assert len(module.projections) == 2  # widths differ (16 vs 32): embeddings + 1 layer
+    projections = module.objective.projections
+    assert len(projections) == 2  # widths differ (16 vs 32): embeddings + 1 layer
     batch = fixed_batch(tiny_bert_dir, size=8)
     with torch.no_grad():
-        teacher_out = module._outputs(module.teacher, batch)
-    student_out = module._outputs(module.model, batch)
-    terms = module.distillation_losses(student_out, teacher_out, batch)
+        teacher_out = module._outputs(module.teacher, batch, features=True)
+    student_out = module._outputs(module.model, batch, features=True)
+    loss, terms = module.objective(student_out, teacher_out, batch)
     assert set(terms) == {"kd", "hidden", "embedding", "cosine", "attention"}
-    # each term against an independent computation in plain torch (layer map "uniform": student layer 1 <- teacher
-    # layer 2; projections[i] maps the student's hidden state i to the teacher's width)
+    # each term against an independent computation in plain torch (layer map "uniform": student block 0 <- teacher
+    # block 1, i.e. hidden states 1 <- 2; projections[i] maps the student's hidden state i to the teacher's width)
     tokens = batch["attention_mask"].bool()
     T = module.hparams.temperature
     kd = F.kl_div(F.log_softmax(student_out.logits / T, -1), F.log_softmax(teacher_out.logits / T, -1),
                   log_target=True, reduction="batchmean") * T**2
     s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states
-    hidden = (module.projections[1](s_hidden[1]) - t_hidden[2]).pow(2).mean(-1)[tokens].mean()
-    embedding = (module.projections[0](s_hidden[0]) - t_hidden[0]).pow(2).mean(-1)[tokens].mean()
-    cosine = (1 - F.cosine_similarity(module.projections[1](s_hidden[-1]), t_hidden[-1], dim=-1))[tokens].mean()
+    hidden = (projections[1](s_hidden[1]) - t_hidden[2]).pow(2).mean(-1)[tokens].mean()
+    embedding = (projections[0](s_hidden[0]) - t_hidden[0]).pow(2).mean(-1)[tokens].mean()
+    cosine = (1 - F.cosine_similarity(projections[1](s_hidden[-1]), t_hidden[-1], dim=-1))[tokens].mean()
     s_att, t_att = student_out.attentions[0].mean(1), teacher_out.attentions[1].mean(1)
     attention = (t_att * (t_att.clamp(min=1e-12).log() - s_att.clamp(min=1e-12).log())).sum(-1)[tokens].mean()
     expected = {"kd": kd, "hidden": hidden, "embedding": embedding, "cosine": cosine, "attention": attention}
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), name
-    sum(terms.values()).backward()
-    assert module.projections[1].weight.grad.abs().sum() > 0 and module.projections[0].weight.grad.abs().sum() > 0
+    hp = module.hparams
+    weighted = sum(getattr(hp, f"{name}_weight") * value for name, value in expected.items())
+    assert loss.item() == pytest.approx(weighted.item(), rel=1e-5)
+    loss.backward()
+    assert projections[1].weight.grad.abs().sum() > 0 and projections[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in module.teacher.parameters())
 
 
