@@ -58,6 +58,7 @@ from lmshrink.data.tables import (
     require_columns,
 )
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
+from lmshrink.options import set_options
 from lmshrink.pruning.sample import sample_batches
 from lmshrink.seeding import run_seed
 
@@ -136,6 +137,12 @@ class GroupedTextDataModule(LightningDataModule):
         self._check_numbers()
         if group_scheme is not None and group_scheme not in GROUP_SCHEMES:
             raise OptionError(f"--data.group_scheme={group_scheme!r} is unknown; choose one of {sorted(GROUP_SCHEMES)}")
+        fixed_by_scheme = ["text_column", "text_pair_column", "label_column", "label_names", "group_columns",
+                           "groups_include_label"]
+        changed = set_options(GroupedTextDataModule, self.hparams, fixed_by_scheme) if group_scheme else []
+        if changed:
+            raise OptionError(f"--data.{changed[0]}={self.hparams[changed[0]]} is ignored by --data.group_scheme="
+                              f"{group_scheme}, which fixes the text, label and group columns; remove it")
         if group_scheme is not None and GROUP_SCHEMES[group_scheme].num_labels != num_labels:
             raise OptionError(
                 f"--data.group_scheme={group_scheme!r} has {GROUP_SCHEMES[group_scheme].num_labels} labels but "

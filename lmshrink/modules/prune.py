@@ -15,7 +15,7 @@ and a JSON record (FLOPs with s, kept units per layer, wall time, metrics) goes 
 from __future__ import annotations
 
 import copy
-import inspect
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -25,16 +25,18 @@ from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, 
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.options import init_defaults
 from lmshrink.paths import free_path, write_new_json
+from lmshrink.pruning.kprune import KPruneSettings
+from lmshrink.pruning.kwon import KwonSettings
 from lmshrink.pruning.run import METHODS, PruneMethod, prune_encoder
 from lmshrink.pruning.sample import draw_sample, samples_for_tokens
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
 
 
 METHOD_OPTIONS = {
-    "kprune": {"flops_keep_ratio", "num_tokens", "sample_batch_size", "temperature", "lam_pred", "lam_rep", "mu",
-               "weight_tuning", "faithful", "seed"},
-    "kwon": {"flops_keep_ratio", "num_samples", "sample_batch_size", "weight_tuning", "faithful", "seed"},
+    "kprune": {"flops_keep_ratio", "num_tokens", "sample_batch_size", "kprune", "seed"},
+    "kwon": {"flops_keep_ratio", "num_samples", "sample_batch_size", "kwon", "seed"},
     "l1-unstructured": {"sparsity"},
     "l1-heads": {"sparsity"},
 }
@@ -44,12 +46,18 @@ METHOD_OPTIONS = {
 def refuse_ignored_options(method: str, options) -> None:
     """An option the chosen method does not read, set away from its default, is a mistake: refuse it by name
     (litgpt's ``validate_args``) instead of silently dropping it."""
-    defaults = {name: parameter.default for name, parameter in inspect.signature(Prune.__init__).parameters.items()}
+    defaults = init_defaults(Prune)
     ignored = sorted(set().union(*METHOD_OPTIONS.values()) - METHOD_OPTIONS[method])
     changed = [name for name in ignored if options[name] != defaults[name]]
     if changed:
-        raise OptionError(f"--model.{changed[0]}={options[changed[0]]} is ignored by --model.method={method}, which "
-                          f"reads {sorted(METHOD_OPTIONS[method])}; remove it")
+        name = changed[0]
+        value = options[name]
+        if is_dataclass(value):  # a settings group: name the field that was set
+            default = defaults[name]
+            field = next(f.name for f in fields(value) if getattr(value, f.name) != getattr(default, f.name))
+            name, value = f"{name}.{field}", getattr(value, field)
+        raise OptionError(f"--model.{name}={value} is ignored by --model.method={method}, which reads "
+                          f"{sorted(METHOD_OPTIONS[method])}; remove it")
 
 
 class Prune(LmshrinkModule):
@@ -70,12 +78,8 @@ class Prune(LmshrinkModule):
         num_samples: int = 2048,
         sample_batch_size: int = 32,
         seq_len: float | None = None,
-        temperature: float = 2.0,
-        lam_pred: float = 1.0,
-        lam_rep: float = 2.5e-4,
-        mu: float | None = None,
-        weight_tuning: bool = True,
-        faithful: bool = False,
+        kprune: KPruneSettings = KPruneSettings(),
+        kwon: KwonSettings = KwonSettings(),
         seed: int = 0,
         save_dir: str | None = None,
     ) -> None:
@@ -91,12 +95,8 @@ class Prune(LmshrinkModule):
             sample_batch_size: Batch size of the pruning sample; it sets the scale of the gradient scores, so keep
                 it fixed across runs you compare (32 in both papers for GLUE).
             seq_len: Sequence length s of the FLOPs model; default: the mean token length of the val split.
-            temperature: K-prune's KD temperature.
-            lam_pred: K-prune's weight of predictive knowledge.
-            lam_rep: K-prune's weight of representational knowledge.
-            mu: K-prune's head-vs-neuron balance; default d_h.
-            weight_tuning: K-prune's least-squares weight tuning (KPWT) / Kwon's mask tuning.
-            faithful: Reproduce the official codes' quirks (spec §3.6, §5.13) instead of the corrected defaults.
+            kprune: K-prune's settings (``--model.kprune.lam_rep``, ``.faithful``, ...; method kprune only).
+            kwon: Kwon et al.'s settings (``--model.kwon.mask_tuning``, ``.faithful``, ...; method kwon only).
             seed: Seed of the sample draw.
             save_dir: Write the pruned model there as a HF directory with its tokenizer (must be new or empty);
                 default: ``pruned_model`` in the run directory (``pruned_model-N`` if taken).
@@ -118,7 +118,10 @@ class Prune(LmshrinkModule):
                 raise OptionError(f"--model.{option}={value} must be >= 1")
         if seq_len is not None and not seq_len > 0:
             raise OptionError(f"--model.seq_len={seq_len} must be > 0")
-        refuse_ignored_options(method, self.hparams)
+        # The settings groups as dataclasses (the CLI records plain dicts in hparams; the values here are what ran).
+        self.kprune = kprune if isinstance(kprune, KPruneSettings) else KPruneSettings(**kprune)
+        self.kwon = kwon if isinstance(kwon, KwonSettings) else KwonSettings(**kwon)
+        refuse_ignored_options(method, {**self.hparams, "kprune": self.kprune, "kwon": self.kwon})
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         self.model.eval()
         self.dense = copy.deepcopy(self.model).requires_grad_(False)
@@ -145,18 +148,16 @@ class Prune(LmshrinkModule):
             batches, seq_len = self._sample(datamodule)
             device = self.trainer.strategy.root_device  # prune where the model will run (a GPU if there is one)
             batches = [{key: value.to(device) for key, value in batch.items()} for batch in batches]
-            kwon_options = dict(mask_tuning=hp.weight_tuning, faithful=hp.faithful)
-            kprune_options = dict(temperature=hp.temperature, lam_pred=hp.lam_pred, lam_rep=hp.lam_rep, mu=hp.mu,
-                                  weight_tuning=hp.weight_tuning, faithful=hp.faithful)
             outcome = prune_encoder(copy.deepcopy(self.model).to(device), batches, hp.method, seq_len,
-                                    hp.flops_keep_ratio, hp.sparsity, kprune_options, kwon_options)
+                                    hp.flops_keep_ratio, hp.sparsity, self.kprune, self.kwon)
             outcome = ({key: value.cpu() for key, value in outcome.model.state_dict().items()}, outcome.record)
         state, record = self.trainer.strategy.broadcast(outcome, src=0)
         if hp.method != "l1-unstructured":
             shrink_to_widths(self.model, record["heads_per_layer"], record["neurons_per_layer"])
         self.model.load_state_dict(state)
         self.model.eval().requires_grad_(False)
-        self.record = record | {"teacher_path": hp.teacher_path, "seed": hp.seed, "faithful": hp.faithful}
+        settings = {"kprune": asdict(self.kprune), "kwon": asdict(self.kwon)}.get(hp.method, {})
+        self.record = record | {"teacher_path": hp.teacher_path, "seed": hp.seed, "settings": settings}
         self.save_dir = self._save_model(self.trainer.log_dir)  # log_dir is collective: every rank asks
 
     def _sample(self, datamodule) -> tuple[list[dict[str, Tensor]], float]:

@@ -9,8 +9,18 @@ pooler and classifier are left out, as in both official codebases.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lmshrink.pruning.arch import EncoderShape
+
+
+@dataclass(frozen=True)
+class FlopsBudget:
+    """What a FLOPs-budgeted pruning (K-prune, Kwon et al.) must reach: keep ``keep_ratio`` of the encoder's
+    FLOPs at sequence length ``seq_len`` (the task's mean dev length; report it with every number)."""
+
+    keep_ratio: float
+    seq_len: float
 
 
 def head_flops(seq_len: float, hidden: int, head_dim: int) -> float:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from lmshrink.distill.losses import soft_target_kl_from_probs
 from lmshrink.pruning.arch import EncoderShape, shape_of
 from lmshrink.pruning.capture import Sublayer, capture, run_until_stop, sublayer_modules, sublayer_order
-from lmshrink.pruning.flops import encoder_flops, head_flops, neuron_flops
+from lmshrink.pruning.flops import FlopsBudget, encoder_flops, head_flops, neuron_flops
 from lmshrink.pruning.least_squares import NormalEquations, solve_faithful, solve_never_worse
 from lmshrink.pruning.masks import masked
 from lmshrink.pruning.search import threshold_keep
@@ -46,19 +46,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class KPruneSettings:
-    """K-prune hyperparameters (spec §3.4 and §8 defaults)."""
+    """K-prune's settings (spec §3.4 and §8 defaults); the FLOPs target is a separate :class:`FlopsBudget`."""
 
-    flops_keep_ratio: float
-    seq_len: float
-    """Sequence length s of the FLOPs model (the task's mean dev length)."""
     temperature: float = 2.0
+    """Temperature of the KD loss whose gradients measure predictive knowledge."""
     lam_pred: float = 1.0
+    """Weight of predictive knowledge (KD-loss gradients) in a unit's score."""
     lam_rep: float = 2.5e-4
+    """Weight of representational knowledge (the energy a unit's removal takes out of the sublayer output)."""
     mu: float | None = None
     """Head-vs-neuron balance; ``None`` means d_h (the official default, 64 for BERT-base)."""
     weight_tuning: bool = True
+    """Least-squares re-fit of each sublayer's surviving output-projection columns (KPWT)."""
     ridge: float = 1e-6
+    """Relative ridge of the corrected solve (ignored by ``faithful``)."""
     faithful: bool = False
+    """Reproduce the official code's quirks (spec §3.6, §5.13) instead of the corrected mode."""
 
 
 @dataclass
@@ -114,11 +117,12 @@ def teacher_soft_labels(teacher: nn.Module, batches: Sequence[dict[str, Tensor]]
         return [F.softmax(_at_least_fp32(teacher(**batch).logits) / temperature, dim=-1) for batch in batches]
 
 
-def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings: KPruneSettings) -> tuple[Tensor, Tensor]:
-    """Final ``S_head`` ``[L, H]`` and ``S_neuron`` ``[L, N]``: importance per GFLOP (spec §3.2)."""
+def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings: KPruneSettings, seq_len: float
+                ) -> tuple[Tensor, Tensor]:
+    """Final ``S_head`` ``[L, H]`` and ``S_neuron`` ``[L, N]``: importance per GFLOP at ``seq_len`` (spec §3.2)."""
     mu = settings.mu if settings.mu is not None else shape.head_dim
-    f_head = head_flops(settings.seq_len, shape.hidden, shape.head_dim) / 1e9
-    f_neuron = neuron_flops(settings.seq_len, shape.hidden) / 1e9
+    f_head = head_flops(seq_len, shape.hidden, shape.head_dim) / 1e9
+    f_neuron = neuron_flops(seq_len, shape.hidden) / 1e9
     column_energy_head = torch.stack([sublayer_modules(model, (l, "mha"))[0].weight.detach().pow(2).mean(0).cpu()
                                       for l in range(shape.num_layers)])
     column_energy_neuron = torch.stack([sublayer_modules(model, (l, "ffn"))[0].weight.detach().pow(2).mean(0).cpu()
@@ -133,8 +137,8 @@ def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings
     return head, neuron
 
 
-def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], settings: KPruneSettings
-                 ) -> Iterator[tuple[SublayerStep, Tensor, Tensor]]:
+def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget: FlopsBudget,
+                 settings: KPruneSettings = KPruneSettings()) -> Iterator[tuple[SublayerStep, Tensor, Tensor]]:
     """Run K-prune on ``model`` (changed in place: output-projection columns are re-fitted), yielding after every
     sublayer ``(step, head_mask, neuron_mask)``. ``batches`` hold model inputs only, in a fixed order."""
     shape = shape_of(model)
@@ -142,23 +146,23 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], setting
     teacher = copy.deepcopy(model)
     teacher_probs = teacher_soft_labels(teacher, batches, settings.temperature)
     token_hash = _token_hash(batches)
-    f_head = head_flops(settings.seq_len, shape.hidden, shape.head_dim)
-    f_neuron = neuron_flops(settings.seq_len, shape.hidden)
-    budget = settings.flops_keep_ratio * encoder_flops(shape, settings.seq_len)
+    f_head = head_flops(budget.seq_len, shape.hidden, shape.head_dim)
+    f_neuron = neuron_flops(budget.seq_len, shape.hidden)
+    flops_left = budget.keep_ratio * encoder_flops(shape, budget.seq_len)
     head_keep = torch.ones(shape.num_layers, shape.num_heads, dtype=torch.bool)
     neuron_keep = torch.ones(shape.num_layers, shape.ffn, dtype=torch.bool)
     start = time.perf_counter()
     for target in sublayer_order(shape.num_layers):
         layer, kind = target
         head_score, neuron_score, problem, num_tokens = measure_sublayer(
-            model, teacher, batches, teacher_probs, head_keep, neuron_keep, target, settings)
+            model, teacher, batches, teacher_probs, head_keep, neuron_keep, target, settings, budget.seq_len)
         # Candidates: units of sublayers >= t; for an FFN target, its own layer's heads are already decided.
         first_head_layer = layer if kind == "mha" else layer + 1
         candidate_scores = torch.cat([head_score[first_head_layer:].flatten(), neuron_score[layer:].flatten()])
         num_head_candidates = head_score[first_head_layer:].numel()
         costs = torch.cat([torch.full((num_head_candidates,), f_head),
                            torch.full((neuron_score[layer:].numel(),), f_neuron)])
-        keep = threshold_keep(candidate_scores, costs, budget, faithful=settings.faithful)
+        keep = threshold_keep(candidate_scores, costs, flops_left, faithful=settings.faithful)
         if kind == "mha":
             survivors = keep[: shape.num_heads]
             head_keep[layer] = survivors
@@ -166,8 +170,8 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], setting
             survivors = keep[num_head_candidates: num_head_candidates + shape.ffn]
             neuron_keep[layer] = survivors
         tuning = _tune_sublayer(model, target, survivors, problem, shape, settings) if settings.weight_tuning else {}
-        budget -= int(survivors.sum()) * (f_head if kind == "mha" else f_neuron)
-        step = SublayerStep(target, len(candidate_scores), int(survivors.sum()), survivors.numel(), budget,
+        flops_left -= int(survivors.sum()) * (f_head if kind == "mha" else f_neuron)
+        step = SublayerStep(target, len(candidate_scores), int(survivors.sum()), survivors.numel(), flops_left,
                             num_tokens, token_hash, tuning)
         log.info("K-prune %s %d: kept %d/%d, %s, %.0f s", kind.upper(), layer, step.kept, step.total,
                  "tuned" if tuning.get("accepted") else "not tuned", time.perf_counter() - start)
@@ -176,7 +180,7 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], setting
 
 def measure_sublayer(model: nn.Module, teacher: nn.Module, batches: Sequence[dict[str, Tensor]],
                      teacher_probs: Sequence[Tensor], head_keep: Tensor, neuron_keep: Tensor, target: Sublayer,
-                     settings: KPruneSettings) -> tuple[Tensor, Tensor, NormalEquations, int]:
+                     settings: KPruneSettings, seq_len: float) -> tuple[Tensor, Tensor, NormalEquations, int]:
     """One knowledge-measurement pass for ``target`` (spec §3.3 step 1): scores ``[L, H]`` and ``[L, N]`` of
     the student with the given keep-masks (only layers >= the target's are filled), the target's normal
     equations for KPWT, and the number of non-pad tokens seen."""
@@ -189,15 +193,16 @@ def measure_sublayer(model: nn.Module, teacher: nn.Module, batches: Sequence[dic
     for batch, probs in zip(batches, teacher_probs):
         _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, target, scored, scores, problem,
                        settings)
-    head_score, neuron_score = unit_scores(scores, model, shape, settings)
+    head_score, neuron_score = unit_scores(scores, model, shape, settings, seq_len)
     return head_score, neuron_score, problem, scores.tokens
 
 
-def kprune(model: nn.Module, batches: Sequence[dict[str, Tensor]], settings: KPruneSettings) -> KPruneResult:
+def kprune(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget: FlopsBudget,
+           settings: KPruneSettings = KPruneSettings()) -> KPruneResult:
     """Prune ``model`` in place (mask domain) and return its final 0/1 masks and the per-sublayer log."""
     start = time.perf_counter()
     steps, head_mask, neuron_mask = [], None, None
-    for step, head_mask, neuron_mask in kprune_steps(model, batches, settings):
+    for step, head_mask, neuron_mask in kprune_steps(model, batches, budget, settings):
         steps.append(step)
     return KPruneResult(head_mask, neuron_mask, steps, time.perf_counter() - start)
 

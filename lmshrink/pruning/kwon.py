@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from lmshrink.pruning.arch import EncoderShape, shape_of
 from lmshrink.pruning.capture import Sublayer, capture, run_until_stop, sublayer_modules, sublayer_order
-from lmshrink.pruning.flops import encoder_flops, head_flops, neuron_flops
+from lmshrink.pruning.flops import FlopsBudget, encoder_flops, head_flops, neuron_flops
 from lmshrink.pruning.least_squares import ridge_towards_one
 from lmshrink.pruning.masks import masked
 from lmshrink.pruning.search import kwon_search
@@ -42,11 +42,14 @@ SCALE_LIMIT = 10.0
 
 @dataclass(frozen=True)
 class KwonSettings:
-    flops_keep_ratio: float
-    seq_len: float
+    """Kwon et al.'s settings; the FLOPs target is a separate :class:`FlopsBudget`."""
+
     rearrange: bool = True
+    """Mask rearrangement: re-pick each layer's units to minimise the block-diagonal loss estimate."""
     mask_tuning: bool = True
+    """Least-squares mask tuning layer by layer (stops when a scale leaves [-10, 10], the official rule)."""
     faithful: bool = False
+    """Reproduce the official code's quirks (spec §5.13) instead of the corrected mode."""
 
 
 @dataclass
@@ -109,29 +112,30 @@ def block_objective(gradients: Tensor, keep: Tensor) -> float:
     return float(gradients.double()[:, ~keep].sum(1).pow(2).sum())
 
 
-def kwon(model: nn.Module, batches: Sequence[dict[str, Tensor]], settings: KwonSettings) -> KwonResult:
-    """Masks for ``model`` at ``settings.flops_keep_ratio`` (the model's weights are not changed)."""
+def kwon(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget: FlopsBudget,
+         settings: KwonSettings = KwonSettings()) -> KwonResult:
+    """Masks for ``model`` at ``budget`` (the model's weights are not changed)."""
     start = time.perf_counter()
     shape = shape_of(model)
     head_grads, neuron_grads = fisher_gradients(model, batches)
     head_importance, neuron_importance = head_grads.pow(2).sum(0), neuron_grads.pow(2).sum(0)
-    f_head = head_flops(settings.seq_len, shape.hidden, shape.head_dim)
-    f_neuron = neuron_flops(settings.seq_len, shape.hidden)
-    full = encoder_flops(shape, settings.seq_len)
+    f_head = head_flops(budget.seq_len, shape.hidden, shape.head_dim)
+    f_neuron = neuron_flops(budget.seq_len, shape.hidden)
+    full = encoder_flops(shape, budget.seq_len)
 
     def search(ratio: float) -> tuple[Tensor, Tensor]:
         return kwon_search(head_importance, neuron_importance, ratio * full, f_head, f_neuron, settings.faithful)
 
     log.info("Kwon: Fisher importance from %d batches, %.0f s", len(batches), time.perf_counter() - start)
-    head_keep, neuron_keep = search(settings.flops_keep_ratio)
+    head_keep, neuron_keep = search(budget.keep_ratio)
     if settings.rearrange:
         for layer in range(shape.num_layers):
             head_keep[layer] = rearrange(head_grads[:, layer], head_keep[layer])
             neuron_keep[layer] = rearrange(neuron_grads[:, layer], neuron_keep[layer])
     head_mask, neuron_mask = head_keep.float(), neuron_keep.float()
     tuned, stopped = [], None
-    if settings.mask_tuning and settings.flops_keep_ratio < 1:
-        teacher_heads, teacher_neurons = (keep.float() for keep in search(math.sqrt(settings.flops_keep_ratio)))
+    if settings.mask_tuning and budget.keep_ratio < 1:
+        teacher_heads, teacher_neurons = (keep.float() for keep in search(math.sqrt(budget.keep_ratio)))
         tuned, stopped = tune_masks(model, batches, (teacher_heads, teacher_neurons), head_mask, neuron_mask,
                                     shape, settings.faithful)
     return KwonResult(head_mask, neuron_mask, head_importance, neuron_importance, tuned, stopped,

@@ -14,9 +14,11 @@ from typing import Literal, get_args
 from torch import Tensor, nn
 
 from lmshrink.pruning.arch import shape_of
-from lmshrink.pruning.flops import encoder_flops
-from lmshrink.pruning.kprune import KPruneSettings, kprune
-from lmshrink.pruning.kwon import KwonSettings, kwon
+from lmshrink.pruning.flops import FlopsBudget, encoder_flops
+from lmshrink.pruning.kprune import KPruneSettings
+from lmshrink.pruning.kprune import kprune as kprune_masks
+from lmshrink.pruning.kwon import KwonSettings
+from lmshrink.pruning.kwon import kwon as kwon_masks
 from lmshrink.pruning.magnitude import prune_unstructured_l1, structured_head_mask
 from lmshrink.pruning.masks import full_masks
 from lmshrink.pruning.slicing import slice_encoder
@@ -38,8 +40,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method: str, seq_len: float,
-                  flops_keep_ratio: float = 0.5, sparsity: float = 0.4, kprune_options: dict | None = None,
-                  kwon_options: dict | None = None) -> PruneOutcome:
+                  flops_keep_ratio: float = 0.5, sparsity: float = 0.4, kprune: KPruneSettings = KPruneSettings(),
+                  kwon: KwonSettings = KwonSettings()) -> PruneOutcome:
     """Prune ``model`` (changed in place) with ``method``; ``batches`` are the fixed-order sample (with labels
     for Kwon et al.; the magnitude baselines need none). Structured results are physically sliced."""
     if method not in METHODS:
@@ -53,10 +55,10 @@ def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method
         head_mask, neuron_mask = full_masks(model)
     else:
         if method == "kprune":
-            result = kprune(model, batches, KPruneSettings(flops_keep_ratio, seq_len, **(kprune_options or {})))
+            result = kprune_masks(model, batches, FlopsBudget(flops_keep_ratio, seq_len), kprune)
             details["steps"] = [asdict(step) for step in result.steps]
         elif method == "kwon":
-            result = kwon(model, batches, KwonSettings(flops_keep_ratio, seq_len, **(kwon_options or {})))
+            result = kwon_masks(model, batches, FlopsBudget(flops_keep_ratio, seq_len), kwon)
             details |= {"tuned_sublayers": result.tuned_sublayers, "tuning_stopped_at": result.stopped_at}
         else:
             result = None

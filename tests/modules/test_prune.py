@@ -13,6 +13,8 @@ from transformers import AutoModelForSequenceClassification
 from lmshrink.backbones import load_sequence_classifier
 from lmshrink.cli import main
 from lmshrink.datamodules import GroupedTextDataModule
+from lmshrink.pruning.kprune import KPruneSettings
+from lmshrink.pruning.kwon import KwonSettings
 from lmshrink.modules import Prune
 from tests.helpers import REPO, group_record, run_train_py
 
@@ -105,8 +107,10 @@ def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path)
     # an option the chosen method does not read is refused by name, not silently dropped
     with pytest.raises(ValueError, match=r"--model.num_tokens=5000 is ignored by --model.method=kwon, which reads"):
         Prune(teacher_path=str(tiny_bert_varied_dir), method="kwon", num_tokens=5000)
-    with pytest.raises(ValueError, match=r"--model.lam_rep=0.1 is ignored by --model.method=l1-heads"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), method="l1-heads", lam_rep=0.1)
+    with pytest.raises(ValueError, match=r"--model.kprune.lam_rep=0.1 is ignored by --model.method=l1-heads"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), method="l1-heads", kprune=KPruneSettings(lam_rep=0.1))
+    with pytest.raises(ValueError, match=r"--model.kwon.faithful=True is ignored by --model.method=kprune"):
+        Prune(teacher_path=str(tiny_bert_varied_dir), method="kprune", kwon=KwonSettings(faithful=True))
     with pytest.raises(ValueError, match=r"--model.sparsity=0.3 is ignored by --model.method=kprune"):
         Prune(teacher_path=str(tiny_bert_varied_dir), method="kprune", sparsity=0.3)
     (tmp_path / "taken").mkdir()

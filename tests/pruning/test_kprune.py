@@ -10,7 +10,7 @@ import torch
 from lmshrink.distill.losses import soft_target_kl_from_probs
 from lmshrink.pruning.arch import shape_of
 from lmshrink.pruning.capture import sublayer_modules
-from lmshrink.pruning.flops import encoder_flops
+from lmshrink.pruning.flops import FlopsBudget, encoder_flops
 from lmshrink.pruning.kprune import (
     KPruneSettings,
     kprune,
@@ -25,8 +25,8 @@ from tests.pruning.tiny import sample, tiny_encoders
 SEQ_LEN = 10.0
 
 
-def settings(ratio: float, **overrides) -> KPruneSettings:
-    return KPruneSettings(flops_keep_ratio=ratio, seq_len=SEQ_LEN, **overrides)
+def settings(ratio: float, **overrides) -> tuple[FlopsBudget, KPruneSettings]:
+    return FlopsBudget(ratio, SEQ_LEN), KPruneSettings(**overrides)
 
 
 def kept_flops(model, result) -> float:
@@ -38,7 +38,7 @@ def kept_flops(model, result) -> float:
 @pytest.mark.parametrize("ratio", [0.7, 0.4, 0.15])
 def test_budget_is_respected_and_masked_equals_sliced(name, ratio):
     model = tiny_encoders(initializer_range=0.5)[name]
-    result = kprune(model, sample(), settings(ratio))
+    result = kprune(model, sample(), *settings(ratio))
     full = encoder_flops(shape_of(model), SEQ_LEN)
     assert kept_flops(model, result) <= ratio * full * (1 + 1e-9)
     assert all(step.budget_left >= -1e-6 * full for step in result.steps)
@@ -53,7 +53,7 @@ def test_budget_is_respected_and_masked_equals_sliced(name, ratio):
 def test_identity_at_keep_ratio_one(name):
     model = tiny_encoders(initializer_range=0.5)[name]
     original = copy.deepcopy(model)
-    result = kprune(model, sample(), settings(1.0))
+    result = kprune(model, sample(), *settings(1.0))
     assert result.head_mask.all() and result.neuron_mask.all()
     for (key, value), reference in zip(model.state_dict().items(), original.state_dict().values()):
         torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-5, msg=key)
@@ -88,7 +88,7 @@ def first_step_scores(model, batches, **overrides):
     keep_heads = torch.ones(shape.num_layers, shape.num_heads, dtype=torch.bool)
     keep_neurons = torch.ones(shape.num_layers, shape.ffn, dtype=torch.bool)
     return measure_sublayer(model, teacher, batches, probs, keep_heads, keep_neurons, (0, "mha"),
-                            settings(0.5, **overrides))
+                            KPruneSettings(**overrides), SEQ_LEN)
 
 
 def test_representational_score_is_exact_for_neurons_and_approximate_for_heads():
@@ -163,7 +163,7 @@ def test_scores_do_not_change_when_the_sample_is_duplicated():
 def test_rows_align_across_passes_and_runs_are_deterministic():
     """Spec §7.13-7.14: every pass sees the same non-pad tokens in the same order; same sample, same result."""
     models = [tiny_encoders(initializer_range=0.5)["distilbert"] for _ in range(2)]
-    results = [kprune(model, sample(), settings(0.4)) for model in models]
+    results = [kprune(model, sample(), *settings(0.4)) for model in models]
     steps = results[0].steps
     assert len({step.token_hash for step in steps}) == 1 and len({step.num_tokens for step in steps}) == 1
     assert torch.equal(results[0].head_mask, results[1].head_mask)
@@ -178,7 +178,7 @@ def test_each_step_touches_only_its_sublayer_and_ffn_targets_exclude_their_heads
     shape = shape_of(model)
     before = copy.deepcopy(model.state_dict())
     decided_heads, decided_neurons = [], []
-    for step, head_mask, neuron_mask in kprune_steps(model, sample(), settings(0.4)):
+    for step, head_mask, neuron_mask in kprune_steps(model, sample(), *settings(0.4)):
         layer, kind = step.sublayer
         after = model.state_dict()
         changed = {key for key in after if not torch.equal(after[key], before[key])}
@@ -197,7 +197,7 @@ def test_each_step_touches_only_its_sublayer_and_ffn_targets_exclude_their_heads
 
 def test_weight_tuning_never_worsens_the_sample_fit():
     model = tiny_encoders(initializer_range=0.5)["bert"]
-    result = kprune(model, sample(), settings(0.4))
+    result = kprune(model, sample(), *settings(0.4))
     tuned = [step.tuning for step in result.steps if "error_after" in step.tuning]
     assert tuned, "no sublayer was tuned"
     for tuning in tuned:
@@ -207,13 +207,13 @@ def test_weight_tuning_never_worsens_the_sample_fit():
 
 def test_faithful_mode_reproduces_the_official_quirks():
     model = tiny_encoders(initializer_range=0.5)["bert"]
-    result = kprune(model, sample(), settings(1.0, faithful=True))
+    result = kprune(model, sample(), *settings(1.0, faithful=True))
     assert not result.neuron_mask[-1].all()  # always prunes the global minimum, even at keep ratio 1
     model = tiny_encoders(initializer_range=0.5)["bert"]
     with torch.no_grad():
         for layer in model.bert.encoder.layer:
             layer.attention.output.dense.bias.fill_(0.3)
-    result = kprune(model, sample(), settings(0.1, faithful=True))
+    result = kprune(model, sample(), *settings(0.1, faithful=True))
     for layer, heads in enumerate(result.head_mask):
         bias = model.bert.encoder.layer[layer].attention.output.dense.bias
         assert bool(heads.any()) or bool((bias == 0).all())  # fully pruned MHA: LN(x), its bias dropped

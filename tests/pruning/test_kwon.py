@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmshrink.pruning.arch import shape_of
-from lmshrink.pruning.flops import encoder_flops
+from lmshrink.pruning.flops import FlopsBudget, encoder_flops
 from lmshrink.pruning.kwon import KwonSettings, block_objective, fisher_gradients, kwon, rearrange, tune_masks
 from lmshrink.pruning.masks import masked
 from lmshrink.pruning.slicing import slice_encoder
@@ -25,7 +25,7 @@ SEQ_LEN = 10.0
 def test_budget_weights_unchanged_and_masked_equals_sliced(name, ratio, faithful):
     model = tiny_encoders(initializer_range=0.5)[name]
     original = copy.deepcopy(model.state_dict())
-    result = kwon(model, sample(labels=True), KwonSettings(ratio, SEQ_LEN, faithful=faithful))
+    result = kwon(model, sample(labels=True), FlopsBudget(ratio, SEQ_LEN), KwonSettings(faithful=faithful))
     shape = shape_of(model)
     kept = encoder_flops(shape, SEQ_LEN, (result.head_mask != 0).sum(1).tolist(), (result.neuron_mask != 0).sum(1).tolist())
     assert kept <= ratio * encoder_flops(shape, SEQ_LEN) * (1 + 1e-9)
@@ -41,7 +41,7 @@ def test_budget_weights_unchanged_and_masked_equals_sliced(name, ratio, faithful
 
 def test_identity_at_keep_ratio_one():
     model = tiny_encoders(initializer_range=0.5)["bert"]
-    result = kwon(model, sample(labels=True), KwonSettings(1.0, SEQ_LEN))
+    result = kwon(model, sample(labels=True), FlopsBudget(1.0, SEQ_LEN))
     assert torch.equal(result.head_mask, torch.ones_like(result.head_mask))
     assert torch.equal(result.neuron_mask, torch.ones_like(result.neuron_mask))
 
