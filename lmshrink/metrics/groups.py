@@ -26,8 +26,8 @@ def group_metrics_from_counts(group_correct: Tensor, group_total: Tensor, confus
 
     Returns:
         ``group_acc`` ``[G]`` (NaN for absent groups: absent is not 0 %), ``group_present`` ``[G]`` bool,
-        ``group_total`` ``[G]`` (the counts themselves: under DDP the metric's own states are per-rank again
-        once ``compute`` returns),
+        ``group_total`` and ``group_correct`` ``[G]`` (the counts themselves: under DDP the metric's own states
+        are per-rank again once ``compute`` returns),
         ``avg_acc`` (over all examples), ``worst_group_acc`` and ``group_gap`` (best minus worst group,
         over present groups; NaN if none is present), and ``macro_f1`` (mean F1 over classes that occur
         as target or prediction, the scikit-learn convention).
@@ -51,6 +51,7 @@ def group_metrics_from_counts(group_correct: Tensor, group_total: Tensor, confus
         "group_acc": group_acc,
         "group_present": present,
         "group_total": group_total,
+        "group_correct": group_correct,
         "avg_acc": avg_acc,
         "worst_group_acc": worst,
         "group_gap": gap,

@@ -245,7 +245,9 @@ class Distillation(TrainingModule):
         per_example = F.cross_entropy(student_out.logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
         self.eval_loss[stage].update(per_example[labelled])
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
-        return {"preds": student_out.logits.argmax(-1), "reference_preds": teacher_out.logits.argmax(-1)}
+        logits, teacher_logits = student_out.logits.detach(), teacher_out.logits
+        return {"preds": logits.argmax(-1), "logits": logits, "reference_preds": teacher_logits.argmax(-1),
+                "reference_logits": teacher_logits}
 
     def _causal_eval(self, batch, logits: Tensor, teacher_logits: Tensor, stage: str) -> dict[str, Tensor]:
         """Token-level KD loss and next-token NLL of student and teacher (perplexity = exp of the mean NLL)."""

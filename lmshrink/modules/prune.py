@@ -194,7 +194,8 @@ class Prune(LmshrinkModule):
     def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self(batch)
         dense_logits = self.dense(**select_inputs(batch, self.model_inputs)).logits
-        return {"preds": logits.argmax(-1), "reference_preds": dense_logits.argmax(-1)}
+        return {"preds": logits.argmax(-1), "logits": logits, "reference_preds": dense_logits.argmax(-1),
+                "reference_logits": dense_logits}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._eval_step(batch)

@@ -95,7 +95,7 @@ class TeacherFineTune(TrainingModule):
         else:
             self.eval_loss[stage].update(per_example[valid])
             self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
-        return {"loss": loss, "preds": preds.detach()}
+        return {"loss": loss, "preds": preds.detach(), "logits": logits.detach()}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "train")

@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from scipy.stats import binomtest
+from torchmetrics.classification import MulticlassCalibrationError
 from lightning.pytorch import LightningDataModule, Trainer
 
 from lmshrink.callbacks import GroupMetrics
@@ -16,6 +18,17 @@ LABELS = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
 GROUPS = torch.tensor([[1, 0, 0]] * 5 + [[0, 1, 0]] * 3, dtype=torch.bool)  # a: rows 0-4, b: rows 5-7, c: none
 PREDS = torch.tensor([0, 1, 0, 0, 0, 1, 1, 1])  # a: 3 of 5 right; b: 1 of 3 right
 REFERENCE = torch.tensor([0, 1, 1, 0, 1, 1, 0, 0])  # a: 5 of 5; b: 1 of 3
+CONFIDENCE = torch.tensor([0.91, 0.83, 0.71, 0.97, 0.62, 0.56, 0.68, 0.88])
+
+
+def logits_of(preds: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """Two-class logits whose softmax puts ``confidence`` on ``preds``."""
+    probs = torch.stack([1 - confidence, confidence], dim=1)
+    probs = torch.where(preds[:, None] == 1, probs, probs.flip(1))
+    return probs.log()
+
+
+LOGITS, REFERENCE_LOGITS = logits_of(PREDS, CONFIDENCE), logits_of(REFERENCE, CONFIDENCE.flip(0))
 
 
 class FixedPredictions(LmshrinkModule):
@@ -26,7 +39,9 @@ class FixedPredictions(LmshrinkModule):
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
     def validation_step(self, batch, batch_idx):
-        return {"preds": PREDS[batch["index"]], "reference_preds": REFERENCE[batch["index"]]}
+        rows = batch["index"]
+        return {"preds": PREDS[rows], "logits": LOGITS[rows], "reference_preds": REFERENCE[rows],
+                "reference_logits": REFERENCE_LOGITS[rows]}
 
 
 class ThreeGroups(LightningDataModule):
@@ -57,3 +72,35 @@ def test_group_metrics_against_hand_counts(tmp_path):
     assert [(g["group"], g["n"], g["accuracy"]) for g in record["groups"]] == [("a", 5, 0.6), ("b", 3, 1 / 3),
                                                                               ("c", 0, None)]
     assert record["delta_to_teacher"] == {"a": pytest.approx(-0.4), "b": pytest.approx(0.0), "c": None}
+
+
+def test_beyond_accuracy_live_and_in_the_record(tmp_path):
+    callback = GroupMetrics(bootstrap_resamples=200)
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback], enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu")
+    trainer.validate(FixedPredictions(), datamodule=ThreeGroups(), verbose=False)
+    logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    ece = lambda logits, rows: float(MulticlassCalibrationError(num_classes=2)(logits[rows].softmax(-1), LABELS[rows]))
+    group_a = torch.arange(5)
+    assert logged["val/ece"] == pytest.approx(ece(LOGITS, torch.arange(8)), abs=1e-6) == pytest.approx(0.3725)
+    assert logged["val/group_ece/a"] == pytest.approx(ece(LOGITS, group_a), abs=1e-6)
+    assert logged["val/teacher_ece"] == pytest.approx(ece(REFERENCE_LOGITS, torch.arange(8)), abs=1e-6)
+    assert "val/group_ece/c" not in logged and "val/group_flip_rate/c" not in logged
+    # flips by hand: rows 2, 4 (group a) and 6, 7 (group b) differ from the teacher
+    assert logged["val/flip_rate"] == pytest.approx(4 / 8)
+    assert logged["val/group_flip_rate/a"] == pytest.approx(2 / 5) and logged["val/group_flip_rate/b"] == pytest.approx(2 / 3)
+    record = json.loads((tmp_path / "group_metrics_val.json").read_text())
+    a, b, c = record["groups"]
+    # discordant pairs by hand: a: teacher alone right on rows 2, 4; b: student alone on row 7, teacher on row 6
+    assert (a["model_only_correct"], a["reference_only_correct"]) == (0, 2)
+    assert (b["model_only_correct"], b["reference_only_correct"]) == (1, 1)
+    assert a["p_value"] == pytest.approx(binomtest(0, 2).pvalue) == pytest.approx(0.5)
+    assert b["p_value"] == pytest.approx(1.0)
+    assert a["p_holm"] == pytest.approx(min(1.0, 2 * 0.5)) and "p_holm" not in c  # two groups present
+    wilson = binomtest(3, 5).proportion_ci(method="wilson")
+    assert (a["ci_low"], a["ci_high"]) == (pytest.approx(wilson.low), pytest.approx(wilson.high))
+    assert a["delta_ci_low"] <= -0.4 <= a["delta_ci_high"] <= 0
+    low, high = record["worst_group_acc_ci"]
+    assert 0 <= low <= high <= 1 and record["bootstrap_resamples"] == 200
+    assert record["flip_rate"] == pytest.approx(0.5) and record["significant_groups"] == []
+    assert record["ece"] == pytest.approx(0.3725, abs=1e-6)

@@ -118,6 +118,13 @@ def test_two_process_ddp_distillation_matches_one_process(tiny_bert_varied_dir, 
     assert one["delta_to_teacher"] == pytest.approx(two["delta_to_teacher"], abs=1e-9)
     assert [g["n"] for g in one["groups"]] == [g["n"] for g in two["groups"]]
     assert one["avg_acc"] == pytest.approx(two["avg_acc"], abs=1e-9)
+    # beyond accuracy: sums of both ranks, and per-example outcomes gathered and ordered before resampling
+    for key in ("ece", "brier", "flip_rate", "kl_to_reference", "worst_group_acc_ci", "p_value"):
+        assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-6), key  # logits differ in float rounding
+    for group_one, group_two in zip(one["groups"], two["groups"]):
+        assert group_one.pop("group") == group_two.pop("group")
+        assert group_one == pytest.approx(group_two, rel=1e-4, abs=1e-6)
+    assert one["worst_group_acc_ci"][0] < one["worst_group_acc_ci"][1]
 
 
 def test_cached_teacher_logits_give_the_same_training(tiny_bert_varied_dir, tmp_path):

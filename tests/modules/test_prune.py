@@ -129,4 +129,10 @@ def test_two_process_ddp_pruning_matches_one_process(tiny_bert_varied_dir, tmp_p
     one, two = record(tmp_path / "one"), record(tmp_path / "two")
     assert one["heads_per_layer"] == two["heads_per_layer"]
     assert one["neurons_per_layer"] == two["neurons_per_layer"]
-    assert one["metrics"] == pytest.approx(two["metrics"], abs=1e-9)
+    # counts are summed before dividing: exact; probability-based metrics see logits that differ in float
+    # rounding with the batch composition of each process
+    from_probabilities = ("ece", "brier", "confidence", "kl_to")
+    exact = {key: value for key, value in one["metrics"].items() if not any(word in key for word in from_probabilities)}
+    assert exact == pytest.approx({key: two["metrics"][key] for key in exact}, abs=1e-9)
+    assert one["metrics"] == pytest.approx(two["metrics"], rel=1e-5, abs=1e-7)
+    assert len(exact) < len(one["metrics"])

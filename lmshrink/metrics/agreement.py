@@ -1,0 +1,106 @@
+"""Model vs its reference, per group, as one torchmetrics ``Metric``: flips, discordant pairs, divergence.
+
+Equal accuracy can hide a changed model ("Accuracy is not all you need", Dutta et al. 2024): a compressed
+model may flip many predictions in both directions. Against the reference (distillation teacher, dense model,
+float model), on the same examples, per group and overall:
+
+- ``flip_rate``: share of examples whose predicted class differs from the reference's;
+- ``model_only_correct`` / ``reference_only_correct``: the two discordant counts of McNemar's test;
+- ``kl_to_reference``: mean ``KL(reference || model)`` of the predicted class distributions.
+
+Counts and sums are states reduced with ``sum`` (exact under DDP). :class:`ExampleOutcomes` keeps the
+per-example outcomes (right or wrong, for the model and its reference) with each example's dataset index, for
+the bootstrap of :mod:`lmshrink.metrics.significance`; its ``compute`` orders them by that index, so every rank,
+and a run with any number of processes, resamples the same examples.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lmshrink.metrics.groups import IGNORE_INDEX, as_membership
+
+
+class GroupAgreement(Metric):
+    """``update(logits, reference_logits, target, groups)``: logits ``[B, C]`` of the model and of the reference,
+    ``target`` ``[B]`` (:data:`IGNORE_INDEX` rows skipped: DDP padding), ``groups`` ``[B]`` ids or ``[B, G]``
+    membership. ``compute()``: overall values and ``group_*`` ``[G]`` ones (NaN rates for absent groups)."""
+
+    full_state_update = False
+
+    def __init__(self, num_groups: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_groups = num_groups
+        for name in ("total", "flips", "model_only_correct", "reference_only_correct"):
+            self.add_state(name, torch.zeros(num_groups + 1, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("kl_sum", torch.zeros(num_groups + 1, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, reference_logits: Tensor, target: Tensor, groups: Tensor) -> None:
+        keep = target != IGNORE_INDEX
+        log_p = F.log_softmax(logits[keep].float(), dim=-1)
+        log_q = F.log_softmax(reference_logits[keep].float(), dim=-1)
+        target = target[keep].long()
+        membership = as_membership(groups[keep], self.num_groups)
+        rows = torch.cat([torch.ones_like(membership[:, :1]), membership], dim=1).long()  # [B, G + 1]
+        predicted, reference_predicted = log_p.argmax(-1), log_q.argmax(-1)
+        correct, reference_correct = predicted == target, reference_predicted == target
+        self.total += rows.sum(0)
+        self.flips += rows.T @ (predicted != reference_predicted).long()
+        self.model_only_correct += rows.T @ (correct & ~reference_correct).long()
+        self.reference_only_correct += rows.T @ (reference_correct & ~correct).long()
+        kl = (log_q.exp() * (log_q - log_p)).sum(-1).double()  # KL(reference || model) per example
+        self.kl_sum += rows.T.double() @ kl
+
+    def compute(self) -> dict[str, Tensor]:
+        total = self.total.double()
+        counted = total > 0
+        nan = torch.tensor(torch.nan, dtype=torch.float64, device=total.device)
+        flip_rate = torch.where(counted, self.flips / total.clamp(min=1), nan)
+        kl = torch.where(counted, self.kl_sum / total.clamp(min=1), nan)
+        return {
+            "flip_rate": flip_rate[0], "group_flip_rate": flip_rate[1:],
+            "kl_to_reference": kl[0], "group_kl_to_reference": kl[1:],
+            "model_only_correct": self.model_only_correct[0], "group_model_only_correct": self.model_only_correct[1:],
+            "reference_only_correct": self.reference_only_correct[0],
+            "group_reference_only_correct": self.reference_only_correct[1:],
+        }
+
+
+class ExampleOutcomes(Metric):
+    """Per-example outcomes for the bootstrap. ``update(preds, target, groups, index, reference_preds=None)``:
+    class ids ``[B]``, ``index`` ``[B]`` the examples' dataset indices (unique within a split). ``compute()``:
+    ``correct`` ``[N]``, ``reference_correct`` ``[N]`` (all False without a reference), ``membership``
+    ``[N, G]``, ``index`` ``[N]``, ordered by index (gathered from every rank under DDP)."""
+
+    full_state_update = False
+
+    def __init__(self, num_groups: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_groups = num_groups
+        for name in ("index", "correct", "reference_correct", "membership"):
+            self.add_state(name, [], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor, groups: Tensor, index: Tensor,
+               reference_preds: Tensor | None = None) -> None:
+        keep = target != IGNORE_INDEX
+        target = target[keep]
+        reference = reference_preds[keep] == target if reference_preds is not None else torch.zeros_like(target).bool()
+        # integer tensors: gloo gathers no bool
+        self.index.append(index[keep].long())
+        self.correct.append((preds[keep] == target).long())
+        self.reference_correct.append(reference.long())
+        self.membership.append(as_membership(groups[keep], self.num_groups).long())
+
+    def compute(self) -> dict[str, Tensor]:
+        if isinstance(self.index, list) and not self.index:  # nothing seen (after a DDP sync a state is a tensor)
+            empty = torch.zeros(0, dtype=torch.bool, device=self.device)
+            return {"index": empty.long(), "correct": empty, "reference_correct": empty,
+                    "membership": torch.zeros(0, self.num_groups, dtype=torch.bool, device=self.device)}
+        index = dim_zero_cat(self.index)
+        order = torch.argsort(index)
+        return {"index": index[order], **{name: dim_zero_cat(getattr(self, name))[order].bool()
+                                          for name in ("correct", "reference_correct", "membership")}}
