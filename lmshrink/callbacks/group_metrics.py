@@ -28,33 +28,18 @@ and per-example outcomes gathered and ordered by example before anything is divi
 
 from __future__ import annotations
 
-import math
-
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lmshrink.metrics.agreement import ExampleOutcomes, GroupAgreement
-from lmshrink.metrics.beyond_accuracy import beyond_accuracy
-from lmshrink.metrics.calibration import N_BINS, GroupCalibration
-from lmshrink.metrics.groups import GroupAccuracy
+from lmshrink.metrics.calibration import N_BINS
+from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.modules.base import LmshrinkModule
-from lmshrink.metrics.report import (
-    TABLE_COLUMNS,
-    format_group_table,
-    group_deltas,
-    group_rows,
-    rows_as_dicts,
-    summary,
-)
 from lmshrink.paths import write_new_json
 
 STAGES = ("val", "test")
-DETAIL_COLUMNS = ("ci_low", "ci_high", "ece", "brier", "flip_rate", "model_only_correct", "reference_only_correct",
-                  "p_value", "p_holm", "delta_ci_low", "delta_ci_high", "kl_to_reference")
-"""Per-group columns beyond accuracy in the W&B table and JSON (those measured in the run)."""
 
 
 def _fingerprint(datamodule, stage: str) -> str | None:
@@ -64,8 +49,9 @@ def _fingerprint(datamodule, stage: str) -> str | None:
 
 
 class GroupMetrics(Callback):
-    """Per-group accuracy, worst-group accuracy, group gap and macro-F1, live at every evaluation (exact under
-    DDP), and the per-group delta to the module's reference model; tables to the terminal, W&B and JSON."""
+    """Per-group accuracy, worst-group accuracy, group gap, macro-F1 and calibration, live at every evaluation
+    (exact under DDP), and against the module's reference model flips, divergence and per-group deltas with their
+    paired tests and intervals; tables to the terminal, W&B and JSON."""
 
     def __init__(self, log_per_group: bool = True, write_json: bool = True, bootstrap_resamples: int = 1000,
                  bootstrap_seed: int = 0, calibration_bins: int = N_BINS) -> None:
@@ -78,16 +64,12 @@ class GroupMetrics(Callback):
             bootstrap_seed: Seed of the resampling (the intervals are reproducible).
             calibration_bins: Equal-width confidence bins of the ECE (15, torchmetrics' default).
         """
-        if bootstrap_resamples < 0:
-            raise ValueError(f"--trainer.callbacks.bootstrap_resamples={bootstrap_resamples} must be >= 0")
-        if calibration_bins < 1:
-            raise ValueError(f"--trainer.callbacks.calibration_bins={calibration_bins} must be >= 1")
+        check_comparison_options(bootstrap_resamples, calibration_bins, "--trainer.callbacks")
         self.log_per_group = log_per_group
         self.write_json = write_json
         self.bootstrap_resamples, self.bootstrap_seed = bootstrap_resamples, bootstrap_seed
         self.calibration_bins = calibration_bins
-        self.group_names: list[str] = []
-        self.metrics: dict[str, GroupAccuracy] = {}
+        self.comparisons: dict[str, GroupComparison] = {}
         self.last_results: dict[str, dict] = {}
         """Per stage: results of the latest evaluation, kept for the end-of-run table (also read by tests)."""
 
@@ -99,80 +81,28 @@ class GroupMetrics(Callback):
         if module is not None and module.is_causal_lm:
             raise ValueError(f"GroupMetrics measures classifiers; {type(pl_module).__name__} trains a causal LM, "
                              f"which reports token-level KD loss and perplexity: remove GroupMetrics from callbacks")
-        self.group_names = list(datamodule.group_names)
         # Decided from the module at setup, identically on every rank (compute() is a collective).
         self.reference = module.reference_name if module is not None else None
-        num_groups, num_classes = len(self.group_names), datamodule.num_labels
-        factories = {"model": lambda: GroupAccuracy(num_groups, num_classes),
-                     "calibration": lambda: GroupCalibration(num_groups, num_classes, self.calibration_bins),
-                     "outcomes": lambda: ExampleOutcomes(num_groups)}
-        if self.reference:
-            factories |= {"reference": lambda: GroupAccuracy(num_groups, num_classes),
-                          "reference_calibration": lambda: GroupCalibration(num_groups, num_classes,
-                                                                            self.calibration_bins),
-                          "agreement": lambda: GroupAgreement(num_groups)}
-        self.metrics = {(s, kind): make() for s in STAGES for kind, make in factories.items()}
+        self.comparisons = {s: GroupComparison(datamodule.group_names, datamodule.num_labels, self.reference,
+                                               self.calibration_bins) for s in STAGES}
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
-        for key in self.metrics:
-            if key[0] == stage:
-                self.metrics[key] = self.metrics[key].to(pl_module.device)
-                self.metrics[key].reset()
+        self.comparisons[stage] = self.comparisons[stage].to(pl_module.device)
+        self.comparisons[stage].reset()
 
     def _update(self, stage: str, outputs, batch) -> None:
-        labels, groups = batch["labels"], batch["groups"]
-        logits, reference_logits = outputs.get("logits"), outputs.get("reference_logits")
-        self.metrics[stage, "model"].update(outputs["preds"], labels, groups)
-        if logits is not None:
-            self.metrics[stage, "calibration"].update(logits, labels, groups)
-        if "index" in batch:
-            self.metrics[stage, "outcomes"].update(outputs["preds"], labels, groups, batch["index"],
-                                                   outputs.get("reference_preds"))
-        if self.reference:
-            self.metrics[stage, "reference"].update(outputs["reference_preds"], labels, groups)
-            if logits is not None and reference_logits is not None:
-                self.metrics[stage, "reference_calibration"].update(reference_logits, labels, groups)
-                self.metrics[stage, "agreement"].update(logits, reference_logits, labels, groups)
+        self.comparisons[stage].update(outputs["preds"], outputs.get("logits"), batch["labels"], batch["groups"],
+                                       batch.get("index"), outputs.get("reference_preds"),
+                                       outputs.get("reference_logits"))
 
     def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
-        # compute() sums counts across ranks: every rank gets the global numbers
-        results = {kind: metric.compute() for (s, kind), metric in self.metrics.items() if s == stage}
-        for (s, _), metric in self.metrics.items():
-            if s == stage:
-                metric.reset()
+        results = self.comparisons[stage].compute()  # sums counts across ranks: every rank gets the global numbers
+        self.comparisons[stage].reset()
         if trainer.sanity_checking:
             return
-        model = results["model"]
-        scalars = {f"{stage}/{key}": value for key, value in summary(model).items()}
-        scalars |= self._beyond_accuracy_scalars(stage, results)
-        if self.reference:
-            reference = results["reference"]
-            scalars |= {f"{stage}/{self.reference}_{key}": value for key, value in summary(reference).items()}
-        if self.log_per_group:
-            for index, (name, present) in enumerate(zip(self.group_names, model["group_present"])):
-                if present:
-                    scalars[f"{stage}/acc/{name}"] = float(model["group_acc"][index])
-                    scalars |= self._group_scalars(stage, results, index, name)
-        scalars = {key: value for key, value in scalars.items() if not math.isnan(value)}  # nothing measured: no curve
+        scalars = self.comparisons[stage].scalars(results, stage, self.log_per_group)
         pl_module.log_dict({key: torch.tensor(value) for key, value in scalars.items()}, sync_dist=False)
         self.last_results[stage] = results
-
-    def _beyond_accuracy_scalars(self, stage: str, results: dict) -> dict[str, float]:
-        calibration = results["calibration"]
-        scalars = {f"{stage}/{key}": float(calibration[key]) for key in ("ece", "brier", "mean_confidence")}
-        if self.reference:
-            scalars[f"{stage}/{self.reference}_ece"] = float(results["reference_calibration"]["ece"])
-            scalars[f"{stage}/flip_rate"] = float(results["agreement"]["flip_rate"])
-            scalars[f"{stage}/kl_to_{self.reference}"] = float(results["agreement"]["kl_to_reference"])
-        return scalars
-
-    def _group_scalars(self, stage: str, results: dict, index: int, name: str) -> dict[str, float]:
-        scalars = {f"{stage}/group_ece/{name}": float(results["calibration"]["group_ece"][index])}
-        if self.reference:
-            delta = results["model"]["group_acc"][index] - results["reference"]["group_acc"][index]
-            scalars[f"{stage}/delta/{name}"] = float(delta)
-            scalars[f"{stage}/group_flip_rate/{name}"] = float(results["agreement"]["group_flip_rate"][index])
-        return scalars
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start("val", pl_module)
@@ -207,34 +137,14 @@ class GroupMetrics(Callback):
 
     @rank_zero_only
     def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
-        results = self.last_results[stage]
-        rows = group_rows(self.group_names, results["model"])
-        scalars = summary(results["model"])
-        overall, details = beyond_accuracy(self.group_names, results["model"], results["calibration"],
-                                           results["outcomes"], results.get("agreement"), self.bootstrap_resamples,
-                                           self.bootstrap_seed)
-        title = f"Per-group {stage} accuracy (step {trainer.global_step})"
-        columns, data = list(TABLE_COLUMNS), [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
-        reference_record, reference_rows, reference_scalars = {}, None, None
-        if self.reference:
-            reference_rows = group_rows(self.group_names, results["reference"])
-            reference_scalars = summary(results["reference"])
-            deltas = group_deltas(rows, reference_rows)
-            columns += [f"{self.reference}_accuracy", f"delta_to_{self.reference}"]
-            data = [line + [ref.accuracy, delta] for line, ref, delta in zip(data, reference_rows, deltas)]
-            reference_record = {self.reference: reference_scalars,
-                                f"delta_to_{self.reference}": dict(zip(self.group_names, deltas))}
-        extra = [key for key in DETAIL_COLUMNS if any(key in row for row in details)]
-        columns += extra
-        data = [line + [row.get(key) for key in extra] for line, row in zip(data, details)]
-        rank_zero_info("\n" + format_group_table(rows, title, scalars, self.reference, reference_rows,
-                                                 reference_scalars, details, overall))
+        report = self.comparisons[stage].report(self.last_results[stage],
+                                                f"Per-group {stage} accuracy (step {trainer.global_step})",
+                                                self.bootstrap_resamples, self.bootstrap_seed)
+        rank_zero_info("\n" + report.table)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table(key=f"{stage}/group_table", columns=columns, data=data)
+                logger.log_table(key=f"{stage}/group_table", columns=report.columns, data=report.data)
         if self.write_json and log_dir is not None:
-            groups = [row | {key: value for key, value in detail.items() if key != "group"}
-                      for row, detail in zip(rows_as_dicts(rows), details)]
-            record = {"stage": stage, "global_step": trainer.global_step, **scalars, **overall, "groups": groups,
-                      **reference_record, "eval_set": _fingerprint(trainer.datamodule, stage)}
+            record = {"stage": stage, "global_step": trainer.global_step, **report.record,
+                      "eval_set": _fingerprint(trainer.datamodule, stage)}
             write_new_json(log_dir, f"group_metrics_{stage}", record)

@@ -5,12 +5,14 @@
 
 When evaluation starts (after the checkpoint is loaded) the module's ``model`` is quantized in place; a
 float copy is kept and run on the same batches, so the report compares the two on identical data in one
-process: size in memory and on disk, latency at batch 1 and 32, average / worst-group / per-group accuracy
-and the per-group delta (quantized minus float). It goes to the loggers (a ``wandb.Table`` on W&B) and to
-``<log dir>/quantization_<scheme>_<stage>.json``. Accuracy counts are summed across DDP ranks.
+process: size in memory and on disk, latency at batch 1 and 32, and the per-group comparison of the
+quantized model with the float one through the same :class:`~lmshrink.metrics.comparison.GroupComparison` as
+GroupMetrics uses for a teacher or a dense model (accuracy, calibration, flips, McNemar/Holm, intervals; one
+record layout, reference ``float``). It goes to the loggers (``quant/*`` scalars, a ``wandb.Table`` on W&B) and
+to ``<log dir>/quantization_<scheme>_<stage>.json``. Counts are summed across DDP ranks.
 
 Contract with the module: it has ``model`` (the network to quantize) and ``forward(batch) -> logits`` that
-uses ``self.model``; evaluation steps return ``preds``.
+uses ``self.model``; evaluation steps return ``preds`` and ``logits``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.errors import OptionError
-from lmshrink.metrics.groups import GroupAccuracy
+from lmshrink.metrics.calibration import N_BINS
+from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.modules.base import LmshrinkModule
-from lmshrink.metrics.report import format_group_table, group_deltas, group_rows, summary
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
@@ -60,6 +62,9 @@ class Quantize(Callback):
         latency_seq_len: int = 64,
         latency_repeats: int = 10,
         save_dir: str | None = None,
+        bootstrap_resamples: int = 1000,
+        bootstrap_seed: int = 0,
+        calibration_bins: int = N_BINS,
     ) -> None:
         """
         Args:
@@ -71,7 +76,12 @@ class Quantize(Callback):
             latency_seq_len: Tokens per sequence in the latency measurement.
             latency_repeats: Timed forward passes per measurement (the median is reported).
             save_dir: Save the quantized model there (an empty or new directory) for reloading.
+            bootstrap_resamples: Resamples for the intervals of the worst-group accuracy and the per-group deltas
+                to float (as GroupMetrics); 0 turns the bootstrap off.
+            bootstrap_seed: Seed of the resampling.
+            calibration_bins: Equal-width confidence bins of the ECE.
         """
+        check_comparison_options(bootstrap_resamples, calibration_bins, "Quantize")
         check_supported(scheme, "cuda")  # unknown names fail at config time; device checks come in setup
         sizes = latency_batch_sizes or [1, 32]
         if min(sizes) < 1 or latency_seq_len < 1 or latency_repeats < 1:
@@ -84,10 +94,11 @@ class Quantize(Callback):
         self.latency_seq_len = latency_seq_len
         self.latency_repeats = latency_repeats
         self.save_dir = save_dir
+        self.bootstrap_resamples, self.bootstrap_seed = bootstrap_resamples, bootstrap_seed
+        self.calibration_bins = calibration_bins
         self.float_model: torch.nn.Module | None = None
-        self.metrics: dict[str, GroupAccuracy] = {}
+        self.comparison: GroupComparison | None = None
         self.record: dict = {}
-        self._table = ""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -131,16 +142,14 @@ class Quantize(Callback):
             + (", ".join(f"{name} ({why})" for name, why in result.skipped.items()) or "none")
         )
         datamodule = trainer.datamodule
-        self.group_names = list(datamodule.group_names)
-        self.metrics = {
-            kind: GroupAccuracy(len(self.group_names), datamodule.num_labels).to(pl_module.device)
-            for kind in (["quantized", "float"] if self.compare_to_float else ["quantized"])
-        }
+        self.comparison = GroupComparison(datamodule.group_names, datamodule.num_labels,
+                                          "float" if self.compare_to_float else None,
+                                          self.calibration_bins).to(pl_module.device)
         scheme = SCHEMES[self.scheme]
         self.record = {
             "scheme": self.scheme, "backend": scheme.backend, "description": scheme.description,
             "device": str(pl_module.device), "quantized_layers": result.quantized, "skipped_layers": result.skipped,
-            "float": float_stats, "quantized": quant_stats,
+            "size_latency": {"float": float_stats, "quantized": quant_stats},
         }
         if self.save_dir and trainer.is_global_zero:
             save_quantized(model, self.scheme, self.skip_modules, self.save_dir,
@@ -155,12 +164,18 @@ class Quantize(Callback):
 
     # --------------------------------------------------------------------------------------------- measure
     def _update(self, pl_module: LightningModule, outputs, batch) -> None:
-        if not self.metrics:
+        if self.comparison is None:
             return
-        self.metrics["quantized"].update(outputs["preds"], batch["labels"], batch["groups"])
+        logits = outputs.get("logits")
+        if logits is None:
+            with torch.no_grad():
+                logits = pl_module(batch)
+        float_logits = None
         if self.float_model is not None:
             with torch.no_grad(), _using(pl_module, self.float_model):
-                self.metrics["float"].update(pl_module(batch), batch["labels"], batch["groups"])
+                float_logits = pl_module(batch)
+        self.comparison.update(outputs["preds"], logits, batch["labels"], batch["groups"], batch.get("index"),
+                               None if float_logits is None else float_logits.argmax(-1), float_logits)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
@@ -171,54 +186,41 @@ class Quantize(Callback):
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stage = EVAL_FNS[trainer.state.fn]
-        results = {kind: metric.compute() for kind, metric in self.metrics.items()}  # summed over ranks
-        quantized = results["quantized"]
-        self.record.update(stage=stage, accuracy={kind: summary(r) for kind, r in results.items()})
-        rows = {kind: group_rows(self.group_names, r) for kind, r in results.items()}
-        groups = [{"group": row.group, "n": row.n, "quantized_acc": row.accuracy} for row in rows["quantized"]]
-        if "float" in rows:
-            deltas = group_deltas(rows["quantized"], rows["float"])
-            for entry, float_row, delta in zip(groups, rows["float"], deltas):
-                entry.update(float_acc=float_row.accuracy, delta_to_float=delta)
-        self.record["groups"] = groups
-        self._table = format_group_table(
-            rows["quantized"], f"Per-group {stage} accuracy, {self.scheme} (float = the model before quantization)",
-            summary(quantized), "float" if "float" in rows else None, rows.get("float"),
-            summary(results["float"]) if "float" in results else None)
-        scalars = {f"quant/{key}": value for key, value in summary(quantized).items()}
-        if "float" in results:
-            for key, value in summary(results["float"]).items():
-                scalars[f"quant/float_{key}"] = value
+        results = self.comparison.compute()  # summed over ranks
+        self.comparison.reset()
+        self.record["stage"] = stage
+        scalars = self.comparison.scalars(results, "quant", per_group=False)
         pl_module.log_dict({key: torch.tensor(value) for key, value in scalars.items()}, sync_dist=False)
-        self._report(trainer, stage)
+        self._report(trainer, stage, results)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING and self.metrics:
+        if trainer.state.fn == TrainerFn.VALIDATING and self.comparison is not None:
             self._finish(trainer, pl_module)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.metrics:
+        if self.comparison is not None:
             self._finish(trainer, pl_module)
 
-    def _report(self, trainer: Trainer, stage: str) -> None:
+    def _report(self, trainer: Trainer, stage: str, results: dict) -> None:
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it
-        self._write(trainer, stage, log_dir)
+        self._write(trainer, stage, log_dir, results)
 
     @rank_zero_only
-    def _write(self, trainer: Trainer, stage: str, log_dir: str | None) -> None:
-        record = self.record
-        float_stats, quant_stats = record["float"], record["quantized"]
+    def _write(self, trainer: Trainer, stage: str, log_dir: str | None, results: dict) -> None:
+        report = self.comparison.report(
+            results, f"Per-group {stage} accuracy, {self.scheme} (float = the model before quantization)",
+            self.bootstrap_resamples, self.bootstrap_seed)
+        record = self.record | report.record
+        float_stats, quant_stats = record["size_latency"]["float"], record["size_latency"]["quantized"]
         ratios = {f"{key}_ratio": quant_stats[key] / float_stats[key] for key in float_stats}
-        record["ratios_quantized_over_float"] = ratios
+        record["size_latency"]["ratios_quantized_over_float"] = ratios
         lines = [f"Quantize[{self.scheme}] {stage}: " + ", ".join(
             f"{key} {float_stats[key]:.1f} -> {quant_stats[key]:.1f}" for key in float_stats)]
-        rank_zero_info("\n" + self._table + "\n" + "\n".join(lines))
+        rank_zero_info("\n" + report.table + "\n" + "\n".join(lines))
         for logger in trainer.loggers:
             logger.log_metrics({f"quant/{key}": value for key, value in {**ratios, **quant_stats}.items()},
                                step=trainer.global_step)
             if isinstance(logger, WandbLogger):
-                columns = list(record["groups"][0])
-                logger.log_table(key=f"quant/{self.scheme}/{stage}_groups", columns=columns,
-                                 data=[[entry[c] for c in columns] for entry in record["groups"]])
+                logger.log_table(key=f"quant/{self.scheme}/{stage}_groups", columns=report.columns, data=report.data)
         if log_dir is not None:
             write_new_json(log_dir, f"quantization_{self.scheme}_{stage}", record)

@@ -29,15 +29,20 @@ def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_pa
     record = quant_record(tmp_path / "q", "torchao-int8-dynamic")
     quantized_groups = group_record(tmp_path / "q", "test")  # GroupMetrics saw the quantized model
     float_groups = group_record(tmp_path / "float", "test")
-    for key in ("avg_acc", "worst_group_acc", "macro_f1"):
-        assert record["accuracy"]["quantized"][key] == pytest.approx(quantized_groups[key], abs=1e-12)
-        assert record["accuracy"]["float"][key] == pytest.approx(float_groups[key], abs=1e-12)
-    for entry, float_entry in zip(record["groups"], float_groups["groups"]):
-        assert entry["float_acc"] == pytest.approx(float_entry["accuracy"], abs=1e-12)
-        assert entry["delta_to_float"] == pytest.approx(entry["quantized_acc"] - entry["float_acc"], abs=1e-12)
-    assert record["accuracy"]["float"]["avg_acc"] != pytest.approx(1 / 3)  # the model is not a constant
-    assert record["quantized"]["memory_mb"] < record["float"]["memory_mb"]
-    assert set(record["float"]) == {"memory_mb", "disk_mb", "latency_ms_bs1", "latency_ms_bs32"}
+    # one record layout with GroupMetrics (the same GroupComparison), the reference being the float model
+    assert record["reference"] == "float"
+    for key in ("avg_acc", "worst_group_acc", "macro_f1", "ece"):
+        assert record[key] == pytest.approx(quantized_groups[key], abs=1e-12)
+        assert record["float"][key] == pytest.approx(float_groups[key], abs=1e-12)
+    for entry, quantized_entry, float_entry in zip(record["groups"], quantized_groups["groups"], float_groups["groups"]):
+        assert entry["accuracy"] == pytest.approx(quantized_entry["accuracy"], abs=1e-12)
+        assert entry["reference_accuracy"] == pytest.approx(float_entry["accuracy"], abs=1e-12)
+        assert entry["delta_to_reference"] == pytest.approx(entry["accuracy"] - float_entry["accuracy"], abs=1e-12)
+        assert entry["model_only_correct"] + entry["reference_only_correct"] <= entry["n"] and "p_holm" in entry
+    assert record["float"]["avg_acc"] != pytest.approx(1 / 3)  # the model is not a constant
+    sizes = record["size_latency"]
+    assert sizes["quantized"]["memory_mb"] < sizes["float"]["memory_mb"]
+    assert set(sizes["float"]) == {"memory_mb", "disk_mb", "latency_ms_bs1", "latency_ms_bs32"}
     assert record["skipped_layers"] == {"classifier": "in skip_modules"}
 
 
@@ -49,10 +54,11 @@ def test_two_process_ddp_report_equals_one_process(tiny_bert_varied_dir, tmp_pat
     run_train_py("test", [*args(tmp_path / "two"), "--config", "configs/trainer/ddp_cpu.yaml"])
     one = quant_record(tmp_path / "one", "torchao-int8-weight")
     two = quant_record(tmp_path / "two", "torchao-int8-weight")
-    for kind in ("quantized", "float"):
-        assert one["accuracy"][kind] == pytest.approx(two["accuracy"][kind], abs=1e-12)
-    assert [(g["n"], g["quantized_acc"], g["float_acc"]) for g in one["groups"]] == \
-           [(g["n"], g["quantized_acc"], g["float_acc"]) for g in two["groups"]]
+    for key in ("avg_acc", "worst_group_acc", "flip_rate", "worst_group_acc_ci"):
+        assert one[key] == pytest.approx(two[key], abs=1e-12), key
+    assert one["float"] == pytest.approx(two["float"], abs=1e-7)  # its ece sums float confidences in another order
+    counts = ("n", "accuracy", "reference_accuracy", "model_only_correct", "reference_only_correct", "p_holm")
+    assert [[g[key] for key in counts] for g in one["groups"]] == [[g[key] for key in counts] for g in two["groups"]]
 
 
 def test_refused_in_fit_and_for_unknown_schemes():
