@@ -239,28 +239,28 @@ def load_causal_lm(name_or_path: str | Path, option: str = "model_path") -> PreT
     return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
 
 
-def load_finetuned(teacher_path: str, num_labels: int) -> tuple[PreTrainedModel, str]:
+def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_path") -> tuple[PreTrainedModel, str]:
     """(fine-tuned network, directory of its tokenizer) from a HF directory or a TeacherFineTune checkpoint:
     the input of distillation (as teacher) and of pruning.
 
     A checkpoint is read directly (its ``model.*`` weights on top of the base model it names) rather than
     through ``load_from_checkpoint``, which re-runs the CLI's instantiator for checkpoints written by
-    ``train.py`` and loses plain access to the hyperparameters.
+    ``train.py`` and loses plain access to the hyperparameters. ``option`` names the option in error messages.
     """
     if not str(teacher_path).endswith(".ckpt"):
-        if is_causal_lm(teacher_path, "teacher_path"):
-            return load_causal_lm(teacher_path, "teacher_path"), teacher_path
-        return load_sequence_classifier(teacher_path, num_labels, option="teacher_path"), teacher_path
+        if is_causal_lm(teacher_path, option):
+            return load_causal_lm(teacher_path, option), teacher_path
+        return load_sequence_classifier(teacher_path, num_labels, option=option), teacher_path
     if not Path(teacher_path).is_file():
-        raise MissingInputError(f"teacher_path={teacher_path!r}: checkpoint does not exist")
-    checkpoint = read_checkpoint(teacher_path, "teacher_path")
+        raise MissingInputError(f"{option}={teacher_path!r}: checkpoint does not exist")
+    checkpoint = read_checkpoint(teacher_path, option)
     hparams = checkpoint.get("hyper_parameters", {})
     if "model_path" not in hparams or hparams.get("num_labels") != num_labels:
-        raise OptionError(f"teacher_path={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
+        raise OptionError(f"{option}={teacher_path!r} is not a TeacherFineTune checkpoint with num_labels="
                           f"{num_labels} (hyperparameters: {sorted(hparams)})")
     # Built from the base model's config, not its weights: every weight comes from the checkpoint, and no
     # "classifier newly initialised" warning is printed for a head the checkpoint holds.
-    path = resolve_model_dir(hparams["model_path"], "teacher_path")
+    path = resolve_model_dir(hparams["model_path"], option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else AutoModelForSequenceClassification
     if model_class is AutoModelForSequenceClassification:

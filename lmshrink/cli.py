@@ -36,6 +36,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from lmshrink.errors import MissingInputError, OptionError, OutputExistsError, debug, message, user_error
+from lmshrink.metrics.gate import GateFailure
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, refuse_non_empty
 
@@ -466,6 +467,11 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
             parser_kwargs={"exit_on_error": False},
             args=args,
         )
+    except GateFailure as failure:
+        if exit_on_error is False or (exit_on_error is None and args is not None):
+            raise
+        print("gate FAILED:\n  " + str(failure).replace("\n", "\n  "), file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception as exc:
         from jsonargparse import ArgumentError
 

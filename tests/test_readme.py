@@ -101,6 +101,8 @@ def test_readme_commands_run_in_order(tiny_bert_dir, tmp_path):
     assert list((runs / "prune_stereoset_minilm").glob("pruned_model*/config.json"))
     assert list((runs / "resume_demo").glob("group_metrics_test*.json")), "the resumed run did not finish"
     assert list((runs / "my_teacher").glob("group_metrics_test*.json"))
+    compared = list((runs / "compare_kprune").glob("group_metrics_test*.json"))
+    assert compared and '"reference_name": "reference"' in compared[0].read_text(), "the Compare command compared nothing"
     # Logs redirected to a file still show progress while training (a line per N steps, not a bar at the end).
     assert "[train] epoch 1/1" in (tmp_path / "00.log").read_text()
 

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.calibration import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
+from lmshrink.metrics.gate import GateFailure, GateThresholds, gate_failures
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import write_new_json
 
@@ -54,7 +55,7 @@ class GroupMetrics(Callback):
     paired tests and intervals; tables to the terminal, W&B and JSON."""
 
     def __init__(self, log_per_group: bool = True, write_json: bool = True, bootstrap_resamples: int = 1000,
-                 bootstrap_seed: int = 0, calibration_bins: int = N_BINS) -> None:
+                 bootstrap_seed: int = 0, calibration_bins: int = N_BINS, gate: GateThresholds | None = None) -> None:
         """
         Args:
             log_per_group: Log one curve per group and metric (``<stage>/acc/<group>``, ...) at every evaluation.
@@ -63,12 +64,17 @@ class GroupMetrics(Callback):
                 each group's delta to the reference (final table only); 0 turns the bootstrap off.
             bootstrap_seed: Seed of the resampling (the intervals are reproducible).
             calibration_bins: Equal-width confidence bins of the ECE (15, torchmetrics' default).
+            gate: Fail the run (exit 1) at the end of ``test`` when a group's drop to the reference is larger than
+                these thresholds and significant (:mod:`lmshrink.metrics.gate`); needs a module with a reference.
         """
         check_comparison_options(bootstrap_resamples, calibration_bins, "--trainer.callbacks")
         self.log_per_group = log_per_group
         self.write_json = write_json
         self.bootstrap_resamples, self.bootstrap_seed = bootstrap_resamples, bootstrap_seed
         self.calibration_bins = calibration_bins
+        self.gate = GateThresholds(**gate) if isinstance(gate, dict) else gate
+        self.records: dict[str, dict] = {}
+        """Per stage: the last record written (rank 0), read by the gate and by tests."""
         self.comparisons: dict[str, GroupComparison] = {}
         self.last_results: dict[str, dict] = {}
         """Per stage: results of the latest evaluation, kept for the end-of-run table (also read by tests)."""
@@ -83,6 +89,9 @@ class GroupMetrics(Callback):
                              f"which reports token-level KD loss and perplexity: remove GroupMetrics from callbacks")
         # Decided from the module at setup, identically on every rank (compute() is a collective).
         self.reference = module.reference_name if module is not None else None
+        if self.gate is not None and not self.reference:
+            raise ValueError(f"GroupMetrics(gate=...) compares with a reference model, and {type(pl_module).__name__} "
+                             f"evaluates none: use lmshrink.modules.Compare (or a distillation / pruning)")
         self.comparisons = {s: GroupComparison(datamodule.group_names, datamodule.num_labels, self.reference,
                                                self.calibration_bins) for s in STAGES}
 
@@ -134,6 +143,11 @@ class GroupMetrics(Callback):
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it
         if stage in self.last_results:
             self._write_report(stage, trainer, log_dir)
+        if stage == "test" and self.gate is not None:
+            failures = gate_failures(self.records["test"], self.gate) if trainer.is_global_zero else None
+            failures = trainer.strategy.broadcast(failures, src=0)
+            if failures:
+                raise GateFailure("\n".join(failures))
 
     @rank_zero_only
     def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
@@ -144,7 +158,8 @@ class GroupMetrics(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{stage}/group_table", columns=report.columns, data=report.data)
+        record = {"stage": stage, "global_step": trainer.global_step, **report.record,
+                  "eval_set": _fingerprint(trainer.datamodule, stage)}
+        self.records[stage] = record
         if self.write_json and log_dir is not None:
-            record = {"stage": stage, "global_step": trainer.global_step, **report.record,
-                      "eval_set": _fingerprint(trainer.datamodule, stage)}
             write_new_json(log_dir, f"group_metrics_{stage}", record)

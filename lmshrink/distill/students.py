@@ -94,12 +94,14 @@ def student_from_config(teacher: PreTrainedModel, **overrides) -> PreTrainedMode
     return type(teacher)(config).train()
 
 
-def check_same_tokenizer(teacher_tokenizer, student_tokenizer, teacher_path: str, student_path: str) -> None:
-    """Teacher and student must read the same token ids: same vocabulary and special tokens."""
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer, teacher_path: str, student_path: str,
+                         roles: tuple[str, str] = ("teacher", "student"),
+                         why: str = "distillation compares outputs token by token") -> None:
+    """Teacher and student (or ``roles``) must read the same token ids: same vocabulary and special tokens."""
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab() or \
             teacher_tokenizer.all_special_ids != student_tokenizer.all_special_ids:
         raise ValueError(
-            f"tokenizer mismatch: {student_path} (student, vocab {len(student_tokenizer)}) does not use the "
-            f"tokenizer of {teacher_path} (teacher, vocab {len(teacher_tokenizer)}); distillation compares "
-            f"outputs token by token, so both must share one tokenizer"
+            f"tokenizer mismatch: {student_path} ({roles[1]}, vocab {len(student_tokenizer)}) does not use the "
+            f"tokenizer of {teacher_path} ({roles[0]}, vocab {len(teacher_tokenizer)}); {why}, so both must share "
+            f"one tokenizer"
         )

@@ -128,7 +128,7 @@ class GroupComparison(nn.Module):
             deltas = group_deltas(rows, reference_rows)
             columns += [f"{self.reference}_accuracy", f"delta_to_{self.reference}"]
             data = [line + [ref.accuracy, delta] for line, ref, delta in zip(data, reference_rows, deltas)]
-            reference_record = {"reference": self.reference, self.reference: reference_scalars,
+            reference_record = {"reference_name": self.reference, self.reference: reference_scalars,
                                 f"delta_to_{self.reference}": dict(zip(self.group_names, deltas))}
         extra = [key for key in DETAIL_COLUMNS if any(key in row for row in details)]
         columns += extra

@@ -30,7 +30,7 @@ def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_pa
     quantized_groups = group_record(tmp_path / "q", "test")  # GroupMetrics saw the quantized model
     float_groups = group_record(tmp_path / "float", "test")
     # one record layout with GroupMetrics (the same GroupComparison), the reference being the float model
-    assert record["reference"] == "float"
+    assert record["reference_name"] == "float"
     for key in ("avg_acc", "worst_group_acc", "macro_f1", "ece"):
         assert record[key] == pytest.approx(quantized_groups[key], abs=1e-12)
         assert record["float"][key] == pytest.approx(float_groups[key], abs=1e-12)

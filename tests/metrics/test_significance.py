@@ -53,3 +53,28 @@ def test_bootstrap_is_seeded_paired_and_brackets_the_estimate():
     shifted[:100] = True  # the model right on 100 more examples of group 0 than the reference
     delta = bootstrap_intervals(shifted, membership, correct, resamples=400, seed=5).group_delta
     assert delta[0][0] > 0 and delta[1] == (0.0, 0.0)
+
+
+def test_bootstrap_equals_a_numpy_loop_over_the_same_draws():
+    """The same resampled indices (torch's seeded generator, drawn in the same chunks), counted in plain numpy."""
+    import numpy as np
+
+    generator = torch.Generator().manual_seed(1)
+    n, resamples, chunk = 40, 30, 100
+    membership = torch.zeros(n, 2, dtype=torch.bool)
+    membership[:25, 0], membership[25:, 1] = True, True
+    correct = torch.rand(n, generator=generator) < 0.7
+    reference = torch.rand(n, generator=generator) < 0.7
+    ours = bootstrap_intervals(correct, membership, reference, resamples=resamples, seed=9, chunk=chunk)
+    draws = torch.randint(n, (resamples, n), generator=torch.Generator().manual_seed(9)).numpy()
+    member, right, reference_right = membership.numpy(), correct.numpy(), reference.numpy()
+    worst, deltas = [], []
+    for sample in draws:
+        accuracy = [right[sample][member[sample, g]].mean() for g in range(2)]
+        reference_accuracy = [reference_right[sample][member[sample, g]].mean() for g in range(2)]
+        worst.append(min(accuracy))
+        deltas.append([a - r for a, r in zip(accuracy, reference_accuracy)])
+    assert ours.worst_group_acc == pytest.approx(tuple(np.quantile(worst, [0.025, 0.975])), abs=1e-12)
+    for g in range(2):
+        column = [row[g] for row in deltas]
+        assert ours.group_delta[g] == pytest.approx(tuple(np.quantile(column, [0.025, 0.975])), abs=1e-12)

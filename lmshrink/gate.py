@@ -1,0 +1,87 @@
+"""``python -m lmshrink.gate``: pass/fail for CI. Does the candidate lose accuracy, significantly, on some group?
+
+    python -m lmshrink.gate --reference runs/teacher_stereoset_minilm/model --candidate runs/prune/pruned_model \\
+        --config configs/teacher/stereoset_minilm.yaml [--max-worst-group-drop 0.02] [--max-group-drop 0.05] \\
+        [--alpha 0.05] [--output-dir runs/gate] [-- extra train.py arguments]
+
+Both models are evaluated on the same split of the config's data (``train.py test`` with
+:class:`~lmshrink.modules.Compare`; GroupMetrics must be among the config's callbacks), the comparison record
+is written to the output directory, and the rule of :mod:`lmshrink.metrics.gate` decides: exit 0 when the
+candidate passes, 1 naming each failed group, 2 for a usage mistake (one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from lmshrink.errors import MissingInputError, OptionError, message, user_error
+from lmshrink.metrics.gate import GateThresholds, gate_failures
+from lmshrink.paths import write_new_json
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m lmshrink.gate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", required=True, help="the model compared with (HF directory, hub id, .ckpt)")
+    parser.add_argument("--candidate", required=True, help="the model that must not lose (same forms)")
+    parser.add_argument("--config", required=True, help="train.py config whose data (and test split) is used")
+    parser.add_argument("--max-worst-group-drop", type=float, default=GateThresholds.max_worst_group_drop)
+    parser.add_argument("--max-group-drop", type=float, default=GateThresholds.max_group_drop)
+    parser.add_argument("--alpha", type=float, default=GateThresholds.alpha, help="significance level (Holm)")
+    parser.add_argument("--output-dir", default="runs/gate", help="run directory of the evaluation (new or empty)")
+    args, extra = parser.parse_known_args(argv)
+    return args, [arg for arg in extra if arg != "--"]
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Evaluate, write ``gate.json`` beside the comparison record, and return the failures."""
+    from lmshrink.cli import main
+
+    try:
+        thresholds = GateThresholds(args.max_worst_group_drop, args.max_group_drop, args.alpha)
+    except ValueError as exc:
+        raise OptionError(f"--{str(exc).split('=')[0].replace('_', '-')}={str(exc).split('=', 1)[1]}") from None
+    if not Path(args.config).is_file():
+        raise MissingInputError(f"--config {args.config}: no such file")
+    output = Path(args.output_dir)
+    earlier = set(output.rglob("group_metrics_test*.json"))  # a re-run in the same directory adds a new record
+    main(["test", "--config", args.config, "--model=lmshrink.modules.Compare", f"--model.model_path={args.candidate}",
+          f"--model.reference_path={args.reference}", f"--trainer.default_root_dir={output}", *extra],
+         exit_on_error=False)
+    records = sorted(set(output.rglob("group_metrics_test*.json")) - earlier)
+    if len(records) != 1:
+        raise MissingInputError(f"the evaluation wrote {len(records)} group_metrics_test.json under {output}: add "
+                                f"lmshrink.callbacks.GroupMetrics (once) to the callbacks of {args.config}")
+    record = json.loads(records[0].read_text())
+    failures = gate_failures(record, thresholds)
+    verdict = {"passed": not failures, "failures": failures, "thresholds": asdict(thresholds),
+               "record": str(records[0]), "reference": args.reference, "candidate": args.candidate}
+    write_new_json(records[0].parent, "gate", verdict)
+    return failures
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args, extra = parse(argv)
+    try:
+        failures = run(args, extra)
+    except Exception as exc:
+        mistake = user_error(exc)
+        if mistake is None:
+            raise
+        print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
+        return 2
+    if failures:
+        print("gate FAILED: " + f"{args.candidate} vs {args.reference}", flush=True)
+        for line in failures:
+            print(f"  {line}", flush=True)
+        return 1
+    print(f"gate passed: no group of {args.candidate} drops significantly beyond the thresholds vs {args.reference}",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

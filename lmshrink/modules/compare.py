@@ -1,0 +1,82 @@
+"""``Compare``: a candidate model against a reference model on the same examples, per group (``validate``/``test``).
+
+    python train.py test --config configs/teacher/stereoset_minilm.yaml --model lmshrink.modules.Compare \\
+        --model.model_path runs/prune/pruned_model --model.reference_path runs/teacher_stereoset_minilm/model
+
+Nothing trains. Every evaluation batch goes through both networks; the candidate's and the reference's
+logits go to :class:`~lmshrink.callbacks.GroupMetrics`, which reports per group the accuracy, the delta to the
+reference with its paired bootstrap interval, flips, the exact McNemar p-value with Holm's correction, and
+calibration. This is what ``python -m lmshrink.gate`` runs, and what a user runs to compare any two fine-tuned
+classifiers (a HF directory, a pruned directory or a ``TeacherFineTune`` checkpoint) that share a tokenizer.
+The Quantize callback works on it too (it quantizes the candidate).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, select_inputs
+from lmshrink.distill.students import check_same_tokenizer
+from lmshrink.errors import OptionError
+from lmshrink.modules.base import LmshrinkModule
+
+
+class Compare(LmshrinkModule):
+    """Evaluate a candidate classifier against a reference classifier on the same examples, per group."""
+
+    def __init__(self, model_path: str, reference_path: str, num_labels: int = 3,
+                 reference_name: str = "reference") -> None:
+        """
+        Args:
+            model_path: The candidate (e.g. a compressed model): a HF directory, hub id or TeacherFineTune ``.ckpt``.
+            reference_path: The model it is compared with (e.g. the fine-tuned teacher), in the same forms.
+            num_labels: Number of classes (linked from the datamodule).
+            reference_name: What the reference is called in metric names and tables (``<stage>/delta/<group>``,
+                ``<stage>/<name>_avg_acc``, ``delta_to_<name>``).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not reference_name.isidentifier():
+            raise OptionError(f"--model.reference_name={reference_name!r} must be a plain name (letters, digits, _)")
+        self.reference_name = reference_name
+        self.model, tokenizer = load_finetuned(model_path, num_labels, option="model_path")
+        reference, reference_tokenizer = load_finetuned(reference_path, num_labels, option="reference_path")
+        check_same_tokenizer(load_tokenizer(reference_tokenizer), load_tokenizer(tokenizer), reference_path, model_path,
+                             ("reference", "candidate"), "both models read the same batches")
+        self.model.eval().requires_grad_(False)
+        # Kept outside the module registry (as the distillation teacher): not in the checkpoint, not moved by
+        # Quantize, which quantizes ``model`` only.
+        self.__dict__["_reference"] = reference.eval().requires_grad_(False)
+        self.model_inputs = accepted_inputs(self.model)
+
+    @property
+    def reference(self) -> nn.Module:
+        return self.__dict__["_reference"]
+
+    @property
+    def source_model(self) -> str:
+        return str(self.hparams.model_path)
+
+    def _sync_reference(self) -> None:
+        self.reference.to(self.device)
+
+    def on_validation_start(self) -> None:
+        self._sync_reference()
+
+    def on_test_start(self) -> None:
+        self._sync_reference()
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(**select_inputs(batch, self.model_inputs)).logits
+
+    def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = self(batch)
+        reference_logits = self.reference(**select_inputs(batch, accepted_inputs(self.reference))).logits
+        return {"preds": logits.argmax(-1), "logits": logits, "reference_preds": reference_logits.argmax(-1),
+                "reference_logits": reference_logits}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch)

@@ -1,0 +1,95 @@
+"""The CI gate: its rule on constructed records, and its exit code on a constructed pair of models (one that
+loses a class, so some groups drop significantly; one identical to the reference)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from lmshrink.cli import main
+from lmshrink.gate import cli
+from lmshrink.metrics.gate import GateThresholds, gate_failures
+from tests.helpers import REPO
+
+
+def record(groups: list[tuple[str, int, float, float, float]], reference_worst: float) -> dict:
+    """groups: (name, n, accuracy, reference accuracy, p_holm)."""
+    rows = [{"group": name, "n": n, "accuracy": acc, "reference_accuracy": ref, "delta_to_reference": acc - ref,
+             "p_holm": p} for name, n, acc, ref, p in groups]
+    return {"reference_name": "teacher", "teacher": {"worst_group_acc": reference_worst},
+            "worst_group_acc": min(acc for _, _, acc, _, _ in groups), "groups": rows}
+
+
+def test_only_large_and_significant_drops_fail():
+    thresholds = GateThresholds(max_worst_group_drop=0.02, max_group_drop=0.05, alpha=0.05)
+    # a: large, significant -> fails; b: large but within a small group's noise -> passes; c: significant, small
+    failures = gate_failures(record([("a", 200, 0.70, 0.80, 0.001), ("b", 12, 0.50, 0.75, 0.40),
+                                     ("c", 500, 0.88, 0.90, 0.01)], reference_worst=0.75), thresholds)
+    assert len(failures) == 1 and failures[0].startswith("group a: accuracy 0.8000 -> 0.7000")
+    # worst group 0.75 -> 0.50 (b): over the threshold but b's change is not significant -> no worst-group failure
+    assert not any(line.startswith("worst group") for line in failures)
+    significant_worst = record([("a", 200, 0.79, 0.80, 0.5), ("b", 300, 0.60, 0.64, 0.01)], reference_worst=0.64)
+    assert [line.split(":")[0] for line in gate_failures(significant_worst, thresholds)] == ["worst group"]
+    assert gate_failures(record([("a", 50, 0.9, 0.9, 1.0)], 0.9), thresholds) == []
+    with pytest.raises(ValueError, match="compares no reference"):
+        gate_failures({"groups": []}, thresholds)
+    with pytest.raises(ValueError, match="alpha=1.5"):
+        GateThresholds(alpha=1.5)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_bert_varied_dir, tmp_path_factory):
+    """The reference, an identical candidate, and a candidate that never predicts class 0 (stereotype)."""
+    directory = tmp_path_factory.mktemp("gate_models")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_varied_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_varied_dir)
+    with torch.no_grad():
+        model.classifier.bias[0] -= 100
+    model.save_pretrained(directory / "no_class_0")
+    tokenizer.save_pretrained(directory / "no_class_0")
+    return tiny_bert_varied_dir, directory / "no_class_0"
+
+
+def gate_args(reference, candidate, output, *extra) -> list[str]:
+    return ["--reference", str(reference), "--candidate", str(candidate), "--config",
+            str(REPO / "configs/teacher/stereoset_minilm.yaml"), "--output-dir", str(output), *extra, "--",
+            f"--data.tokenizer_path={reference}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false", "--data.eval_batch_size=256"]
+
+
+def test_gate_exit_codes_on_constructed_models(models, tmp_path, capsys):
+    reference, no_class_0 = models
+    assert cli(gate_args(reference, no_class_0, tmp_path / "worse")) == 1
+    out = capsys.readouterr().out
+    assert "gate FAILED" in out and "group stereotype|race: accuracy" in out
+    verdict = json.loads(next((tmp_path / "worse").rglob("gate.json")).read_text())
+    assert not verdict["passed"] and all("stereotype|" in line or "worst" in line for line in verdict["failures"])
+    # the same candidate passes when only drops above 50 points count: its drops (<= 19 points) are accepted
+    assert cli(gate_args(reference, no_class_0, tmp_path / "loose", "--max-group-drop", "0.5",
+                         "--max-worst-group-drop", "0.5")) == 0
+    assert cli(gate_args(reference, reference, tmp_path / "same")) == 0
+    assert "gate passed" in capsys.readouterr().out
+    assert cli(gate_args(reference, no_class_0, tmp_path / "bad", "--alpha", "2")) == 2
+    assert "error: --alpha=2.0 must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_gate_as_a_group_metrics_option_fails_the_test_run(models, tmp_path, capsys):
+    reference, no_class_0 = models
+    overlay = tmp_path / "gate_callbacks.yaml"
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
+        "class_path": "lmshrink.callbacks.GroupMetrics",
+        "init_args": {"bootstrap_resamples": 0, "gate": {"max_group_drop": 0.05}}}]}}))
+    args = ["test", "--config", str(REPO / "configs/teacher/stereoset_minilm.yaml"), "--config", str(overlay),
+            "--model=lmshrink.modules.Compare",
+            f"--model.model_path={no_class_0}", f"--model.reference_path={reference}",
+            f"--data.tokenizer_path={reference}", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
+            "--trainer.enable_progress_bar=false", "--data.eval_batch_size=256"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args, exit_on_error=True)
+    assert exit_info.value.code == 1
+    assert "gate FAILED:\n  group stereotype|" in capsys.readouterr().err
