@@ -7,8 +7,9 @@ same numbers); the output is plain floats:
   ``mean_confidence``; against a reference also ``flip_rate``, ``model_only_correct``,
   ``reference_only_correct``, ``p_value`` (exact McNemar), ``p_holm`` (Holm over the present groups),
   ``delta_ci_low`` / ``delta_ci_high`` (paired bootstrap of the delta to the reference), ``kl_to_reference``;
-- overall: ``worst_group_acc_ci`` (bootstrap), ``ece``, ``brier``, ``mean_confidence``, and against a
-  reference ``flip_rate``, ``kl_to_reference``, ``significant_groups`` (``p_holm < 0.05``).
+- overall: ``worst_group_acc_ci`` (bootstrap), ``ece``, ``brier``, ``mean_confidence``, ``reliability`` (the
+  reliability diagram's bins), and against a reference ``flip_rate``, ``kl_to_reference``, ``significant_groups``
+  (``p_holm < 0.05``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ SIGNIFICANCE = 0.05
 def _float(value) -> float | None:
     number = float(value)
     return None if math.isnan(number) else number
+
+
+def reliability(calibration: dict[str, Tensor]) -> dict[str, list[float]]:
+    """The reliability diagram's points: per non-empty confidence bin, its example count, accuracy and mean
+    confidence (a calibrated model has accuracy = confidence)."""
+    count, correct, confidence = (calibration[key].tolist() for key in ("bin_count", "bin_correct", "bin_confidence"))
+    kept = [b for b, n in enumerate(count) if n > 0]
+    return {"count": [int(count[b]) for b in kept], "accuracy": [correct[b] / count[b] for b in kept],
+            "confidence": [confidence[b] / count[b] for b in kept]}
 
 
 def beyond_accuracy(group_names: list[str], accuracy: dict[str, Tensor], calibration: dict[str, Tensor],
@@ -44,6 +54,7 @@ def beyond_accuracy(group_names: list[str], accuracy: dict[str, Tensor], calibra
         per_group.append({"group": name, "ci_low": low, "ci_high": high,
                           **{key: _float(calibration[f"group_{key}"][g]) for key in ("ece", "brier", "mean_confidence")}})
     overall = {key: _float(calibration[key]) for key in ("ece", "brier", "mean_confidence")}
+    overall["reliability"] = reliability(calibration)
     reference_correct = outcomes["reference_correct"] if agreement is not None else None
     intervals = None
     if outcomes["correct"].numel() and resamples > 0:

@@ -75,6 +75,10 @@ class GroupCalibration(Metric):
         self.brier_sum += rows.T.double() @ brier
 
     def compute(self) -> dict[str, Tensor]:
+        """Overall and per-group values, and the overall bins (``bin_count``, ``bin_correct``, ``bin_confidence``,
+        ``[n_bins + 1]`` sums) for a reliability diagram."""
         values = calibration_from_sums(self.bin_count, self.bin_correct, self.bin_confidence, self.brier_sum)
         return {**{key: value[0] for key, value in values.items()},
-                **{f"group_{key}": value[1:] for key, value in values.items()}}
+                **{f"group_{key}": value[1:] for key, value in values.items()},
+                "bin_count": self.bin_count[0], "bin_correct": self.bin_correct[0],
+                "bin_confidence": self.bin_confidence[0]}

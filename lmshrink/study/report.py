@@ -1,8 +1,10 @@
 """The study report: every (stage, seed) result aggregated per model, as markdown, PNG plots and JSONL.
 
 Only results evaluated on the same examples are compared: each carries the fingerprint of its test split, and a
-mix is refused with the stages named. Deltas are per group, against the teacher (mean over its seeds); in the
-markdown, each model's worst group delta is in bold and the groups that lose most are listed.
+mix is refused with the stages named. Deltas are per group, against the teacher: paired, each compressed model
+against its own seed's teacher on the same examples, then mean ± std over seeds (older results without paired
+deltas: difference of the means). A delta is marked significant (``*``) when its Holm-corrected exact McNemar
+p is below 0.05 in every seed; "who pays" lists only those, with their paired bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
-NUMBERS = ("params", "size_mb", "gflops", "latency_ms", "avg_acc", "worst_group_acc", "macro_f1")
+NUMBERS = ("params", "size_mb", "gflops", "latency_ms", "avg_acc", "worst_group_acc", "macro_f1", "ece", "flip_rate")
+ALPHA = 0.05
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -54,14 +58,27 @@ def aggregate(results: list[dict]) -> list[dict]:
             values = [run[key] for run in runs if run.get(key) is not None]
             if values:
                 row[key], row[f"{key}_std"] = mean_std(values)
+        row["reliability"] = pooled_reliability(runs)
         groups = runs[0]["groups"]
         row["groups"] = {name: mean_std([run["groups"][name]["accuracy"] for run in runs
                                          if run["groups"][name]["accuracy"] is not None] or [math.nan])[0]
                          for name in groups}
         rows.append(row)
     teacher = rows[0]["groups"]
-    for row in rows:
-        row["delta"] = {name: row["groups"][name] - teacher[name] for name in teacher}
+    for row, runs in zip(rows, by_stage.values()):
+        row["delta"], row["delta_std"], row["significant"], row["intervals"] = {}, {}, {}, {}
+        for name in teacher:
+            paired = [run["groups"][name].get("delta_to_reference") for run in runs]
+            if row is rows[0] or any(value is None for value in paired):
+                row["delta"][name] = row["groups"][name] - teacher[name]
+                row["delta_std"][name] = None
+            else:
+                row["delta"][name], row["delta_std"][name] = mean_std(paired)
+            p_values = [run["groups"][name].get("p_holm") for run in runs]
+            row["tested"] = all("p_holm" in group for run in runs for group in run["groups"].values())
+            row["significant"][name] = row is not rows[0] and all(p is not None and p < ALPHA for p in p_values)
+            row["intervals"][name] = [(run["groups"][name].get("delta_ci_low"), run["groups"][name].get("delta_ci_high"))
+                                      for run in runs]
     return rows
 
 
@@ -77,29 +94,51 @@ def _pm(row: dict, key: str, digits: int = 4) -> str:
     return f"{row[key]:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def _interval(bounds: tuple[float | None, float | None]) -> str:
+    low, high = bounds
+    return "–" if low is None or high is None else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def markdown(rows: list[dict], eval_set: str, title: str) -> str:
     lines = [f"# {title}", "", f"Test set fingerprint `{eval_set}`; mean ± std over seeds (n = seeds run); "
              "FLOPs: encoder, pruning-spec model at s = mean val length; latency: CPU, batch of 32 real val examples, "
-             "all models timed side by side when this report was written (alternating rounds, median).", "",
-             "| model | from | n | params (M) | size (MB) | GFLOPs | latency (ms) | avg acc | worst-group acc |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "all models timed side by side when this report was written (alternating rounds, median). ECE: 15 "
+             "equal-width bins, top label. Flips: share of test predictions that differ from the teacher's.", "",
+             "| model | from | n | params (M) | size (MB) | GFLOPs | latency (ms) | avg acc | worst-group acc | ECE | "
+             "flips |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['stage']} | {row['from'] or '–'} | {len(row['seeds'])} | {row['params'] / 1e6:.1f} | "
                      f"{row['size_mb']:.1f} | {row['gflops']:.3g} | {row['latency_ms']:.1f} | {_pm(row, 'avg_acc')} | "
-                     f"{_pm(row, 'worst_group_acc')} |")
+                     f"{_pm(row, 'worst_group_acc')} | {_pm(row, 'ece')} | {_pm(row, 'flip_rate')} |")
     groups = list(rows[0]["delta"])
-    lines += ["", "## Per-group accuracy delta to the teacher (points; worst group of each model in bold)", "",
-              "| model | " + " | ".join(_cell(group) for group in groups) + " |", "|---|" + "---:|" * len(groups)]
+    lines += ["", "## Per-group accuracy delta to the teacher (points; worst group of each model in bold; * Holm "
+              "p < 0.05 in every seed)", "", "| model | " + " | ".join(_cell(group) for group in groups) + " |",
+              "|---|" + "---:|" * len(groups)]
     for row in rows[1:]:
         worst = min(groups, key=lambda name: row["delta"][name] if not math.isnan(row["delta"][name]) else math.inf)
-        cells = [(f"**{100 * row['delta'][g]:+.1f}**" if g == worst else f"{100 * row['delta'][g]:+.1f}")
-                 for g in groups]
+        cells = []
+        for g in groups:
+            text = f"{100 * row['delta'][g]:+.1f}" + ("*" if row["significant"][g] else "")
+            cells.append(f"**{text}**" if g == worst else text)
         lines.append(f"| {row['stage']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Who pays", ""]
+    lines += ["", "## Who pays (significant changes only)", "",
+              "A per-group delta counts here only when the exact McNemar test of that group's paired change, "
+              "Holm-corrected over the groups, has p < 0.05 in every seed; intervals are the paired bootstrap 95 % "
+              "intervals of the delta, one per seed (points).", ""]
     for row in rows[1:]:
-        losers = sorted((value, name) for name, value in row["delta"].items() if not math.isnan(value))[:2]
-        text = ", ".join(f"{_cell(name)} ({100 * value:+.1f})" for value, name in losers if value < 0) or "no group loses"
-        lines.append(f"- **{row['stage']}**: {text}")
+        if not row["tested"]:  # results written before the study compared each model with its teacher
+            losers = sorted((value, name) for name, value in row["delta"].items() if not math.isnan(value))[:2]
+            text = ", ".join(f"{_cell(name)} ({100 * value:+.1f})" for value, name in losers if value < 0)
+            lines.append(f"- **{row['stage']}**: not tested (no paired test in these results); largest drops: "
+                         f"{text or 'none'}")
+            continue
+        changed = sorted((row["delta"][name], name) for name in groups if row["significant"][name])
+        if not changed:
+            lines.append(f"- **{row['stage']}**: no group changes significantly")
+            continue
+        parts = [f"{_cell(name)} {100 * value:+.1f} " + " ".join(_interval(b) for b in row["intervals"][name])
+                 for value, name in changed]
+        lines.append(f"- **{row['stage']}**: " + "; ".join(parts))
     return "\n".join(lines) + "\n"
 
 
@@ -129,12 +168,52 @@ def plots(rows: list[dict], directory: Path) -> list[Path]:
     matrix = [[100 * row["delta"][group] for group in groups] for row in rows[1:]] or [[0.0] * len(groups)]
     limit = max(1.0, max(abs(value) for line in matrix for value in line if not math.isnan(value)))
     image = axis.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for y, row in enumerate(rows[1:]):  # hatched: tested, not significant in every seed (Holm p >= 0.05 somewhere)
+        for x, group in enumerate(groups):
+            if row["tested"] and not row["significant"][group]:
+                axis.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.55",
+                                         linewidth=0))
     axis.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
     axis.set_yticks(range(len(rows) - 1), [row["stage"] for row in rows[1:]], fontsize=7)
     figure.colorbar(image, label="accuracy delta to teacher (points)")
-    axis.set_title("Per-group delta to the teacher")
+    axis.set_title("Per-group delta to the teacher (hatched: not significant)")
     paths.append(_save(figure, directory / "group_delta_heatmap.png"))
+    if any(row.get("reliability") for row in rows):  # results written before calibration was recorded have none
+        paths.append(reliability_diagram(rows, directory / "reliability.png"))
     return paths
+
+
+def reliability_diagram(rows: list[dict], path: Path) -> Path:
+    """Accuracy vs confidence per confidence bin, one line per model (its seeds' bins summed), over the diagonal
+    of perfect calibration."""
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    for row in rows:
+        points = row.get("reliability")
+        if points:
+            axis.plot(points["confidence"], points["accuracy"], marker="o", markersize=3, linewidth=1,
+                      label=row["stage"])
+    axis.set(xlabel="confidence (top label)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+             title="Reliability (15 bins)")
+    axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def pooled_reliability(runs: list[dict]) -> dict | None:
+    """One model's reliability points over its seeds: bins matched by confidence range, counts summed."""
+    bins: dict[int, list[float]] = {}
+    for run in runs:
+        points = run.get("reliability")
+        if not points:
+            return None
+        for count, accuracy, confidence in zip(points["count"], points["accuracy"], points["confidence"]):
+            slot = bins.setdefault(min(int(confidence * 15), 15), [0, 0.0, 0.0])
+            slot[0] += count
+            slot[1] += accuracy * count
+            slot[2] += confidence * count
+    order = sorted(bins)
+    return {"count": [bins[b][0] for b in order], "accuracy": [bins[b][1] / bins[b][0] for b in order],
+            "confidence": [bins[b][2] / bins[b][0] for b in order]}
 
 
 def _save(figure, path: Path) -> Path:
@@ -165,10 +244,12 @@ def _log_wandb(rows: list[dict], images: list[Path], directory: Path, options: d
                      reinit="finish_previous")
     groups = list(rows[0]["delta"])
     columns = ["model", "seeds", "params", "size_mb", "gflops", "latency_ms", "avg_acc", "avg_acc_std",
-               "worst_group_acc", "worst_group_acc_std", *[f"delta/{group}" for group in groups]]
+               "worst_group_acc", "worst_group_acc_std", "ece", "flip_rate", *[f"delta/{group}" for group in groups],
+               *[f"significant/{group}" for group in groups]]
     data = [[row["stage"], len(row["seeds"]), row["params"], row["size_mb"], row["gflops"], row["latency_ms"],
              row["avg_acc"], row.get("avg_acc_std"), row["worst_group_acc"], row.get("worst_group_acc_std"),
-             *[row["delta"][group] for group in groups]] for row in rows]
+             row.get("ece"), row.get("flip_rate"), *[row["delta"][group] for group in groups],
+             *[row["significant"][group] for group in groups]] for row in rows]
     run.log({"study/table": wandb.Table(columns=columns, data=data),
              **{f"study/{path.stem}": wandb.Image(str(path)) for path in images}})
     run.finish()

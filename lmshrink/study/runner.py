@@ -4,7 +4,8 @@ Every (stage, seed) has its own run directory ``<output_dir>/<stage>/seed<k>`` (
 
 - ``run/``: the Lightning run that builds the model (fit for teacher/distill, validate for prune; quantize has
   none: the scheme is applied at evaluation); its model goes to ``run/model``;
-- ``eval/``: ``train.py test`` of that model with the study's evaluation config (one test set for all rows);
+- ``eval/``: ``train.py test`` of that model with the study's evaluation config (one test set for all rows),
+  compared with its teacher on the same examples (``lmshrink.modules.Compare``);
 - ``result.json``: written last, from the evaluation's ``group_metrics_test.json`` and the measurements.
   Its presence means "done": a rerun skips the stage and never recomputes it.
 
@@ -25,6 +26,11 @@ from lmshrink.paths import free_path
 from lmshrink.study.spec import Stage, StudySpec
 
 RESULT = "result.json"
+RECORD_NUMBERS = ("avg_acc", "worst_group_acc", "macro_f1", "worst_group_acc_ci", "ece", "brier", "flip_rate",
+                  "kl_to_reference", "reliability", "significant_groups")
+"""Read from the evaluation's ``group_metrics_test.json`` into ``result.json`` (absent ones are None)."""
+GROUP_NUMBERS = ("n", "accuracy", "ci_low", "ci_high", "ece", "delta_to_reference", "delta_ci_low", "delta_ci_high",
+                 "flip_rate", "p_holm")
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 
 
@@ -71,10 +77,24 @@ def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str,
     return "validate", [*args, *spec.common_args, *stage.args]
 
 
+def teacher_of(spec: StudySpec, seed: int | None) -> Path:
+    """The teacher a (stage, seed) is compared with: the same seed's teacher when the teacher is seeded (as Gee et
+    al. pair each compressed model with its own seed's teacher), else the one teacher."""
+    teacher = spec.stages[0]
+    return model_of(spec, teacher, _input_seed(spec, teacher, seed))[0]
+
+
 def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
+    """``train.py test`` arguments: the teacher alone; every other model against its teacher on the same examples
+    (``lmshrink.modules.Compare``: paired deltas, flips, McNemar/Holm, bootstrap intervals)."""
     model_dir, scheme = model_of(spec, stage, seed)
-    args = ["--config", spec.eval_config, f"--model.model_path={model_dir}", "--model.export_dir=null",
-            f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}", *spec.common_args]
+    where = [f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}"]
+    if stage.kind == "teacher":
+        model = [f"--model.model_path={model_dir}", "--model.export_dir=null"]
+    else:
+        model = ["--model=lmshrink.modules.Compare", f"--model.model_path={model_dir}",
+                 f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher"]
+    args = ["--config", spec.eval_config, *model, *where, *spec.common_args]
     if scheme is not None:
         args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}"]
     return args
@@ -131,9 +151,9 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
     groups = _the_record(directory / "eval", "group_metrics_test*.json")
     model_dir, scheme = model_of(spec, stage, seed)
     result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
-              "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "avg_acc": groups["avg_acc"],
-              "worst_group_acc": groups["worst_group_acc"], "macro_f1": groups.get("macro_f1"),
-              "groups": {row["group"]: {"n": row["n"], "accuracy": row["accuracy"]} for row in groups["groups"]},
+              "model_dir": str(model_dir), "eval_set": groups.get("eval_set"),
+              **{key: groups.get(key) for key in RECORD_NUMBERS},
+              "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS} for row in groups["groups"]},
               **measure(model_dir, scheme), "stage_seconds": time.perf_counter() - start}
     pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
     if pruning:

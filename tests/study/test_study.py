@@ -66,7 +66,7 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
     report = study / "report"
     assert {p.name for p in report.iterdir()} >= {"report.md", "results.jsonl", "worst_vs_avg.png",
                                                    "accuracy_vs_gflops.png", "accuracy_vs_size_mb.png",
-                                                   "group_delta_heatmap.png"}
+                                                   "group_delta_heatmap.png", "reliability.png"}
     results = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["seed"]) for r in results] == [("teacher", None), ("kprune", 0), ("kprune", 1)]
     # the report's numbers are the stage records' numbers
@@ -75,12 +75,24 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
         record = json.loads(next((run / "eval").rglob("group_metrics_test*.json")).read_text())
         assert result["avg_acc"] == record["avg_acc"] and result["worst_group_acc"] == record["worst_group_acc"]
         assert result["eval_set"] == record["eval_set"] is not None
+    # compressed models are evaluated against the teacher on the same examples: paired deltas and tests
+    for result in results[1:]:
+        record = json.loads(next((study / "kprune" / f"seed{result['seed']}" / "eval").rglob(
+            "group_metrics_test*.json")).read_text())
+        assert record["reference_name"] == "teacher" and result["flip_rate"] == record["flip_rate"]
+        for name, group in result["groups"].items():
+            teacher_group = results[0]["groups"][name]
+            if group["accuracy"] is not None:
+                assert group["delta_to_reference"] == pytest.approx(group["accuracy"] - teacher_group["accuracy"])
+                assert 0 <= group["p_holm"] <= 1
+    assert results[0]["flip_rate"] is None and results[0]["ece"] is not None
     rows = aggregate(results)
     kprune = [r for r in results if r["stage"] == "kprune"]
     assert rows[1]["avg_acc"] == pytest.approx(sum(r["avg_acc"] for r in kprune) / 2)
     assert rows[1]["gflops"] < rows[0]["gflops"] and rows[1]["params"] < rows[0]["params"]
     markdown = (report / "report.md").read_text()
-    assert f"{rows[1]['avg_acc']:.4f}" in markdown and "Who pays" in markdown
+    assert f"{rows[1]['avg_acc']:.4f}" in markdown and "Who pays (significant changes only)" in markdown
+    assert "| ECE | flips |" in markdown
     # 3) a third run recomputes nothing
     before = {p: p.stat().st_mtime_ns for p in study.rglob("result.json")}
     assert study_main([str(config)]) == 0
@@ -155,3 +167,28 @@ def test_report_only_rebuilds_from_a_results_file_without_running(tiny_bert_dir,
         "Who pays? stereoset_minilm", "Who pays? study")
     assert {p.name for p in report.glob("*.png")} >= {"accuracy_vs_size_mb.png", "accuracy_vs_gflops.png"}
     assert not list((tmp_path / "study").glob("*/*/run"))  # nothing ran
+
+
+def test_report_marks_only_changes_significant_in_every_seed():
+    from lmshrink.study.report import markdown
+
+    def result(stage, seed, groups, flip=None):
+        return {"stage": stage, "kind": "prune" if flip is not None else "teacher", "from": None, "scheme": None,
+                "seed": seed, "eval_set": "same", "avg_acc": 0.7, "worst_group_acc": 0.5, "params": 1e6,
+                "size_mb": 4.0, "gflops": 1.0, "latency_ms": 2.0, "ece": 0.1, "flip_rate": flip, "groups": groups}
+
+    teacher = {"a": {"n": 100, "accuracy": 0.8}, "b": {"n": 20, "accuracy": 0.6}}
+    pruned = lambda seed, p_b: {
+        "a": {"n": 100, "accuracy": 0.7, "delta_to_reference": -0.1 - seed / 100, "p_holm": 0.001,
+              "delta_ci_low": -0.15, "delta_ci_high": -0.05},
+        "b": {"n": 20, "accuracy": 0.5, "delta_to_reference": -0.1, "p_holm": p_b, "delta_ci_low": -0.3,
+              "delta_ci_high": 0.1}}
+    results = [result("teacher", None, teacher), result("pruned", 0, pruned(0, 0.01), 0.2),
+               result("pruned", 1, pruned(1, 0.4), 0.3)]
+    rows = aggregate(results)
+    assert rows[1]["delta"]["a"] == pytest.approx(-0.105) and rows[1]["delta_std"]["a"] == pytest.approx(0.00707, abs=1e-4)
+    assert rows[1]["significant"] == {"a": True, "b": False}  # b: significant in one seed of two only
+    text = markdown(rows, "same", "t")
+    assert "| pruned | **-10.5*** | -10.0 |" in text
+    assert "- **pruned**: a -10.5 [-15.0, -5.0] [-15.0, -5.0]" in text and "b -10.0" not in text.split("Who pays")[1]
+    assert "| 0.2500 ± 0.0707 |" in text  # the mean flip rate over seeds
