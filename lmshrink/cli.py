@@ -455,6 +455,8 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
     ``exit_on_error`` defaults to True on the command line (``args`` None) and False for in-process callers,
     which then get the exception itself."""
     show_progress()
+    if exit_on_error is None:
+        exit_on_error = args is None
     try:
         return LmshrinkCLI(
             LightningModule,
@@ -468,7 +470,7 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
             args=args,
         )
     except GateFailure as failure:
-        if exit_on_error is False or (exit_on_error is None and args is not None):
+        if not exit_on_error:
             raise
         print("gate FAILED:\n  " + str(failure).replace("\n", "\n  "), file=sys.stderr, flush=True)
         sys.exit(1)
@@ -476,8 +478,6 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
         from jsonargparse import ArgumentError
 
         mistake = OptionError(concise_parse_error(exc)) if isinstance(exc, ArgumentError) else user_error(exc)
-        if exit_on_error is None:
-            exit_on_error = args is None
         if mistake is None or debug() or not exit_on_error:
             raise
         print(f"error: {message(mistake)}", file=sys.stderr, flush=True)

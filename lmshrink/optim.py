@@ -26,6 +26,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from lmshrink.errors import OptionError
+from lmshrink.options import init_defaults, set_options
 
 NO_DECAY_MARKERS = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -105,23 +106,24 @@ def configure_optimization(model: nn.Module, total_steps: int, learning_rate: fl
 
 def check_optimizer_options(learning_rate: float, weight_decay: float, warmup_ratio: float,
                             optimizer: OptimizerFactory | None = None, lr_scheduler: SchedulerFactory | None = None,
-                            defaults: dict | None = None) -> None:
+                            owner: type | None = None) -> None:
     """Refuse values that cannot train, and default-optimizer settings next to an injected optimizer or schedule
-    (they would be silently ignored), at construction (before any data or model is loaded)."""
+    (they would be silently ignored), at construction (before any data or model is loaded). ``owner`` is the
+    module class whose ``__init__`` defaults tell what a config set."""
     if not learning_rate > 0:
         raise OptionError(f"--model.learning_rate={learning_rate} must be > 0")
     if not weight_decay >= 0:
         raise OptionError(f"--model.weight_decay={weight_decay} must be >= 0")
     if not 0 <= warmup_ratio < 1:
         raise OptionError(f"--model.warmup_ratio={warmup_ratio} must be in [0, 1)")
-    defaults = defaults or {}
+    if owner is None:
+        return
     values = {"learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio}
-    for injected, reads in (("optimizer", ("learning_rate", "weight_decay")), ("lr_scheduler", ("warmup_ratio",))):
-        if (optimizer if injected == "optimizer" else lr_scheduler) is None:
-            continue
-        changed = [name for name in reads if name in defaults and values[name] != defaults[name]]
+    for injected, factory, reads in (("optimizer", optimizer, ("learning_rate", "weight_decay")),
+                                     ("lr_scheduler", lr_scheduler, ("warmup_ratio",))):
+        changed = set_options(owner, values, reads) if factory is not None else []
         if changed:
             name = changed[0]
             raise OptionError(f"--model.{name}={values[name]} sets the default {injected}, which --model.{injected} "
                               f"replaces; set it in --model.{injected}'s init_args instead (where a config sets it, "
-                              f"add --model.{name}={defaults[name]})")
+                              f"add --model.{name}={init_defaults(owner)[name]})")

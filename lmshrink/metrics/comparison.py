@@ -121,7 +121,7 @@ class GroupComparison(nn.Module):
         overall, details = beyond_accuracy(self.group_names, results["model"], results["calibration"],
                                            results["outcomes"], results.get("agreement"), resamples, seed)
         columns, data = list(TABLE_COLUMNS), [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
-        reference_record, reference_rows, reference_scalars = {}, None, None
+        reference_record, reference_rows, reference_scalars, deltas = {}, None, None, []
         if self.reference:
             reference_rows = group_rows(self.group_names, results["reference"])
             reference_scalars = summary(results["reference"]) | {"ece": float(results["reference_calibration"]["ece"])}
@@ -138,7 +138,7 @@ class GroupComparison(nn.Module):
         groups = [row | {key: value for key, value in detail.items() if key != "group"}
                   for row, detail in zip(rows_as_dicts(rows), details)]
         if self.reference:  # the same keys whatever the reference is called (teacher, dense, float)
-            for row, ref, delta in zip(groups, reference_rows, group_deltas(rows, reference_rows)):
+            for row, ref, delta in zip(groups, reference_rows, deltas):
                 row |= {"reference_accuracy": ref.accuracy, "delta_to_reference": delta}
         record = {**scalars, **overall, "groups": groups, **reference_record}
         return ComparisonReport(record, table, columns, data)

@@ -48,6 +48,7 @@ class Compare(LmshrinkModule):
         # Quantize, which quantizes ``model`` only.
         self.__dict__["_reference"] = reference.eval().requires_grad_(False)
         self.model_inputs = accepted_inputs(self.model)
+        self.reference_inputs = accepted_inputs(reference)
 
     @property
     def reference(self) -> nn.Module:
@@ -71,7 +72,7 @@ class Compare(LmshrinkModule):
 
     def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self(batch)
-        reference_logits = self.reference(**select_inputs(batch, accepted_inputs(self.reference))).logits
+        reference_logits = self.reference(**select_inputs(batch, self.reference_inputs)).logits
         return {"preds": logits.argmax(-1), "logits": logits, "reference_preds": reference_logits.argmax(-1),
                 "reference_logits": reference_logits}
 

@@ -48,7 +48,6 @@ from lmshrink.export import label_names, save_pretrained
 from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
-from lmshrink.options import init_defaults
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 
@@ -133,7 +132,7 @@ class Distillation(TrainingModule):
         if teacher_topk < 0:
             raise OptionError(f"--model.teacher_topk={teacher_topk} must be >= 0 (0 keeps all classes)")
         check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
-                                defaults=init_defaults(Distillation))
+                                owner=Distillation)
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.teacher_cache: dict[str, Tensor] | None = None
         teacher, self.tokenizer_path = load_finetuned(teacher_path, num_labels)

@@ -20,7 +20,6 @@ from lmshrink.backbones import accepted_inputs, has_classifier_head, load_sequen
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
-from lmshrink.options import init_defaults
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 EVAL_STAGES = ("val", "test")
@@ -62,7 +61,7 @@ class TeacherFineTune(TrainingModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
-                                defaults=init_defaults(TeacherFineTune))
+                                owner=TeacherFineTune)
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.untrained_head = not has_classifier_head(model_path, num_labels)
         if self.untrained_head:

@@ -67,6 +67,7 @@ def aggregate(results: list[dict]) -> list[dict]:
     teacher = rows[0]["groups"]
     for row, runs in zip(rows, by_stage.values()):
         row["delta"], row["delta_std"], row["significant"], row["intervals"] = {}, {}, {}, {}
+        row["tested"] = all("p_holm" in group for run in runs for group in run["groups"].values())
         for name in teacher:
             paired = [run["groups"][name].get("delta_to_reference") for run in runs]
             if row is rows[0] or any(value is None for value in paired):
@@ -75,7 +76,6 @@ def aggregate(results: list[dict]) -> list[dict]:
             else:
                 row["delta"][name], row["delta_std"][name] = mean_std(paired)
             p_values = [run["groups"][name].get("p_holm") for run in runs]
-            row["tested"] = all("p_holm" in group for run in runs for group in run["groups"].values())
             row["significant"][name] = row is not rows[0] and all(p is not None and p < ALPHA for p in p_values)
             row["intervals"][name] = [(run["groups"][name].get("delta_ci_low"), run["groups"][name].get("delta_ci_high"))
                                       for run in runs]
