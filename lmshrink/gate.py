@@ -63,6 +63,18 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return failures
 
 
+GATE_OPTIONS = {"model_path=": "--candidate=", "reference_path=": "--reference="}
+"""Compare's option names, as train.py errors spell them, and the gate options the user actually typed."""
+
+
+def gate_option_names(text: str) -> str:
+    """An error about ``model_path=...`` names ``--candidate=...`` here (the gate passes it as Compare's model_path)."""
+    for compare_option, gate_option in GATE_OPTIONS.items():
+        if text.startswith(compare_option):
+            return gate_option + text[len(compare_option):]
+    return text
+
+
 def cli(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     try:
@@ -71,7 +83,7 @@ def cli(argv: list[str] | None = None) -> int:
         mistake = user_error(exc)
         if mistake is None:
             raise
-        print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
+        print(f"error: {gate_option_names(message(mistake))}", file=sys.stderr, flush=True)
         return 2
     if failures:
         print("gate FAILED: " + f"{args.candidate} vs {args.reference}", flush=True)

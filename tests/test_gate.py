@@ -75,6 +75,8 @@ def test_gate_exit_codes_on_constructed_models(models, tmp_path, capsys):
     assert "gate passed" in capsys.readouterr().out
     assert cli(gate_args(reference, no_class_0, tmp_path / "bad", "--alpha", "2")) == 2
     assert "error: --alpha=2.0 must be in (0, 1)" in capsys.readouterr().err
+    assert cli(gate_args(reference, tmp_path / "no_such_model", tmp_path / "typo")) == 2
+    assert f"error: --candidate='{tmp_path / 'no_such_model'}': no such local directory" in capsys.readouterr().err
 
 
 def test_gate_as_a_group_metrics_option_fails_the_test_run(models, tmp_path, capsys):
