@@ -40,6 +40,10 @@ class GroupedTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def label_bytes(self) -> bytes:
+        """The labels as bytes, for the split's fingerprint."""
+        return self.labels.numpy().tobytes()
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         padding = index >= len(self)
         row = index - len(self) if padding else index

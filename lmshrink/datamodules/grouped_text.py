@@ -19,14 +19,11 @@ first training step and names the file, column and row at fault.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
 
 from lmshrink.backbones import HUB_ID, load_tokenizer
 from lmshrink.data.group_schemes import (
@@ -36,14 +33,7 @@ from lmshrink.data.group_schemes import (
     label_x_columns,
     scheme_membership,
 )
-from lmshrink.data.loading import (
-    EvalShardSampler,
-    GroupedTextDataset,
-    ResumableDataLoader,
-    ResumableTrainSampler,
-    TokenPaddingCollator,
-    mean_length,
-)
+from lmshrink.data.loading import GroupedTextDataset
 from lmshrink.data.split import SPLITS, stratified_split
 from lmshrink.data.stereoset import GROUP_COLUMN as STEREOSET_GROUP_COLUMN
 from lmshrink.data.stereoset import LABELS as STEREOSET_LABELS
@@ -59,8 +49,7 @@ from lmshrink.data.tables import (
 )
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
 from lmshrink.options import set_options
-from lmshrink.pruning.sample import sample_batches
-from lmshrink.seeding import run_seed
+from lmshrink.datamodules.splits import SplitsDataModule
 
 BUILTIN_DATASETS = ("stereoset",)
 
@@ -74,7 +63,7 @@ class _Columns:
     label_threshold: float | None
 
 
-class GroupedTextDataModule(LightningDataModule):
+class GroupedTextDataModule(SplitsDataModule):
     """Text (or text-pair) classification with subgroups, from the built-in task, a local file, a saved or a hub
     dataset; every check runs before the first training step."""
 
@@ -168,28 +157,9 @@ class GroupedTextDataModule(LightningDataModule):
             name = "dataset_splits" if dataset_splits is not None else "dataset_config"
             raise OptionError(f"--data.{name} applies to a hub or save_to_disk dataset, not to dataset={dataset!r}")
         self.num_labels = num_labels
-        self.group_names: list[str] = []
         self.label_names: list[str] = self._columns().label_names or [str(i) for i in range(num_labels)]
         """Class names in id order (written into exported models' ``id2label``)."""
         self.datasets: dict[str, GroupedTextDataset] = {}
-        self.tokenizer = None
-        self._train_loader: ResumableDataLoader | None = None
-        self._pending_loader_state: dict | None = None
-
-    def _check_numbers(self) -> None:
-        """Numeric options are checked at construction, before data or models load."""
-        hp = self.hparams
-        rules = {"batch_size": hp.batch_size >= 1, "eval_batch_size": hp.eval_batch_size >= 1,
-                 "max_length": hp.max_length >= 2, "num_workers": hp.num_workers >= 0, "num_labels": hp.num_labels >= 2,
-                 "val_fraction": 0 < hp.val_fraction < 1, "test_fraction": 0 < hp.test_fraction < 1}
-        limits = {"batch_size": ">= 1", "eval_batch_size": ">= 1", "max_length": ">= 2 (a token and [SEP])",
-                  "num_workers": ">= 0", "num_labels": ">= 2", "val_fraction": "in (0, 1)", "test_fraction": "in (0, 1)"}
-        for option, ok in rules.items():
-            if not ok:
-                raise OptionError(f"--data.{option}={getattr(hp, option)} must be {limits[option]}")
-        if hp.val_fraction + hp.test_fraction >= 1:
-            raise OptionError(f"--data.val_fraction + --data.test_fraction = {hp.val_fraction + hp.test_fraction} leaves "
-                              f"no training rows; keep the sum below 1")
 
     @staticmethod
     def _source_kind(dataset: str) -> str:
@@ -319,94 +289,3 @@ class GroupedTextDataModule(LightningDataModule):
             pairs = frame[columns.text_pair].iloc[rows].tolist() if columns.text_pair else None
             encodings = self.tokenizer(texts, pairs, truncation=True, max_length=hp.max_length)
             self.datasets[split] = GroupedTextDataset(dict(encodings), labels[rows], membership[rows])
-
-    def split_fingerprint(self, split: str) -> str:
-        """sha256 (16 hex digits) of a split's token ids, labels and group memberships: two evaluations with the
-        same fingerprint saw the same examples (the study refuses to compare models across different ones)."""
-        dataset = self.datasets[split]
-        digest = hashlib.sha256()
-        for ids in dataset.encodings["input_ids"]:
-            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
-        digest.update(dataset.labels.numpy().tobytes())
-        digest.update(dataset.groups.numpy().tobytes())
-        digest.update("|".join(self.group_names).encode())
-        return digest.hexdigest()[:16]
-
-    # ----------------------------------------------------------- what modules and benchmarks may ask (public API)
-    def split_size(self, split: str) -> int:
-        """Number of examples of a split (``train``, ``val``, ``test``)."""
-        return len(self.datasets[split])
-
-    def token_lengths(self, split: str) -> list[int]:
-        """Token length of every example of a split, in order (sample sizes in tokens, FLOPs at length s)."""
-        return [len(ids) for ids in self.datasets[split].encodings["input_ids"]]
-
-    def mean_length(self, split: str) -> float:
-        """Mean token length of a split: the s of the pruning spec's FLOPs model (§1.2 uses the dev split's)."""
-        return mean_length(self.datasets[split])
-
-    def rows_as_batches(self, split: str, rows, batch_size: int, keys: list[str] | None = None) -> list[dict]:
-        """The given rows of a split, in that order, padded into batches (only ``keys`` when given): a fixed,
-        seeded sample such as pruning's, identical on every run and rank."""
-        keys = keys if keys is not None else list(self.datasets[split][0]) + ["index"]
-        return sample_batches(self.datasets[split], rows, TokenPaddingCollator(self.tokenizer), batch_size, keys)
-
-    def ordered_loader(self, split: str, batch_size: int) -> DataLoader:
-        """The whole split in order, unsharded (every rank sees every example), e.g. to cache teacher outputs."""
-        return DataLoader(self.datasets[split], batch_size=batch_size, collate_fn=TokenPaddingCollator(self.tokenizer))
-
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        world_size, rank = self._world()
-        if hp.batch_size % world_size:
-            raise OptionError(f"--data.batch_size={hp.batch_size} is the global batch; it must divide by the "
-                              f"{world_size} processes")
-        # Shuffle with the run's seed (set by seed_everything), so that seeds of a study differ in data order.
-        shuffle_seed = run_seed(default=hp.split_seed)
-        sampler = ResumableTrainSampler(self.datasets["train"], world_size, rank, seed=shuffle_seed)
-        self._train_loader = ResumableDataLoader(
-            self.datasets["train"], batch_size=hp.batch_size // world_size, sampler=sampler, drop_last=True,
-            collate_fn=TokenPaddingCollator(self.tokenizer), num_workers=hp.num_workers,
-            trained_batches=self._trained_batches_this_epoch,
-        )
-        if self._pending_loader_state is not None:
-            self._train_loader.load_state_dict(self._pending_loader_state)
-            self._pending_loader_state = None
-        return self._train_loader
-
-    # The loader position travels in the datamodule's checkpoint state. Lightning also saves stateful
-    # loaders itself, but it never restores them when `estimated_stepping_batches` (used by the LR
-    # schedule) built the loader before the checkpoint was loaded; the datamodule hooks always run.
-    def state_dict(self) -> dict:
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        loader_state = state_dict.get("train_loader")
-        if loader_state is None:
-            return
-        if self._train_loader is not None:
-            self._train_loader.load_state_dict(loader_state)
-        else:
-            self._pending_loader_state = loader_state
-
-    def _trained_batches_this_epoch(self) -> int:
-        # `processed` counts batches whose step finished (`ready` also counts one interrupted mid-step).
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
-    def _eval_dataloader(self, split: str) -> DataLoader:
-        world_size, rank = self._world()
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset, batch_size=self.hparams.eval_batch_size, sampler=EvalShardSampler(dataset, world_size, rank),
-            collate_fn=TokenPaddingCollator(self.tokenizer), num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_dataloader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_dataloader("test")

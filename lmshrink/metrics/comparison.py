@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from lmshrink.metrics.agreement import ExampleOutcomes, GroupAgreement
@@ -54,6 +53,8 @@ class GroupComparison(nn.Module):
     (None: no bootstrap), and, with a reference, ``reference_preds`` / ``reference_logits``.
     """
 
+    metric = "accuracy"
+
     def __init__(self, group_names: list[str], num_classes: int, reference: str | None = None,
                  calibration_bins: int = N_BINS) -> None:
         super().__init__()
@@ -80,6 +81,11 @@ class GroupComparison(nn.Module):
             if logits is not None and reference_logits is not None:
                 self.metrics["reference_calibration"].update(reference_logits, labels, groups)
                 self.metrics["agreement"].update(logits, reference_logits, labels, groups)
+
+    def observe(self, outputs: dict, batch: dict) -> None:
+        """:meth:`update` from a validation/test step's outputs and its batch (the ``GroupMetrics`` contract)."""
+        self.update(outputs["preds"], outputs.get("logits"), batch["labels"], batch["groups"], batch.get("index"),
+                    outputs.get("reference_preds"), outputs.get("reference_logits"))
 
     def compute(self) -> dict[str, dict]:
         """Every metric's results (a collective under DDP: every rank must call it)."""

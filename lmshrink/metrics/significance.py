@@ -72,7 +72,8 @@ class BootstrapIntervals:
     resamples: int
 
 
-def _quantiles(values: Tensor, level: float) -> tuple[float, float]:
+def percentile_interval(values: Tensor, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided percentile interval of resampled values, NaN resamples left out; ``(nan, nan)`` if none is finite."""
     finite = values[~torch.isnan(values)]
     if finite.numel() == 0:
         return math.nan, math.nan
@@ -118,5 +119,5 @@ def bootstrap_intervals(correct: Tensor, membership: Tensor, reference_correct: 
     group_delta = []
     if deltas:
         stacked = torch.cat(deltas)
-        group_delta = [_quantiles(stacked[:, g], level) for g in range(num_groups)]
-    return BootstrapIntervals(_quantiles(torch.cat(worst), level), group_delta, resamples)
+        group_delta = [percentile_interval(stacked[:, g], level) for g in range(num_groups)]
+    return BootstrapIntervals(percentile_interval(torch.cat(worst), level), group_delta, resamples)
