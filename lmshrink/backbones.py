@@ -23,6 +23,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     PreTrainedModel,
 )
@@ -197,13 +198,29 @@ def require_weights(path: Path, option: str = "model_path") -> None:
         check_safetensors(weights, option)
 
 
-def has_classifier_head(name_or_path: str | Path, num_labels: int, option: str = "model_path") -> bool:
-    """Whether a model directory holds a sequence-classification head with ``num_labels`` outputs (a fine-tuned
+TASK_HEADS = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
+"""The transformers auto class of each task: one label per example (``sequence``) or per token (``token``)."""
+
+
+def _architecture_suffix(task: str) -> str:
+    return "For" + TASK_HEADS[task].__name__.removeprefix("AutoModelFor")
+
+
+def has_classifier_head(name_or_path: str | Path, num_labels: int, option: str = "model_path",
+                        task: str = "sequence") -> bool:
+    """Whether a model directory holds a ``task`` classification head with ``num_labels`` outputs (a fine-tuned
     model), from its config alone: a base encoder has none and gets a newly initialised one."""
     config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
     architectures = config.get("architectures") or []
     labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-    return any(name.endswith("ForSequenceClassification") for name in architectures) and labels == num_labels
+    return any(name.endswith(_architecture_suffix(task)) for name in architectures) and labels == num_labels
+
+
+def classifier_task(name_or_path: str | Path, option: str = "model_path") -> str:
+    """``token`` when a model directory holds a token-classification head, else ``sequence``."""
+    config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
+    token = any(name.endswith(_architecture_suffix("token")) for name in config.get("architectures") or [])
+    return "token" if token else "sequence"
 
 
 def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
@@ -212,17 +229,22 @@ def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: str = "model_path") -> PreTrainedModel:
-    """An ``AutoModelForSequenceClassification`` with ``num_labels`` outputs from a local directory.
+def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: str = "model_path",
+                             task: str = "sequence") -> PreTrainedModel:
+    """An ``AutoModelForSequenceClassification`` (``task="token"``: ``AutoModelForTokenClassification``) with
+    ``num_labels`` outputs from a local directory.
 
     Works for any encoder architecture transformers maps to a classification head (BERT, MiniLM, RoBERTa,
-    DistilBERT, ...), including models physically pruned by lmshrink. A checkpoint with a different number of labels gets a freshly initialised head.
+    DistilBERT, ...), including sequence classifiers physically pruned by lmshrink. A checkpoint with a different
+    number of labels gets a freshly initialised head.
     """
     path = resolve_model_dir(name_or_path, option)
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     # A model pruned by lmshrink has per-layer widths: its own class builds them (no trust_remote_code needed).
-    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else AutoModelForSequenceClassification
+    if is_sliced(config) and task != "sequence":
+        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned sequence classifier; it has no {task} head")
+    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else TASK_HEADS[task]
     return model_class.from_pretrained(path, config=config, local_files_only=True, ignore_mismatched_sizes=True)
 
 
@@ -250,7 +272,8 @@ def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_pa
     if not str(teacher_path).endswith(".ckpt"):
         if is_causal_lm(teacher_path, option):
             return load_causal_lm(teacher_path, option), teacher_path
-        return load_sequence_classifier(teacher_path, num_labels, option=option), teacher_path
+        return load_sequence_classifier(teacher_path, num_labels, option, classifier_task(teacher_path, option)), \
+            teacher_path
     if not Path(teacher_path).is_file():
         raise MissingInputError(f"{option}={teacher_path!r}: checkpoint does not exist")
     checkpoint = read_checkpoint(teacher_path, option)
@@ -262,8 +285,9 @@ def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_pa
     # "classifier newly initialised" warning is printed for a head the checkpoint holds.
     path = resolve_model_dir(hparams["model_path"], option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
-    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else AutoModelForSequenceClassification
-    if model_class is AutoModelForSequenceClassification:
+    head = TASK_HEADS[hparams.get("task", "sequence")]
+    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else head
+    if model_class is head:
         model = model_class.from_config(config)
     else:
         model = model_class(config)

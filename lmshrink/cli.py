@@ -258,7 +258,20 @@ class LmshrinkCLI(LightningCLI):
                               f"{'; '.join(differences.values())}. Resume with the original values, or allow the "
                               f"change with --allow_resume_changes '[{','.join(differences)}]'")
 
+    def _check_task(self) -> None:
+        """A sequence classifier cannot learn from word tags (nor the reverse): refused before any work."""
+        model_task = getattr(self.model, "task", None)
+        data_task = getattr(self.datamodule, "task", None)
+        if model_task is None or data_task is None or model_task == data_task:
+            return
+        data = f"{type(self.datamodule).__name__} is {data_task} classification"
+        if "task" in self.model.hparams:
+            raise OptionError(f"--model.task={model_task} but {data}; set --model.task={data_task}")
+        raise OptionError(f"{type(self.model).__name__} handles {model_task} classification only, but {data} "
+                          f"(not supported yet)")
+
     def before_fit(self) -> None:
+        self._check_task()
         refuse_to_overwrite(self.trainer, self._ckpt_path())
         self._check_outputs()
         self._check_resume()
@@ -281,11 +294,13 @@ class LmshrinkCLI(LightningCLI):
                       f"[lmshrink] watch it live: wandb leet {run_dir}", flush=True)
 
     def before_validate(self) -> None:
+        self._check_task()
         self._check_evaluable()
         self._check_outputs()
         self._announce_wandb()
 
     def before_test(self) -> None:
+        self._check_task()
         self._check_evaluable()
         self._check_outputs()
         self._announce_wandb()

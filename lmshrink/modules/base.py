@@ -24,6 +24,9 @@ class LmshrinkModule(LightningModule):
     is_causal_lm: bool = False
     """True when the module trains or evaluates a generator (no class predictions for GroupMetrics)."""
 
+    task: str = "sequence"
+    """``sequence`` or ``token`` classification: must equal the datamodule's ``task`` (the CLI checks it first)."""
+
     untrained_head: bool = False
     """True when the classifier head is newly initialised: evaluating it without a checkpoint is refused."""
 

@@ -1,6 +1,7 @@
-"""``TeacherFineTune``: fine-tune a local Hugging Face encoder for sequence classification.
+"""``TeacherFineTune``: fine-tune a local Hugging Face encoder for sequence classification, or for token
+classification (named-entity recognition: ``task: token``).
 
-Run it with ``python train.py fit --config configs/teacher/stereoset_minilm.yaml``. Per-group metrics are
+Run it with ``python train.py fit --config configs/teacher/stereoset_minilm.yaml`` (or ``conll_minilm.yaml``). Per-group metrics are
 not computed here: the :class:`~lmshrink.callbacks.GroupMetrics` callback reads the ``preds`` every
 validation/test step returns, so any module that follows this contract is measured the same way.
 """
@@ -8,6 +9,7 @@ validation/test step returns, so any module that follows this contract is measur
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch.nn.functional as F
 
@@ -26,12 +28,13 @@ EVAL_STAGES = ("val", "test")
 
 
 class TeacherFineTune(TrainingModule):
-    """Fine-tune a local or hub Hugging Face encoder for sequence classification, measured per group."""
+    """Fine-tune a local or hub Hugging Face encoder for sequence or token classification, measured per group."""
 
     def __init__(
         self,
         model_path: str = "minilm",
         num_labels: int = 3,
+        task: Literal["sequence", "token"] = "sequence",
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -44,6 +47,8 @@ class TeacherFineTune(TrainingModule):
         Args:
             model_path: Local Hugging Face model directory, or an offline default (``minilm``).
             num_labels: Number of classes (linked from the datamodule's ``num_labels``).
+            task: ``sequence`` (one label per example, ``GroupedTextDataModule``) or ``token`` (one tag per word,
+                ``TokenTaggingDataModule``; cross-entropy over each word's first sub-token).
             learning_rate: Peak AdamW learning rate, reached after warmup.
             weight_decay: AdamW weight decay (not applied to biases and norm weights).
             warmup_ratio: Share of all training steps spent warming the learning rate up linearly.
@@ -63,17 +68,18 @@ class TeacherFineTune(TrainingModule):
         check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
                                 owner=TeacherFineTune)
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.untrained_head = not has_classifier_head(model_path, num_labels)
+        self.task = task
+        self.untrained_head = not has_classifier_head(model_path, num_labels, task=task)
         if self.untrained_head:
             rank_zero_info(f"[lmshrink] model_path={model_path!r} has no classifier head for {num_labels} labels: "
                            f"a new one is initialised (fine-tuning trains it)")
-        self.model = load_sequence_classifier(model_path, num_labels)
+        self.model = load_sequence_classifier(model_path, num_labels, task=task)
         # from_pretrained returns eval mode and Lightning keeps submodule modes as found: enable dropout.
         self.model.train()
         self.model_inputs = accepted_inputs(self.model)
         if freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
-        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro", ignore_index=IGNORE_INDEX)
         # Summed loss and count per stage, reduced across ranks before dividing: exact under DDP.
         self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in EVAL_STAGES})
 
@@ -83,12 +89,14 @@ class TeacherFineTune(TrainingModule):
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch)
         labels = batch["labels"]
-        per_example = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        valid = labels != IGNORE_INDEX
+        # token classification: every labelled sub-token (a word's first) is one example of the loss
+        flat_logits, flat_labels = logits.flatten(0, -2), labels.flatten()
+        per_example = F.cross_entropy(flat_logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="none")
+        valid = flat_labels != IGNORE_INDEX
         preds = logits.argmax(dim=-1)
         loss = per_example[valid].mean()
         if stage == "train":
-            self.train_acc(preds, labels)
+            self.train_acc(flat_logits.argmax(dim=-1), flat_labels)
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/acc", self.train_acc, on_step=True, on_epoch=False)
         else:

@@ -1,0 +1,82 @@
+"""Token classification (NER) end to end with the real CLI and the shipped CoNLL config on a tiny random BERT:
+entity F1 per group and type in the record, the exported tagger, 2-process DDP equal to one process, and a
+resume after ``kill -9`` equal to the uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForTokenClassification
+
+from lmshrink.cli import main
+from lmshrink.datamodules.token_tagging import CONLL2003_TAGS
+from tests.helpers import REPO, callbacks_overlay, final_weights, group_record, run_train_py
+
+CONFIG = REPO / "configs" / "teacher" / "conll_minilm.yaml"
+
+
+def tagger_args(model_dir, root, *extra: str, train_batches: int = 4) -> list[str]:
+    return ["--config", str(CONFIG), f"--model.model_path={model_dir}", f"--model.export_dir={root / 'model'}",
+            f"--data.tokenizer_path={model_dir}", f"--trainer.default_root_dir={root}",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
+            "--trainer.max_epochs=1", f"--trainer.limit_train_batches={train_batches}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--model.learning_rate=0.001", *extra]
+
+
+def test_fit_logs_entity_f1_per_group_and_type_and_exports_a_tagger(tiny_bert_dir, tmp_path):
+    root = tmp_path / "run"
+    main(["fit", *tagger_args(tiny_bert_dir, root)])
+    record = group_record(root, "test")
+    assert record["metric"] == "f1" and [g["group"] for g in record["groups"]] == ["capitals", "normal"]
+    assert sum(g["n"] for g in record["groups"]) == 57
+    assert set(record["types"]) == {"LOC", "MISC", "ORG", "PER"}
+    assert sum(t["support"] for t in record["types"].values()) == sum(g["entities"] for g in record["groups"])
+    assert record["worst_group_f1"] == min(g["f1"] for g in record["groups"] if g["f1"] is not None)
+    assert len(record["worst_group_f1_ci"]) == 2
+    model = AutoModelForTokenClassification.from_pretrained(root / "model")
+    assert [model.config.id2label[i] for i in range(9)] == CONLL2003_TAGS
+    metrics = (next(root.rglob("metrics.csv"))).read_text().splitlines()[0].split(",")
+    assert {"val/f1", "val/worst_group_f1", "val/f1/capitals", "val/type_f1/PER"} <= set(metrics)
+
+
+def test_a_sequence_model_with_tagging_data_is_refused_by_name(tiny_bert_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", *tagger_args(tiny_bert_dir, tmp_path / "run"), "--model.task=sequence"], exit_on_error=True)
+    assert ("--model.task=sequence but TokenTaggingDataModule is token classification; set --model.task=token"
+            in capsys.readouterr().err)
+
+
+def test_two_process_ddp_matches_one_process(tiny_bert_no_dropout_dir, tmp_path):
+    args = lambda root: tagger_args(tiny_bert_no_dropout_dir, root, "--data.batch_size=16", "--data.eval_batch_size=8")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    main(["fit", *args(single), "--trainer.accelerator=cpu"])
+    run_train_py("fit", [*args(ddp), "--config", "configs/trainer/ddp_cpu.yaml"])
+    for stage in ("val", "test"):
+        one, two = group_record(single, stage), group_record(ddp, stage)
+        for key in ("f1", "precision", "recall", "worst_group_f1", "macro_f1"):
+            assert one[key] == pytest.approx(two[key], abs=1e-9), key
+        assert json.dumps(one["types"]) == json.dumps(two["types"])
+        for a, b in zip(one["groups"], two["groups"]):
+            assert (a["group"], a["n"], a["entities"]) == (b["group"], b["n"], b["entities"])
+            assert a["f1"] == pytest.approx(b["f1"], abs=1e-9)
+            assert a["ci_low"] == pytest.approx(b["ci_low"], abs=1e-9)  # same sentences, same order: same bootstrap
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_bert_dir, tmp_path):
+    overlay = lambda name, extra=None: callbacks_overlay(tmp_path / name, every_n_train_steps=3, extra=extra,
+                                                         monitor="val/worst_group_f1")
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    main(["fit", *tagger_args(tiny_bert_dir, uninterrupted, "--config", str(overlay("plain.yaml")), train_batches=8)])
+    killer = [{"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 5}}]
+    proc = run_train_py("fit", tagger_args(tiny_bert_dir, resumed, "--config", str(overlay("kill.yaml", killer)),
+                                           train_batches=8), check=False)
+    assert proc.returncode != 0, "the run was meant to die mid-epoch"
+    main(["fit", *tagger_args(tiny_bert_dir, resumed, "--config", str(overlay("plain.yaml")), train_batches=8),
+          "--ckpt_path", "last"])
+    expected, got = final_weights(uninterrupted), final_weights(resumed)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    assert group_record(resumed, "test") | {"global_step": None} == group_record(uninterrupted, "test") | {"global_step": None}
