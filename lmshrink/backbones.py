@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
-from lmshrink.pruning.sliced_modeling import PRUNED_CLASSES, is_sliced
+from lmshrink.pruning.sliced_modeling import head_task, is_sliced, pruned_class
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 """File names `from_pretrained` reads weights from; a directory without any of them is not a model."""
@@ -242,9 +242,10 @@ def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: 
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     # A model pruned by lmshrink has per-layer widths: its own class builds them (no trust_remote_code needed).
-    if is_sliced(config) and task != "sequence":
-        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned sequence classifier; it has no {task} head")
-    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else TASK_HEADS[task]
+    if is_sliced(config) and head_task(config.architectures or []) != task:
+        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned {head_task(config.architectures or [])} "
+                          f"classifier; it has no {task} classification head")
+    model_class = pruned_class(config.model_type, task) if is_sliced(config) else TASK_HEADS[task]
     return model_class.from_pretrained(path, config=config, local_files_only=True, ignore_mismatched_sizes=True)
 
 
@@ -286,7 +287,7 @@ def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_pa
     path = resolve_model_dir(hparams["model_path"], option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     head = TASK_HEADS[hparams.get("task", "sequence")]
-    model_class = PRUNED_CLASSES[config.model_type] if is_sliced(config) else head
+    model_class = pruned_class(config.model_type, hparams.get("task", "sequence")) if is_sliced(config) else head
     if model_class is head:
         model = model_class.from_config(config)
     else:

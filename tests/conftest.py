@@ -21,7 +21,8 @@ from lmshrink.backbones import load_tokenizer
 
 
 def save_tiny_bert(
-    directory: Path, num_labels: int = 3, dropout: float = 0.1, seed: int = 0, initializer_range: float = 0.02
+    directory: Path, num_labels: int = 3, dropout: float = 0.1, seed: int = 0, initializer_range: float = 0.02,
+    model_class=BertForSequenceClassification,
 ) -> Path:
     """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved as a HF directory."""
     tokenizer = load_tokenizer("minilm")
@@ -31,7 +32,7 @@ def save_tiny_bert(
         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(directory)
+    model_class(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -52,6 +53,15 @@ def tiny_bert_varied_dir(tmp_path_factory) -> Path:
     """Large random weights, so that an untrained model predicts all three classes (the default init
     predicts one class everywhere, which would make float-vs-quantized comparisons trivially equal)."""
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_varied"), dropout=0.0, initializer_range=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_dir(tmp_path_factory) -> Path:
+    """A random BERT token classifier with the 9 CoNLL-2003 tags and large weights (it predicts every tag)."""
+    from transformers import BertForTokenClassification
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_tagger"), num_labels=9, dropout=0.0, initializer_range=0.5,
+                          model_class=BertForTokenClassification)
 
 
 @pytest.fixture(scope="session")

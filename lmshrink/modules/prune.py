@@ -31,6 +31,7 @@ from lmshrink.pruning.kprune import KPruneSettings
 from lmshrink.pruning.kwon import KwonSettings
 from lmshrink.pruning.run import METHODS, PruneMethod, prune_encoder
 from lmshrink.pruning.sample import draw_sample, samples_for_tokens
+from lmshrink.pruning.sliced_modeling import head_task
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
 
 
@@ -123,6 +124,7 @@ class Prune(LmshrinkModule):
         self.kwon = kwon if isinstance(kwon, KwonSettings) else KwonSettings(**kwon)
         refuse_ignored_options(method, {**self.hparams, "kprune": self.kprune, "kwon": self.kwon})
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
+        self.task = head_task([type(self.model).__name__])  # a token classifier (NER) prunes and reports per word
         self.model.eval()
         self.dense = copy.deepcopy(self.model).requires_grad_(False)
         self.model_inputs = accepted_inputs(self.model)

@@ -108,13 +108,22 @@ class _Scores:
         width = shape.num_heads * shape.head_dim
         self.pred_head, self.rep_head = torch.zeros(shape.num_layers, width), torch.zeros(shape.num_layers, width)
         self.pred_neuron, self.rep_neuron = torch.zeros(shape.num_layers, shape.ffn), torch.zeros(shape.num_layers, shape.ffn)
-        self.sentences = 0
+        self.predictions = 0
+        """Rows the predictive loss averages over: sentences for a sequence classifier, non-padding tokens for a
+        token classifier (whose predictive knowledge is the tag distribution at every token)."""
         self.tokens = 0
+
+
+def prediction_rows(logits: Tensor, attention_mask: Tensor) -> Tensor:
+    """The rows the predictive loss compares: ``[B, C]`` logits as they are; a token classifier's ``[B, T, C]`` at its
+    non-padding tokens, ``[tokens, C]`` (spec §3.1's KL, ``batchmean``, then averages over tokens)."""
+    return _non_pad(logits, attention_mask) if logits.dim() == 3 else logits
 
 
 def teacher_soft_labels(teacher: nn.Module, batches: Sequence[dict[str, Tensor]], temperature: float) -> list[Tensor]:
     with torch.no_grad():
-        return [F.softmax(_at_least_fp32(teacher(**batch).logits) / temperature, dim=-1) for batch in batches]
+        return [F.softmax(_at_least_fp32(prediction_rows(teacher(**batch).logits, batch["attention_mask"]))
+                          / temperature, dim=-1) for batch in batches]
 
 
 def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings: KPruneSettings, seq_len: float
@@ -127,9 +136,9 @@ def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings
                                       for l in range(shape.num_layers)])
     column_energy_neuron = torch.stack([sublayer_modules(model, (l, "ffn"))[0].weight.detach().pow(2).mean(0).cpu()
                                         for l in range(shape.num_layers)])
-    pred_head = scores.pred_head / scores.sentences
+    pred_head = scores.pred_head / scores.predictions
     rep_head = scores.rep_head * column_energy_head / scores.tokens
-    pred_neuron = scores.pred_neuron / scores.sentences
+    pred_neuron = scores.pred_neuron / scores.predictions
     rep_neuron = scores.rep_neuron * column_energy_neuron / scores.tokens
     per_dim = settings.lam_pred * pred_head + settings.lam_rep * rep_head
     head = mu * per_dim.view(shape.num_layers, shape.num_heads, shape.head_dim).mean(-1) / f_head
@@ -219,7 +228,7 @@ def _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, targe
     heads = torch.cat([head_gates[:layer], head_leaf])
     neurons = torch.cat([neuron_gates[:layer], neuron_leaf])
     with masked(model, heads, neurons), capture(model, scored) as store:
-        logits = model(**batch).logits
+        logits = prediction_rows(model(**batch).logits, attention_mask)
         loss = soft_target_kl_from_probs(logits, probs, settings.temperature)  # spec §3.1, one KD formula
         head_grad, neuron_grad = torch.autograd.grad(loss, [head_leaf, neuron_leaf])
     scores.pred_head[layer:] += 0.5 * head_grad.pow(2).cpu()
@@ -227,7 +236,7 @@ def _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, targe
     for (sub_layer, kind), record in store.items():
         energy = _non_pad(record["a"].detach(), attention_mask).pow(2).sum(0).cpu()
         (scores.rep_head if kind == "mha" else scores.rep_neuron)[sub_layer] += energy
-    scores.sentences += attention_mask.shape[0]
+    scores.predictions += logits.shape[0]
     scores.tokens += int(attention_mask.sum())
     record = store[target]
     features = _non_pad(record["a"].detach(), attention_mask)

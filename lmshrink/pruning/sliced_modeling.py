@@ -4,6 +4,7 @@ This file imports only torch and transformers: it is copied next to the weights 
 the config's ``auto_map`` points at it, so a pruned directory loads without lmshrink installed::
 
     AutoModelForSequenceClassification.from_pretrained(pruned_dir, trust_remote_code=True)
+    AutoModelForTokenClassification.from_pretrained(pruned_tagger_dir, trust_remote_code=True)
 
 Stock ``from_pretrained`` cannot build per-layer widths (transformers 5 dropped ``config.pruned_heads``), hence
 these subclasses: they build the dense model, then shrink each layer's Linear modules to the widths in the
@@ -20,8 +21,11 @@ import torch
 from torch import nn
 from transformers import (
     BertForSequenceClassification,
+    BertForTokenClassification,
     DistilBertForSequenceClassification,
+    DistilBertForTokenClassification,
     RobertaForSequenceClassification,
+    RobertaForTokenClassification,
 )
 
 HEADS_FIELD = "lmshrink_heads_per_layer"
@@ -142,26 +146,43 @@ def shrink_to_config(model: nn.Module) -> None:
         set_layer_widths(layer, layout, head_dim, num_heads, width)
 
 
-class PrunedBertForSequenceClassification(BertForSequenceClassification):
+def _pruned(base: type) -> type:
+    """``Pruned<Base>``: ``base`` whose layers take the widths the config records when built."""
+
     def __init__(self, config) -> None:
-        super().__init__(config)
+        base.__init__(self, config)
         shrink_to_config(self)
 
-
-class PrunedRobertaForSequenceClassification(RobertaForSequenceClassification):
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        shrink_to_config(self)
+    return type(f"Pruned{base.__name__}", (base,), {"__init__": __init__, "__module__": __name__})
 
 
-class PrunedDistilBertForSequenceClassification(DistilBertForSequenceClassification):
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        shrink_to_config(self)
-
+PrunedBertForSequenceClassification = _pruned(BertForSequenceClassification)
+PrunedRobertaForSequenceClassification = _pruned(RobertaForSequenceClassification)
+PrunedDistilBertForSequenceClassification = _pruned(DistilBertForSequenceClassification)
+PrunedBertForTokenClassification = _pruned(BertForTokenClassification)
+PrunedRobertaForTokenClassification = _pruned(RobertaForTokenClassification)
+PrunedDistilBertForTokenClassification = _pruned(DistilBertForTokenClassification)
 
 PRUNED_CLASSES = {
-    "bert": PrunedBertForSequenceClassification,
-    "roberta": PrunedRobertaForSequenceClassification,
-    "distilbert": PrunedDistilBertForSequenceClassification,
+    ("bert", "sequence"): PrunedBertForSequenceClassification,
+    ("roberta", "sequence"): PrunedRobertaForSequenceClassification,
+    ("distilbert", "sequence"): PrunedDistilBertForSequenceClassification,
+    ("bert", "token"): PrunedBertForTokenClassification,
+    ("roberta", "token"): PrunedRobertaForTokenClassification,
+    ("distilbert", "token"): PrunedDistilBertForTokenClassification,
 }
+"""(model type, task) -> the class that builds a pruned model of that architecture and head."""
+
+AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
+
+
+def head_task(names: list[str]) -> str:
+    """``token`` when one of the architecture (class) names is a token classifier, else ``sequence``."""
+    return "token" if any(name.endswith("ForTokenClassification") for name in names) else "sequence"
+
+
+def pruned_class(model_type: str, task: str = "sequence") -> type:
+    if (model_type, task) not in PRUNED_CLASSES:
+        raise ValueError(f"no pruned {task} classifier for model type {model_type!r}; supported: "
+                         f"{sorted({kind for kind, _ in PRUNED_CLASSES})}")
+    return PRUNED_CLASSES[(model_type, task)]

@@ -16,10 +16,12 @@ from torch import Tensor, nn
 from lmshrink.pruning import sliced_modeling
 from lmshrink.pruning.arch import layout_of, shape_of
 from lmshrink.pruning.sliced_modeling import (
+    AUTO_CLASSES,
     FFN_FIELD,
     HEADS_FIELD,
-    PRUNED_CLASSES,
+    head_task,
     is_sliced,
+    pruned_class,
     replace_with_no_heads,
     shrink_to_config,
 )
@@ -76,9 +78,10 @@ def _mark_pruned(model: nn.Module, heads: list[int], ffn: list[int]) -> None:
     """Record the widths in the config and make the model an instance of the matching ``Pruned*`` class."""
     setattr(model.config, HEADS_FIELD, list(heads))
     setattr(model.config, FFN_FIELD, list(ffn))
-    pruned_class = PRUNED_CLASSES[model.config.model_type]
-    model.config.auto_map = {"AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{pruned_class.__name__}"}
-    model.__class__ = pruned_class  # same attributes and forward; only construction (from a config) differs
+    task = head_task([type(model).__name__])
+    cls = pruned_class(model.config.model_type, task)
+    model.config.auto_map = {AUTO_CLASSES[task]: f"{MODELING_FILE[:-3]}.{cls.__name__}"}
+    model.__class__ = cls  # same attributes and forward; only construction (from a config) differs
 
 
 def shrink_to_widths(model: nn.Module, heads: list[int], ffn: list[int]) -> nn.Module:
@@ -104,4 +107,5 @@ def load_sliced(directory: str | Path, **kwargs) -> nn.Module:
     config = AutoConfig.from_pretrained(directory, local_files_only=True, **kwargs)
     if not is_sliced(config):
         raise ValueError(f"{directory}: config.json has no {HEADS_FIELD}; not a model pruned by lmshrink")
-    return PRUNED_CLASSES[config.model_type].from_pretrained(directory, config=config, local_files_only=True)
+    cls = pruned_class(config.model_type, head_task(config.architectures or []))
+    return cls.from_pretrained(directory, config=config, local_files_only=True)

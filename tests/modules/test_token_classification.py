@@ -80,3 +80,42 @@ def test_resume_after_kill_matches_uninterrupted(tiny_bert_dir, tmp_path):
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
     assert group_record(resumed, "test") | {"global_step": None} == group_record(uninterrupted, "test") | {"global_step": None}
+
+
+def test_quantize_compares_the_tagger_with_its_float_self_per_group(tiny_tagger_dir, tmp_path):
+    root = tmp_path / "q"
+    main(["test", *tagger_args(tiny_tagger_dir, root), "--trainer.callbacks+=lmshrink.callbacks.Quantize",
+          "--trainer.callbacks.scheme=dynamic-int8", "--trainer.callbacks.latency_repeats=2"])
+    (path,) = root.rglob("quantization_dynamic-int8_test.json")
+    record, measured = json.loads(path.read_text()), group_record(root, "test")  # GroupMetrics saw the int8 model
+    assert record["metric"] == "f1" and record["reference_name"] == "float"
+    assert record["f1"] == pytest.approx(measured["f1"], abs=1e-12) and 0 < record["float"]["f1"] < 1
+    for quantized, seen in zip(record["groups"], measured["groups"]):
+        assert quantized["f1"] == pytest.approx(seen["f1"], abs=1e-12)
+        assert quantized["delta_to_reference"] == pytest.approx(quantized["f1"] - quantized["reference_f1"], abs=1e-12)
+        assert 0 <= quantized["p_holm"] <= 1
+    assert record["size_latency"]["quantized"]["memory_mb"] < record["size_latency"]["float"]["memory_mb"]
+
+
+PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_conll.yaml"
+
+
+@pytest.mark.parametrize("method, extra", [("kprune", ["--model.num_tokens=2000"]), ("kwon", ["--model.num_samples=64"]),
+                                           ("l1-heads", ["--model.sparsity=0.5"])])
+def test_pruning_a_tagger_reports_entity_f1_against_the_dense_tagger_and_saves_a_reloadable_one(
+        tiny_tagger_dir, tmp_path, method, extra):
+    root = tmp_path / method
+    main(["validate", "--config", str(PRUNE_CONFIG), f"--model.teacher_path={tiny_tagger_dir}",
+          f"--model.method={method}", *extra, f"--data.tokenizer_path={tiny_tagger_dir}",
+          f"--trainer.default_root_dir={root}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+          "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false"])
+    record = group_record(root, "val")
+    assert record["metric"] == "f1" and record["reference_name"] == "dense" and 0 < record["dense"]["f1"] < 1
+    pruning = json.loads(next(root.rglob("pruning_record_val.json")).read_text())
+    if method != "l1-heads":
+        assert pruning["flops_kept"] <= 0.5 + 1e-9
+        assert pruning["sample"]["tokens"] > pruning["sample"]["sentences"]
+    model = AutoModelForTokenClassification.from_pretrained(pruning["model_dir"], trust_remote_code=True)
+    assert type(model).__name__ == "PrunedBertForTokenClassification"
+    assert model.config.lmshrink_heads_per_layer == pruning["heads_per_layer"]
+    assert [model.config.id2label[i] for i in range(9)] == CONLL2003_TAGS
