@@ -9,10 +9,11 @@ Shapes: ``B`` batch, ``S`` sequence, ``C`` classes (classifier) or vocabulary (c
 hidden widths, ``A_s``/``A_t`` attention heads, ``L_s`` student blocks.
 
 - ``student_out`` / ``teacher_out``: HF model outputs. ``logits`` ``[B, C]`` (classifier) or ``[B, S, C]``
-  (causal LM); with a hidden-state term also ``hidden_states`` (``L + 1`` tensors ``[B, S, H]``: the
+  (causal LM, or token classifier: tags per sub-token); with a hidden-state term also ``hidden_states`` (``L + 1`` tensors ``[B, S, H]``: the
   embeddings, then each block's output); with the attention term also ``attentions`` (``L`` tensors
   ``[B, A, S, S]``).
-- ``batch``: ``attention_mask`` ``[B, S]``; ``labels`` ``[B]`` (classifier, -100 = no label) or
+- ``batch``: ``attention_mask`` ``[B, S]``; ``labels`` ``[B]`` (classifier, -100 = no label), ``[B, S]`` (token
+  classifier: each word's first sub-token labelled, padding and other sub-tokens -100, so KD and CE count words) or
   ``input_ids`` ``[B, S]`` (causal LM: the next-token loss).
 - ``cached``: the teacher as top-k logits ``(values, indices)``, each ``[B, k]``, instead of ``teacher_out``.
 
@@ -97,7 +98,8 @@ class DistillationObjective(nn.Module):
             nll = next_token_nll(student_out.logits, batch["input_ids"], token_mask)
             terms["ce"] = nll.sum() / max(nll.numel(), 1)  # a batch without any next token adds 0, not NaN
         elif "ce" in self.weights:
-            terms["ce"] = F.cross_entropy(student_out.logits.float(), batch["labels"], ignore_index=IGNORE_INDEX)
+            terms["ce"] = F.cross_entropy(student_out.logits.flatten(0, -2).float(), batch["labels"].flatten(),
+                                          ignore_index=IGNORE_INDEX)
         student_hidden = student_out.hidden_states if self.uses_hidden_states else None
         teacher_hidden = teacher_out.hidden_states if self.uses_hidden_states else None
         if "embedding" in self.weights:

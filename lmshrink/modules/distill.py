@@ -48,6 +48,7 @@ from lmshrink.export import label_names, save_pretrained
 from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
+from lmshrink.pruning.sliced_modeling import head_task
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 
@@ -139,6 +140,10 @@ class Distillation(TrainingModule):
         # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
         # does not apply: evaluation reports token-level KD loss and perplexity instead.
         self.is_causal_lm = teacher.can_generate()
+        self.task = head_task([type(teacher).__name__])  # a token classifier (NER) is distilled tag by tag
+        if self.task == "token" and teacher_cache_dir:
+            raise OptionError("--model.teacher_cache_dir caches one logit row per example; a token classifier's "
+                              "per-word tag logits are not cached: remove it")
         if self.is_causal_lm:
             self.reference_name = None
             if teacher_cache_dir:
@@ -148,7 +153,7 @@ class Distillation(TrainingModule):
             check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student_path),
                                  str(teacher_path), student_path)
             self.model = (load_causal_lm(student_path, "student_path") if self.is_causal_lm else
-                          load_sequence_classifier(student_path, num_labels, option="student_path")).train()
+                          load_sequence_classifier(student_path, num_labels, "student_path", self.task)).train()
         elif student_config is not None:
             self.model = student_from_config(teacher, **student_config)
         else:
@@ -241,8 +246,9 @@ class Distillation(TrainingModule):
             return self._causal_eval(batch, student_out.logits, teacher_out.logits, stage)
         labels = batch["labels"]
         labelled = labels != IGNORE_INDEX
-        per_example = F.cross_entropy(student_out.logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        self.eval_loss[stage].update(per_example[labelled])
+        per_example = F.cross_entropy(student_out.logits.flatten(0, -2).float(), labels.flatten(),
+                                      ignore_index=IGNORE_INDEX, reduction="none")  # a tagger: one row per word
+        self.eval_loss[stage].update(per_example[labelled.flatten()])
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=True)
         logits, teacher_logits = student_out.logits.detach(), teacher_out.logits
         return {"preds": logits.argmax(-1), "logits": logits, "reference_preds": teacher_logits.argmax(-1),

@@ -119,3 +119,26 @@ def test_pruning_a_tagger_reports_entity_f1_against_the_dense_tagger_and_saves_a
     assert type(model).__name__ == "PrunedBertForTokenClassification"
     assert model.config.lmshrink_heads_per_layer == pruning["heads_per_layer"]
     assert [model.config.id2label[i] for i in range(9)] == CONLL2003_TAGS
+
+
+DISTILL_CONFIG = REPO / "configs" / "distill" / "conll_minilm_to_3layer.yaml"
+
+
+def test_distilling_a_tagger_measures_the_student_against_the_teacher_per_group(tiny_tagger_dir, tmp_path):
+    root = tmp_path / "distill"
+    main(["fit", "--config", str(DISTILL_CONFIG), f"--model.teacher_path={tiny_tagger_dir}",
+          "--model.student_num_layers=1", f"--model.student_save_dir={root / 'student'}",
+          f"--data.tokenizer_path={tiny_tagger_dir}", f"--trainer.default_root_dir={root}",
+          "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
+          "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.log_every_n_steps=1",
+          "--trainer.enable_progress_bar=false"])
+    record = group_record(root, "test")
+    assert record["metric"] == "f1" and record["reference_name"] == "teacher"
+    teacher = record["teacher"]
+    assert 0 < teacher["f1"] < 1 and record["f1"] != teacher["f1"]
+    for group in record["groups"]:
+        assert group["delta_to_reference"] == pytest.approx(group["f1"] - group["reference_f1"], abs=1e-12)
+    student = AutoModelForTokenClassification.from_pretrained(root / "student")
+    assert student.config.num_hidden_layers == 1 and student.config.id2label[1] == "B-PER"
+    columns = (next(root.rglob("metrics.csv"))).read_text().splitlines()[0].split(",")
+    assert {"train/kd_loss", "train/ce_loss", "train/hidden_loss", "val/delta/capitals", "val/teacher_f1"} <= set(columns)
