@@ -95,3 +95,18 @@ def test_gate_as_a_group_metrics_option_fails_the_test_run(models, tmp_path, cap
         main(args, exit_on_error=True)
     assert exit_info.value.code == 1
     assert "gate FAILED:\n  group stereotype|" in capsys.readouterr().err
+
+
+def test_gate_reads_entity_f1_records_of_taggers():
+    record = {"metric": "f1", "reference_name": "teacher", "f1": 0.7, "worst_group_f1": 0.40,
+              "teacher": {"f1": 0.8, "worst_group_f1": 0.55},
+              "groups": [{"group": "capitals", "n": 7, "f1": 0.40, "reference_f1": 0.55, "delta_to_reference": -0.15,
+                          "p_holm": 0.30},
+                         {"group": "normal", "n": 50, "f1": 0.72, "reference_f1": 0.90, "delta_to_reference": -0.18,
+                          "p_holm": 0.002},
+                         {"group": "empty", "n": 3, "f1": None, "reference_f1": None, "delta_to_reference": None,
+                          "p_holm": None}]}
+    failures = gate_failures(record, GateThresholds())
+    assert failures == ["group normal: f1 0.9000 -> 0.7200 (drop 0.1800 > 0.05, Holm p = 0.002 < 0.05, n = 50)"]
+    record["groups"][0]["p_holm"] = 0.01  # the worst group's drop becomes significant too
+    assert len(gate_failures(record, GateThresholds())) == 3
