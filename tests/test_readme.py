@@ -40,11 +40,11 @@ def readme_commands() -> list[str]:
 
 def shrink(command: str, tiny: str) -> list[str]:
     """Arguments appended to a README command so that it runs on the tiny model in seconds."""
-    data = [f"--data.tokenizer_path={tiny}"]
+    data = [f"--data.tokenizer_path={tiny}"] + (["--trainer.max_epochs=1"] if "conll" in command else [])
     if "configs/teacher/" in command:
         model = [] if "--model.model_path" in command else [f"--model.model_path={tiny}"]
         return model + data + TINY_TRAINER
-    if "configs/distill/stereoset_minilm_to_3layer.yaml" in command:
+    if "configs/distill/stereoset_minilm_to_3layer.yaml" in command or "configs/distill/conll_minilm_to_3layer" in command:
         return ["--model.student_num_layers=1"] + data + TINY_TRAINER
     if "configs/prune/" in command:
         sample = "--model.num_samples=32" if "--model.method kwon" in command else "--model.num_tokens=2000"
@@ -100,6 +100,8 @@ def test_readme_commands_run_in_order(tiny_bert_dir, tmp_path):
     assert list((runs / "quant_bnb_int8").glob("quantization_bnb-int8_test*.json"))
     assert list((runs / "prune_stereoset_minilm").glob("pruned_model*/config.json"))
     assert list((runs / "resume_demo").glob("group_metrics_test*.json")), "the resumed run did not finish"
+    assert (runs / "distill_conll_3layer/student/model.safetensors").is_file()
+    assert '"metric": "f1"' in next((runs / "quant_conll_int8").glob("quantization_dynamic-int8_test*.json")).read_text()
     assert list((runs / "my_teacher").glob("group_metrics_test*.json"))
     compared = list((runs / "compare_kprune").glob("group_metrics_test*.json"))
     assert compared and '"reference_name": "reference"' in compared[0].read_text(), "the Compare command compared nothing"

@@ -142,3 +142,16 @@ def test_distilling_a_tagger_measures_the_student_against_the_teacher_per_group(
     assert student.config.num_hidden_layers == 1 and student.config.id2label[1] == "B-PER"
     columns = (next(root.rglob("metrics.csv"))).read_text().splitlines()[0].split(",")
     assert {"train/kd_loss", "train/ce_loss", "train/hidden_loss", "val/delta/capitals", "val/teacher_f1"} <= set(columns)
+
+
+def test_the_masakhaner_overlay_groups_by_language(tiny_bert_dir, tmp_path):
+    from tests.datamodules.test_token_tagging import masakhaner_dir
+
+    root = tmp_path / "run"
+    main(["fit", *tagger_args(tiny_bert_dir, root, train_batches=1), "--config",
+          str(REPO / "configs" / "data" / "masakhaner.yaml"), f"--data.dataset={masakhaner_dir(tmp_path / 'mner')}",
+          "--data.batch_size=4"])
+    record = group_record(root, "test")
+    assert [group["group"] for group in record["groups"]] == ["hau", "yor"]
+    assert set(record["types"]) == {"DATE", "LOC", "ORG", "PER"}
+    assert [group["entities"] for group in record["groups"]] == [6, 6]
