@@ -19,11 +19,15 @@ EXPERIMENTS = {  # experiment config -> the subcommand it is run with
     "distill/smollm2_half.yaml": "fit",
     "prune/kprune_stereoset.yaml": "validate",
     "generative/toxicity_smollm2.yaml": "test",
+    "teacher/conll_minilm.yaml": "fit",
+    "distill/conll_minilm_to_3layer.yaml": "fit",
+    "prune/kprune_conll.yaml": "validate",
 }
 OVERLAYS = {  # overlay -> the experiment it is combined with
     "debug/fast_dev_run.yaml": "teacher/stereoset_minilm.yaml",
     "trainer/ddp_cpu.yaml": "teacher/stereoset_minilm.yaml",
     **{f"data/{path.name}": "teacher/stereoset_minilm.yaml" for path in (CONFIGS / "data").glob("*.yaml")},
+    "data/masakhaner.yaml": "teacher/conll_minilm.yaml",  # token classification
 }
 
 
@@ -72,6 +76,11 @@ TINY = {  # experiment -> (tiny model fixture, arguments that point it at that m
         "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
         "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",
         "--data.num_heldout_texts=2"]),
+    "teacher/conll_minilm.yaml": ("tiny_bert_dir", ["--model.model_path={m}", "--data.tokenizer_path={m}"]),
+    "distill/conll_minilm_to_3layer.yaml": ("tiny_tagger_dir", [
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
+    "prune/kprune_conll.yaml": ("tiny_tagger_dir", [
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.num_tokens=2000"]),
 }
 
 
