@@ -408,6 +408,7 @@ def check_args(subcommand: str, args: list[str]) -> Namespace:
     """Parse ``train.py <subcommand> <args>`` as the command line would (unknown options, types, choices, the
     configs' existence), loading nothing, and return the parsed config; a mistake raises :class:`OptionError`
     with jsonargparse's message."""
+    import importlib
     import warnings
 
     from jsonargparse import ArgumentError
@@ -420,7 +421,12 @@ def check_args(subcommand: str, args: list[str]) -> Namespace:
                              parser_kwargs={"exit_on_error": False}, args=[subcommand, *args])
     except (ArgumentError, SystemExit) as exc:
         raise OptionError(concise_parse_error(exc)) from None
-    return cli.config[subcommand]
+    config = cli.config[subcommand]
+    module_name, class_name = config.model.class_path.rsplit(".", 1)
+    check_options = getattr(getattr(importlib.import_module(module_name), class_name), "check_options", None)
+    if check_options is not None:  # a module's refusals that need no model (options its method ignores)
+        check_options(config.model.init_args)
+    return config
 
 
 def _start_wandb_run(logger: WandbLogger, attempts: int = 20, wait_seconds: float = 1.5):

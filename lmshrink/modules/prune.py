@@ -61,6 +61,13 @@ def refuse_ignored_options(method: str, options) -> None:
                           f"{sorted(METHOD_OPTIONS[method])}; remove it")
 
 
+def _settings(value, kind: type):
+    """A settings group as its dataclass, from the dataclass, a dict (checkpoint hparams) or a parsed Namespace."""
+    if isinstance(value, kind):
+        return value
+    return kind(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
+
+
 class Prune(LmshrinkModule):
     """Prune a fine-tuned encoder without retraining (K-prune, Kwon et al., magnitude), measured per group against
     the dense model; runs under ``train.py validate`` or ``test``."""
@@ -120,9 +127,8 @@ class Prune(LmshrinkModule):
         if seq_len is not None and not seq_len > 0:
             raise OptionError(f"--model.seq_len={seq_len} must be > 0")
         # The settings groups as dataclasses (the CLI records plain dicts in hparams; the values here are what ran).
-        self.kprune = kprune if isinstance(kprune, KPruneSettings) else KPruneSettings(**kprune)
-        self.kwon = kwon if isinstance(kwon, KwonSettings) else KwonSettings(**kwon)
-        refuse_ignored_options(method, {**self.hparams, "kprune": self.kprune, "kwon": self.kwon})
+        self.kprune, self.kwon = _settings(kprune, KPruneSettings), _settings(kwon, KwonSettings)
+        self.check_options(self.hparams)
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         self.task = head_task([type(self.model).__name__])  # a token classifier (NER) prunes and reports per word
         self.model.eval()
@@ -130,6 +136,15 @@ class Prune(LmshrinkModule):
         self.model_inputs = accepted_inputs(self.model)
         self.record: dict | None = None
         self.save_dir: str | None = None
+
+    @staticmethod
+    def check_options(options) -> None:
+        """Refuse an option the chosen method ignores; needs no model, so ``check_args`` (and the study's check of
+        every stage before the first runs) calls it on parsed options too."""
+        options = options.as_dict() if hasattr(options, "as_dict") else dict(options)
+        options["kprune"] = _settings(options["kprune"], KPruneSettings)
+        options["kwon"] = _settings(options["kwon"], KwonSettings)
+        refuse_ignored_options(options["method"], options)
 
     @property
     def source_model(self) -> str:

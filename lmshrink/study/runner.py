@@ -72,7 +72,7 @@ def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str,
         return "fit", [*args, *spec.common_args, *stage.args]
     args = [*common, f"--model.teacher_path={source_model}", f"--model.save_dir={directory / 'model'}",
             "--trainer.limit_val_batches=1"]  # the study's own evaluation measures the pruned model
-    if seed is not None:
+    if seed is not None and stage.seeded:  # an unseeded stage (magnitude pruning) runs once per seeded input only
         args.append(f"--model.seed={seed}")
     return "validate", [*args, *spec.common_args, *stage.args]
 

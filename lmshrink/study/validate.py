@@ -35,9 +35,10 @@ def check_study(spec: StudySpec) -> None:
         bad = [arg for arg in (*stage.args, *spec.common_args) if not str(arg).startswith("--")]
         if bad:
             raise OptionError(f"{label}: argument {bad[0]!r} is not an option (expected --name=value)")
-        seed = spec.seeds_of(stage)[0]
-        try:
-            commands = [build_command(spec, stage, seed), ("test", eval_command(spec, stage, seed))]
+        seeds = spec.seeds_of(stage)
+        try:  # the first and the last seed: a seed's own options (--model.seed=K) are parsed too
+            commands = [command for seed in dict.fromkeys((seeds[0], seeds[-1]))
+                        for command in (build_command(spec, stage, seed), ("test", eval_command(spec, stage, seed)))]
         except ValueError as exc:
             raise OptionError(f"{label}: {exc}") from None
         for subcommand, args in filter(None, commands):

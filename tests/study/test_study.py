@@ -140,7 +140,10 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--model.method=kprun"]},
      r"error: study config .*: stage 'kp' \(validate\): --model.method: Expected a typing.Literal.*Got value: kprun"),
-], ids=["scheme", "option-typo", "method-typo"])
+    ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+      "args": ["--model.method=l1-heads", "--model.num_tokens=500"], "seeded": False},
+     r"error: study config .*: stage 'kp' \(validate\): --model.num_tokens=500 is ignored by --model.method=l1-heads"),
+], ids=["scheme", "option-typo", "method-typo", "ignored-option"])
 def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
                                                               capsys):
     from lmshrink.study.__main__ import cli
@@ -192,3 +195,23 @@ def test_report_marks_only_changes_significant_in_every_seed():
     assert "| pruned | **-10.5*** | -10.0 |" in text
     assert "- **pruned**: a -10.5 [-15.0, -5.0] [-15.0, -5.0]" in text and "b -10.0" not in text.split("Who pays")[1]
     assert "| 0.2500 ± 0.0707 |" in text  # the mean flip rate over seeds
+
+
+def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir, tmp_path, monkeypatch):
+    """Magnitude pruning runs once per seed's teacher but reads no seed: --model.seed would be refused (it was, at
+    the second seed of the shipped study, before the fix); the study's check now parses the last seed's commands."""
+    from lmshrink.study.runner import build_command
+    from lmshrink.study.validate import check_study
+
+    monkeypatch.chdir(REPO)
+    spec = yaml.safe_load(write_study(tmp_path, tiny_bert_dir).read_text())
+    spec["stages"][0]["seeded"] = True
+    spec["stages"].append({"name": "l1", "kind": "prune", "from": "teacher", "seeded": False,
+                           "config": "configs/prune/kprune_stereoset.yaml", "args": ["--model.method=l1-heads"]})
+    (tmp_path / "seeded.yaml").write_text(yaml.safe_dump(spec))
+    study = load_spec(tmp_path / "seeded.yaml")
+    check_study(study)
+    stage = study.stage("l1")
+    assert study.seeds_of(stage) == (0, 1)
+    assert not any(arg.startswith("--model.seed") for arg in build_command(study, stage, 1)[1])
+    assert "--model.seed=1" in build_command(study, study.stage("kprune"), 1)[1]
