@@ -267,8 +267,8 @@ class LmshrinkCLI(LightningCLI):
         data = f"{type(self.datamodule).__name__} is {data_task} classification"
         if "task" in self.model.hparams:
             raise OptionError(f"--model.task={model_task} but {data}; set --model.task={data_task}")
-        raise OptionError(f"{type(self.model).__name__} handles {model_task} classification only, but {data} "
-                          f"(not supported yet)")
+        raise OptionError(f"{type(self.model).__name__}: the model ({self.model.source_model}) is a {model_task} "
+                          f"classifier, but {data}; give it a {data_task} classifier or the matching data")
 
     def before_fit(self) -> None:
         self._check_task()

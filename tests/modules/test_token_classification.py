@@ -155,3 +155,14 @@ def test_the_masakhaner_overlay_groups_by_language(tiny_bert_dir, tmp_path):
     assert [group["group"] for group in record["groups"]] == ["hau", "yor"]
     assert set(record["types"]) == {"DATE", "LOC", "ORG", "PER"}
     assert [group["entities"] for group in record["groups"]] == [6, 6]
+
+
+def test_pruning_a_sequence_classifier_with_tagging_data_is_refused_before_any_work(tiny_bert_dir, tmp_path, capsys):
+    root = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", str(PRUNE_CONFIG), f"--model.teacher_path={tiny_bert_dir}",
+              f"--data.tokenizer_path={tiny_bert_dir}", f"--trainer.default_root_dir={root}"], exit_on_error=True)
+    error = capsys.readouterr().err
+    assert "Prune: the model (kprune of " in error and ("is a sequence classifier, but TokenTaggingDataModule is token "
+                                                         "classification") in error
+    assert not root.exists()
