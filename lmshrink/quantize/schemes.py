@@ -93,6 +93,10 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     for name in linears:
         if matches_any(name, skip_modules):
             result.skipped[name] = "in skip_modules"
+        elif linears[name].weight.numel() == 0:
+            # a projection of a pruned-away head or FFN (zero width): nothing to quantize, and the int8 kernels'
+            # range of an empty input is undefined (torch's dynamic int8 then returns garbage or fails)
+            result.skipped[name] = "zero-width (pruned away)"
         elif scheme in ("bnb-nf4", "bnb-fp4") and device.type == "cpu" and not bnb.fits_cpu_4bit(linears[name]):
             result.skipped[name] = (
                 f"out_features={linears[name].out_features} not divisible by {bnb.BNB_CPU_BLOCK_N} "
