@@ -219,8 +219,7 @@ def has_classifier_head(name_or_path: str | Path, num_labels: int, option: str =
 def classifier_task(name_or_path: str | Path, option: str = "model_path") -> str:
     """``token`` when a model directory holds a token-classification head, else ``sequence``."""
     config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
-    token = any(name.endswith(_architecture_suffix("token")) for name in config.get("architectures") or [])
-    return "token" if token else "sequence"
+    return head_task(config.get("architectures") or [])
 
 
 def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
@@ -242,9 +241,10 @@ def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: 
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     # A model pruned by lmshrink has per-layer widths: its own class builds them (no trust_remote_code needed).
-    if is_sliced(config) and head_task(config.architectures or []) != task:
-        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned {head_task(config.architectures or [])} "
-                          f"classifier; it has no {task} classification head")
+    saved_task = head_task(config.architectures or [])
+    if is_sliced(config) and saved_task != task:
+        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned {saved_task} classifier; it has no {task} "
+                          f"classification head")
     model_class = pruned_class(config.model_type, task) if is_sliced(config) else TASK_HEADS[task]
     return model_class.from_pretrained(path, config=config, local_files_only=True, ignore_mismatched_sizes=True)
 
@@ -286,8 +286,9 @@ def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_pa
     # "classifier newly initialised" warning is printed for a head the checkpoint holds.
     path = resolve_model_dir(hparams["model_path"], option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
-    head = TASK_HEADS[hparams.get("task", "sequence")]
-    model_class = pruned_class(config.model_type, hparams.get("task", "sequence")) if is_sliced(config) else head
+    task = hparams.get("task", "sequence")
+    head = TASK_HEADS[task]
+    model_class = pruned_class(config.model_type, task) if is_sliced(config) else head
     if model_class is head:
         model = model_class.from_config(config)
     else:

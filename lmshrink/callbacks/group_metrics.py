@@ -157,9 +157,10 @@ class GroupMetrics(Callback):
 
     @rank_zero_only
     def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
-        report = self.comparisons[stage].report(self.last_results[stage],
-                                                f"Per-group {stage} {self.comparisons[stage].metric} (step {trainer.global_step})",
-                                                self.bootstrap_resamples, self.bootstrap_seed)
+        comparison = self.comparisons[stage]
+        report = comparison.report(self.last_results[stage],
+                                   f"Per-group {stage} {comparison.metric} (step {trainer.global_step})",
+                                   self.bootstrap_resamples, self.bootstrap_seed)
         rank_zero_info("\n" + report.table)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -26,9 +26,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmshrink.callbacks.group_metrics import comparison_for
 from lmshrink.errors import OptionError
 from lmshrink.metrics.calibration import N_BINS
-from lmshrink.callbacks.group_metrics import comparison_for
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import refuse_non_empty, write_new_json
@@ -208,7 +208,8 @@ class Quantize(Callback):
     @rank_zero_only
     def _write(self, trainer: Trainer, stage: str, log_dir: str | None, results: dict) -> None:
         report = self.comparison.report(
-            results, f"Per-group {stage} {self.comparison.metric}, {self.scheme} (float = the model before quantization)",
+            results,
+            f"Per-group {stage} {self.comparison.metric}, {self.scheme} (float = the model before quantization)",
             self.bootstrap_resamples, self.bootstrap_seed)
         record = self.record | report.record
         float_stats, quant_stats = record["size_latency"]["float"], record["size_latency"]["quantized"]

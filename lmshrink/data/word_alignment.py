@@ -36,7 +36,8 @@ class TaggedSentenceDataset(Dataset):
 
     def __init__(self, encodings: dict[str, list[list[int]]], token_labels: list[list[int]],
                  word_tags: list[list[int]], word_starts: list[list[int]], groups: np.ndarray) -> None:
-        self.encodings, self.token_labels, self.word_tags, self.word_starts = encodings, token_labels, word_tags, word_starts
+        self.encodings, self.token_labels = encodings, token_labels
+        self.word_tags, self.word_starts = word_tags, word_starts
         self.groups = torch.as_tensor(groups, dtype=torch.bool)
 
     def __len__(self) -> int:

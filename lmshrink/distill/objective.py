@@ -9,9 +9,9 @@ Shapes: ``B`` batch, ``S`` sequence, ``C`` classes (classifier) or vocabulary (c
 hidden widths, ``A_s``/``A_t`` attention heads, ``L_s`` student blocks.
 
 - ``student_out`` / ``teacher_out``: HF model outputs. ``logits`` ``[B, C]`` (classifier) or ``[B, S, C]``
-  (causal LM, or token classifier: tags per sub-token); with a hidden-state term also ``hidden_states`` (``L + 1`` tensors ``[B, S, H]``: the
-  embeddings, then each block's output); with the attention term also ``attentions`` (``L`` tensors
-  ``[B, A, S, S]``).
+  (causal LM, or token classifier: tags per sub-token); with a hidden-state term also ``hidden_states``
+  (``L + 1`` tensors ``[B, S, H]``: the embeddings, then each block's output); with the attention term also
+  ``attentions`` (``L`` tensors ``[B, A, S, S]``).
 - ``batch``: ``attention_mask`` ``[B, S]``; ``labels`` ``[B]`` (classifier, -100 = no label), ``[B, S]`` (token
   classifier: each word's first sub-token labelled, padding and other sub-tokens -100, so KD and CE count words) or
   ``input_ids`` ``[B, S]`` (causal LM: the next-token loss).

@@ -84,12 +84,17 @@ class SentenceEntityCounts(Metric):
                 "membership": dim_zero_cat(self.membership)[order].bool().cpu()}
 
 
+def _f1(tp: Tensor, predicted: Tensor, gold: Tensor) -> Tensor:
+    """``2 tp / (predicted + gold)``, NaN where there is neither a gold nor a predicted span."""
+    return torch.where(predicted + gold > 0, 2 * tp / (predicted + gold).clamp(min=1), torch.nan)
+
+
 def _prf(tp: Tensor, predicted: Tensor, gold: Tensor) -> dict[str, Tensor]:
     """Precision, recall, F1 (float64, elementwise); F1 NaN where there is neither a gold nor a predicted span."""
     tp, predicted, gold = tp.double(), predicted.double(), gold.double()
     return {"precision": torch.where(predicted > 0, tp / predicted.clamp(min=1), 0.0),
             "recall": torch.where(gold > 0, tp / gold.clamp(min=1), 0.0),
-            "f1": torch.where(predicted + gold > 0, 2 * tp / (predicted + gold).clamp(min=1), torch.nan)}
+            "f1": _f1(tp, predicted, gold)}
 
 
 def entity_scores(counts: Tensor, membership: Tensor) -> dict[str, Tensor]:
@@ -120,7 +125,7 @@ def _group_f1(membership: Tensor, *parts: tuple[Tensor, Tensor]) -> Tensor:
     member = membership.double()
     tp, predicted, gold = (sum(weights @ (counts[:, column, None] * member) for weights, counts in parts)
                            for column in (TP, PRED, GOLD))
-    return torch.where(predicted + gold > 0, 2 * tp / (predicted + gold).clamp(min=1), torch.nan)
+    return _f1(tp, predicted, gold)
 
 
 def entity_bootstrap(counts: Tensor, membership: Tensor, reference_counts: Tensor | None = None,

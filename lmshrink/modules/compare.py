@@ -19,7 +19,7 @@ from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, 
 from lmshrink.distill.students import check_same_tokenizer
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
-from lmshrink.pruning.sliced_modeling import head_task
+from lmshrink.pruning.sliced_modeling import model_task
 
 
 class Compare(LmshrinkModule):
@@ -42,10 +42,10 @@ class Compare(LmshrinkModule):
         self.reference_name = reference_name
         self.model, tokenizer = load_finetuned(model_path, num_labels, option="model_path")
         reference, reference_tokenizer = load_finetuned(reference_path, num_labels, option="reference_path")
-        self.task = head_task([type(self.model).__name__])  # taggers (NER) are compared by entity F1
-        if head_task([type(reference).__name__]) != self.task:
+        self.task = model_task(self.model)  # taggers (NER) are compared by entity F1
+        if model_task(reference) != self.task:
             raise OptionError(f"--model.model_path is a {self.task} classifier but --model.reference_path is a "
-                              f"{head_task([type(reference).__name__])} classifier; compare models of one task")
+                              f"{model_task(reference)} classifier; compare models of one task")
         check_same_tokenizer(load_tokenizer(reference_tokenizer), load_tokenizer(tokenizer), reference_path, model_path,
                              ("reference", "candidate"), "both models read the same batches")
         self.model.eval().requires_grad_(False)

@@ -48,7 +48,7 @@ from lmshrink.export import label_names, save_pretrained
 from lmshrink.generative.likelihood import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
-from lmshrink.pruning.sliced_modeling import head_task
+from lmshrink.pruning.sliced_modeling import model_task
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 
@@ -140,15 +140,14 @@ class Distillation(TrainingModule):
         # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
         # does not apply: evaluation reports token-level KD loss and perplexity instead.
         self.is_causal_lm = teacher.can_generate()
-        self.task = head_task([type(teacher).__name__])  # a token classifier (NER) is distilled tag by tag
-        if self.task == "token" and teacher_cache_dir:
-            raise OptionError("--model.teacher_cache_dir caches one logit row per example; a token classifier's "
-                              "per-word tag logits are not cached: remove it")
+        self.task = model_task(teacher)  # a token classifier (NER) is distilled tag by tag
+        if teacher_cache_dir and (self.is_causal_lm or self.task == "token"):
+            logits = ("per-token vocabulary logits of a causal LM" if self.is_causal_lm else
+                      "per-word tag logits of a token classifier")
+            raise OptionError(f"teacher_cache_dir caches per-example class logits; caching the {logits} teacher is "
+                              f"not supported")
         if self.is_causal_lm:
             self.reference_name = None
-            if teacher_cache_dir:
-                raise ValueError("teacher_cache_dir caches per-example class logits; caching the per-token "
-                                 "vocabulary logits of a causal LM teacher is not supported")
         if student_path is not None:
             check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student_path),
                                  str(teacher_path), student_path)

@@ -31,7 +31,7 @@ from lmshrink.pruning.kprune import KPruneSettings
 from lmshrink.pruning.kwon import KwonSettings
 from lmshrink.pruning.run import METHODS, PruneMethod, prune_encoder
 from lmshrink.pruning.sample import draw_sample, samples_for_tokens
-from lmshrink.pruning.sliced_modeling import head_task
+from lmshrink.pruning.sliced_modeling import model_task
 from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
 
 
@@ -130,7 +130,7 @@ class Prune(LmshrinkModule):
         self.kprune, self.kwon = _settings(kprune, KPruneSettings), _settings(kwon, KwonSettings)
         self.check_options(self.hparams)
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
-        self.task = head_task([type(self.model).__name__])  # a token classifier (NER) prunes and reports per word
+        self.task = model_task(self.model)  # a token classifier (NER) prunes and reports per word
         self.model.eval()
         self.dense = copy.deepcopy(self.model).requires_grad_(False)
         self.model_inputs = accepted_inputs(self.model)

@@ -1,9 +1,9 @@
 """``TeacherFineTune``: fine-tune a local Hugging Face encoder for sequence classification, or for token
 classification (named-entity recognition: ``task: token``).
 
-Run it with ``python train.py fit --config configs/teacher/stereoset_minilm.yaml`` (or ``conll_minilm.yaml``). Per-group metrics are
-not computed here: the :class:`~lmshrink.callbacks.GroupMetrics` callback reads the ``preds`` every
-validation/test step returns, so any module that follows this contract is measured the same way.
+Run it with ``python train.py fit --config configs/teacher/stereoset_minilm.yaml`` (or ``conll_minilm.yaml``).
+Per-group metrics are not computed here: the :class:`~lmshrink.callbacks.GroupMetrics` callback reads the ``preds``
+every validation/test step returns, so any module that follows this contract is measured the same way.
 """
 
 from __future__ import annotations

@@ -181,6 +181,11 @@ def head_task(names: list[str]) -> str:
     return "token" if any(name.endswith("ForTokenClassification") for name in names) else "sequence"
 
 
+def model_task(model: nn.Module) -> str:
+    """:func:`head_task` of a loaded model (its class name)."""
+    return head_task([type(model).__name__])
+
+
 def pruned_class(model_type: str, task: str = "sequence") -> type:
     if (model_type, task) not in PRUNED_CLASSES:
         raise ValueError(f"no pruned {task} classifier for model type {model_type!r}; supported: "

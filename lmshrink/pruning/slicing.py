@@ -21,6 +21,7 @@ from lmshrink.pruning.sliced_modeling import (
     HEADS_FIELD,
     head_task,
     is_sliced,
+    model_task,
     pruned_class,
     replace_with_no_heads,
     shrink_to_config,
@@ -78,7 +79,7 @@ def _mark_pruned(model: nn.Module, heads: list[int], ffn: list[int]) -> None:
     """Record the widths in the config and make the model an instance of the matching ``Pruned*`` class."""
     setattr(model.config, HEADS_FIELD, list(heads))
     setattr(model.config, FFN_FIELD, list(ffn))
-    task = head_task([type(model).__name__])
+    task = model_task(model)
     cls = pruned_class(model.config.model_type, task)
     model.config.auto_map = {AUTO_CLASSES[task]: f"{MODELING_FILE[:-3]}.{cls.__name__}"}
     model.__class__ = cls  # same attributes and forward; only construction (from a config) differs
