@@ -32,16 +32,18 @@ def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
 
 
 def quantize(model: torch.nn.Module, scheme: str) -> None:
-    """The study's quantization of a classifier: the head stays in float, as the Quantize callback keeps it."""
+    """The study's quantization of a classifier (sequence or token): the head stays in float, as the Quantize
+    callback keeps it."""
     quantize_model(model, scheme, skip_modules=list(KEEP_IN_FLOAT))
 
 
 class StudyMeasure:
     """Measurements bound to the study's evaluation data (for s and the latency batch)."""
 
-    def __init__(self, eval_config: str, common_args: tuple[str, ...] = (), num_labels: int = 3) -> None:
+    def __init__(self, eval_config: str, common_args: tuple[str, ...] = ()) -> None:
         """The evaluation data as every stage's ``train.py test`` sees it: the evaluation config with the study's
-        ``common_args`` (and ``--train-arg``) applied by the same parser, not re-read by hand."""
+        ``common_args`` (and ``--train-arg``) applied by the same parser, not re-read by hand. Its task (sequence or
+        token classification) and number of labels say which head every model is loaded with."""
         from lmshrink.cli import instantiate_datamodule, parsed_config
 
         datamodule = instantiate_datamodule(parsed_config("test", ["--config", str(eval_config), *common_args]))
@@ -49,10 +51,10 @@ class StudyMeasure:
         val = datamodule.datasets["val"]
         self.seq_len = mean_length(val)
         self.batch = datamodule.val_dataloader().collate_fn([val[index] for index in range(min(32, len(val)))])
-        self.num_labels = num_labels
+        self.num_labels, self.task = datamodule.hparams.num_labels, datamodule.task
 
     def load(self, model_dir: str | Path, scheme: str | None) -> torch.nn.Module:
-        model = load_sequence_classifier(model_dir, self.num_labels).eval()
+        model = load_sequence_classifier(model_dir, self.num_labels, task=self.task).eval()
         if scheme is not None:
             quantize(model, scheme)
         return model

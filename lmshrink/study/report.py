@@ -1,10 +1,13 @@
 """The study report: every (stage, seed) result aggregated per model, as markdown, PNG plots and JSONL.
 
 Only results evaluated on the same examples are compared: each carries the fingerprint of its test split, and a
-mix is refused with the stages named. Deltas are per group, against the teacher: paired, each compressed model
-against its own seed's teacher on the same examples, then mean ± std over seeds (older results without paired
-deltas: difference of the means). A delta is marked significant (``*``) when its Holm-corrected exact McNemar
-p is below 0.05 in every seed; "who pays" lists only those, with their paired bootstrap intervals.
+mix is refused with the stages named. The score is the evaluation's own metric: accuracy for sequence
+classifiers, entity F1 (exact spans) for token classifiers; a study mixing them is refused. Deltas are per group,
+against the teacher: paired, each compressed model against its own seed's teacher on the same examples, then
+mean ± std over seeds (older results without paired deltas: difference of the means). A delta is marked
+significant (``*``) when its Holm-corrected paired test (exact McNemar for accuracy, approximate randomization over
+sentences for F1) has p below 0.05 in every seed; "who pays" lists only those, with their paired bootstrap
+intervals.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,8 +24,35 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-NUMBERS = ("params", "size_mb", "gflops", "latency_ms", "avg_acc", "worst_group_acc", "macro_f1", "ece", "flip_rate")
 ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Score:
+    """Where a study's score lives in its results, and how the report names it and its test."""
+
+    metric: str  # a group's key in result["groups"][name], and the evaluation record's "metric"
+    average: str  # overall score key of a result
+    worst: str  # worst-group score key of a result
+    label: str  # column and axis text
+    test: str  # the paired test behind p_holm
+    calibration: bool  # whether ECE and flips are measured (per-example predictions of one label)
+
+
+SCORES = {
+    "accuracy": Score("accuracy", "avg_acc", "worst_group_acc", "acc", "exact McNemar test", True),
+    "f1": Score("f1", "f1", "worst_group_f1", "F1", "paired approximate-randomization test (sentences)", False),
+}
+MEASURES = ("params", "size_mb", "gflops", "latency_ms", "macro_f1", "ece", "flip_rate")
+
+
+def score_of(results: list[dict]) -> Score:
+    """The one metric of a set of results (results written before the metric was recorded are accuracy)."""
+    metrics = {result.get("metric", "accuracy") for result in results}
+    if len(metrics) != 1:
+        raise ValueError(f"results mix metrics {sorted(metrics)} (sequence and token classifiers?); a report "
+                         f"compares one task")
+    return SCORES[metrics.pop()]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -44,25 +75,27 @@ def check_same_eval_set(results: list[dict]) -> str:
 
 
 def aggregate(results: list[dict]) -> list[dict]:
-    """One row per stage (in first-seen order): mean/std of every number and of every group's accuracy, and the
-    per-group delta to the teacher (the first stage)."""
+    """One row per stage (in first-seen order): mean/std of every number and of every group's score (accuracy or
+    F1), and the per-group delta to the teacher (the first stage)."""
     check_same_eval_set(results)
+    score = score_of(results)
     by_stage: dict[str, list[dict]] = {}
     for result in results:
         by_stage.setdefault(result["stage"], []).append(result)
     rows = []
     for stage, runs in by_stage.items():
         row = {"stage": stage, "kind": runs[0]["kind"], "from": runs[0]["from"], "scheme": runs[0]["scheme"],
-               "seeds": [run["seed"] for run in runs]}
-        for key in NUMBERS:
+               "seeds": [run["seed"] for run in runs], "metric": score.metric}
+        for key in (score.average, score.worst, *MEASURES):
             values = [run[key] for run in runs if run.get(key) is not None]
             if values:
                 row[key], row[f"{key}_std"] = mean_std(values)
         row["reliability"] = pooled_reliability(runs)
         groups = runs[0]["groups"]
-        row["groups"] = {name: mean_std([run["groups"][name]["accuracy"] for run in runs
-                                         if run["groups"][name]["accuracy"] is not None] or [math.nan])[0]
+        row["groups"] = {name: mean_std([run["groups"][name][score.metric] for run in runs
+                                         if run["groups"][name][score.metric] is not None] or [math.nan])[0]
                          for name in groups}
+        row["types"] = pooled_types(runs)
         rows.append(row)
     teacher = rows[0]["groups"]
     for row, runs in zip(rows, by_stage.values()):
@@ -100,69 +133,106 @@ def _interval(bounds: tuple[float | None, float | None]) -> str:
 
 
 def markdown(rows: list[dict], eval_set: str, title: str) -> str:
+    score = SCORES[rows[0]["metric"]]
+    name = "accuracy" if score.metric == "accuracy" else "entity F1"
+    extra_header, extra_rule = (" ECE | flips |", "---:|---:|") if score.calibration else ("", "")
     lines = [f"# {title}", "", f"Test set fingerprint `{eval_set}`; mean ± std over seeds (n = seeds run); "
              "FLOPs: encoder, pruning-spec model at s = mean val length; latency: CPU, batch of 32 real val examples, "
-             "all models timed side by side when this report was written (alternating rounds, median). ECE: 15 "
-             "equal-width bins, top label. Flips: share of test predictions that differ from the teacher's.", "",
-             "| model | from | n | params (M) | size (MB) | GFLOPs | latency (ms) | avg acc | worst-group acc | ECE | "
-             "flips |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "all models timed side by side when this report was written (alternating rounds, median). "
+             + ("ECE: 15 equal-width bins, top label. Flips: share of test predictions that differ from the teacher's."
+                if score.calibration else "F1: exact entity spans over words (CoNLL / seqeval), micro over the test "
+                "set; a group's F1 over its sentences."), "",
+             f"| model | from | n | params (M) | size (MB) | GFLOPs | latency (ms) | avg {score.label} | worst-group "
+             f"{score.label} |" + extra_header, "|---|---|---:|---:|---:|---:|---:|---:|---:|" + extra_rule]
     for row in rows:
+        calibration = f" {_pm(row, 'ece')} | {_pm(row, 'flip_rate')} |" if score.calibration else ""
         lines.append(f"| {row['stage']} | {row['from'] or '–'} | {len(row['seeds'])} | {row['params'] / 1e6:.1f} | "
-                     f"{row['size_mb']:.1f} | {row['gflops']:.3g} | {row['latency_ms']:.1f} | {_pm(row, 'avg_acc')} | "
-                     f"{_pm(row, 'worst_group_acc')} | {_pm(row, 'ece')} | {_pm(row, 'flip_rate')} |")
+                     f"{row['size_mb']:.1f} | {row['gflops']:.3g} | {row['latency_ms']:.1f} | "
+                     f"{_pm(row, score.average)} | {_pm(row, score.worst)} |" + calibration)
     groups = list(rows[0]["delta"])
-    lines += ["", "## Per-group accuracy delta to the teacher (points; worst group of each model in bold; * Holm "
+    lines += ["", f"## Per-group {name} delta to the teacher (points; worst group of each model in bold; * Holm "
               "p < 0.05 in every seed)", "", "| model | " + " | ".join(_cell(group) for group in groups) + " |",
               "|---|" + "---:|" * len(groups)]
     for row in rows[1:]:
-        worst = min(groups, key=lambda name: row["delta"][name] if not math.isnan(row["delta"][name]) else math.inf)
+        worst = min(groups, key=lambda g: row["delta"][g] if not math.isnan(row["delta"][g]) else math.inf)
         cells = []
         for g in groups:
             text = f"{100 * row['delta'][g]:+.1f}" + ("*" if row["significant"][g] else "")
             cells.append(f"**{text}**" if g == worst else text)
         lines.append(f"| {row['stage']} | " + " | ".join(cells) + " |")
+    if any(row["types"] for row in rows):
+        lines += _type_table(rows)
     lines += ["", "## Who pays (significant changes only)", "",
-              "A per-group delta counts here only when the exact McNemar test of that group's paired change, "
+              f"A per-group delta counts here only when the {score.test} of that group's paired change, "
               "Holm-corrected over the groups, has p < 0.05 in every seed; intervals are the paired bootstrap 95 % "
               "intervals of the delta, one per seed (points).", ""]
     for row in rows[1:]:
         if not row["tested"]:  # results written before the study compared each model with its teacher
-            losers = sorted((value, name) for name, value in row["delta"].items() if not math.isnan(value))[:2]
-            text = ", ".join(f"{_cell(name)} ({100 * value:+.1f})" for value, name in losers if value < 0)
+            losers = sorted((value, g) for g, value in row["delta"].items() if not math.isnan(value))[:2]
+            text = ", ".join(f"{_cell(g)} ({100 * value:+.1f})" for value, g in losers if value < 0)
             lines.append(f"- **{row['stage']}**: not tested (no paired test in these results); largest drops: "
                          f"{text or 'none'}")
             continue
-        changed = sorted((row["delta"][name], name) for name in groups if row["significant"][name])
+        changed = sorted((row["delta"][g], g) for g in groups if row["significant"][g])
         if not changed:
             lines.append(f"- **{row['stage']}**: no group changes significantly")
             continue
-        parts = [f"{_cell(name)} {100 * value:+.1f} " + " ".join(_interval(b) for b in row["intervals"][name])
-                 for value, name in changed]
+        parts = [f"{_cell(g)} {100 * value:+.1f} " + " ".join(_interval(b) for b in row["intervals"][g])
+                 for value, g in changed]
         lines.append(f"- **{row['stage']}**: " + "; ".join(parts))
     return "\n".join(lines) + "\n"
 
 
+def _type_table(rows: list[dict]) -> list[str]:
+    """Per entity type F1 (mean over seeds) of every model, with the type's support in the test set."""
+    types = list(rows[0]["types"])
+    support = {kind: rows[0]["types"][kind]["support"] for kind in types}
+    lines = ["", "## Per-type F1 (mean over seeds; support = gold entities in the test set)", "",
+             "| model | " + " | ".join(f"{kind} ({support[kind]})" for kind in types) + " |",
+             "|---|" + "---:|" * len(types)]
+    for row in rows:
+        cells = ["–" if row["types"].get(kind, {}).get("f1") is None else f"{row['types'][kind]['f1']:.3f}"
+                 for kind in types]
+        lines.append(f"| {row['stage']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def pooled_types(runs: list[dict]) -> dict:
+    """Per entity type: mean F1 over the seeds that measured it, and its support ({} without types)."""
+    if not all(run.get("types") for run in runs):
+        return {}
+    types = {}
+    for kind, first in runs[0]["types"].items():
+        values = [run["types"][kind]["f1"] for run in runs if run["types"][kind]["f1"] is not None]
+        types[kind] = {"f1": mean_std(values)[0] if values else None, "support": first["support"]}
+    return types
+
+
 def plots(rows: list[dict], directory: Path) -> list[Path]:
-    """worst-group vs average accuracy; accuracy vs FLOPs and vs size (Pareto view); per-group delta heatmap."""
+    """worst-group vs average score; score vs FLOPs and vs size (Pareto view); per-group delta heatmap. Files are
+    named by the metric: ``accuracy_vs_gflops.png``, ``f1_vs_gflops.png``."""
+    score = SCORES[rows[0]["metric"]]
+    text = "accuracy" if score.metric == "accuracy" else "entity F1"
     paths = []
     figure, axis = plt.subplots(figsize=(6, 5))
     for row in rows:
-        axis.errorbar(row["avg_acc"], row["worst_group_acc"], xerr=row.get("avg_acc_std") or 0,
-                      yerr=row.get("worst_group_acc_std") or 0, fmt="o", capsize=3)
-        axis.annotate(row["stage"], (row["avg_acc"], row["worst_group_acc"]), fontsize=7, xytext=(3, 3),
+        axis.errorbar(row[score.average], row[score.worst], xerr=row.get(f"{score.average}_std") or 0,
+                      yerr=row.get(f"{score.worst}_std") or 0, fmt="o", capsize=3)
+        axis.annotate(row["stage"], (row[score.average], row[score.worst]), fontsize=7, xytext=(3, 3),
                       textcoords="offset points")
-    axis.set(xlabel="average accuracy", ylabel="worst-group accuracy", title="Who pays: worst group vs average")
+    axis.set(xlabel=f"average {text}", ylabel=f"worst-group {text}", title="Who pays: worst group vs average")
     paths.append(_save(figure, directory / "worst_vs_avg.png"))
     for key, label in (("gflops", "encoder GFLOPs"), ("size_mb", "size in memory (MB)")):
         figure, axis = plt.subplots(figsize=(6, 5))
-        for metric, marker in (("avg_acc", "o"), ("worst_group_acc", "^")):
+        for metric, marker in ((score.average, "o"), (score.worst, "^")):
             axis.scatter([row[key] for row in rows], [row[metric] for row in rows], marker=marker,
                          label=metric.replace("_", " "))
         for row in rows:
-            axis.annotate(row["stage"], (row[key], row["avg_acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        axis.set(xlabel=label, ylabel="accuracy", title=f"Accuracy vs {label}")
+            axis.annotate(row["stage"], (row[key], row[score.average]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+        axis.set(xlabel=label, ylabel=text, title=f"{text[0].upper() + text[1:]} vs {label}")
         axis.legend()
-        paths.append(_save(figure, directory / f"accuracy_vs_{key}.png"))
+        paths.append(_save(figure, directory / f"{score.metric}_vs_{key}.png"))
     groups = list(rows[0]["delta"])
     figure, axis = plt.subplots(figsize=(1 + 0.8 * len(groups), 1 + 0.45 * len(rows)))
     matrix = [[100 * row["delta"][group] for group in groups] for row in rows[1:]] or [[0.0] * len(groups)]
@@ -175,7 +245,7 @@ def plots(rows: list[dict], directory: Path) -> list[Path]:
                                          linewidth=0))
     axis.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
     axis.set_yticks(range(len(rows) - 1), [row["stage"] for row in rows[1:]], fontsize=7)
-    figure.colorbar(image, label="accuracy delta to teacher (points)")
+    figure.colorbar(image, label=f"{text} delta to teacher (points)")
     axis.set_title("Per-group delta to the teacher (hatched: not significant)")
     paths.append(_save(figure, directory / "group_delta_heatmap.png"))
     if any(row.get("reliability") for row in rows):  # results written before calibration was recorded have none
@@ -242,12 +312,13 @@ def _log_wandb(rows: list[dict], images: list[Path], directory: Path, options: d
     run = wandb.init(project=options.get("project", "lmshrink"), name=options.get("name", directory.name),
                      dir=str(directory), mode="offline" if options.get("offline", True) else "online",
                      reinit="finish_previous")
+    score = SCORES[rows[0]["metric"]]
     groups = list(rows[0]["delta"])
-    columns = ["model", "seeds", "params", "size_mb", "gflops", "latency_ms", "avg_acc", "avg_acc_std",
-               "worst_group_acc", "worst_group_acc_std", "ece", "flip_rate", *[f"delta/{group}" for group in groups],
+    columns = ["model", "seeds", "params", "size_mb", "gflops", "latency_ms", score.average, f"{score.average}_std",
+               score.worst, f"{score.worst}_std", "ece", "flip_rate", *[f"delta/{group}" for group in groups],
                *[f"significant/{group}" for group in groups]]
     data = [[row["stage"], len(row["seeds"]), row["params"], row["size_mb"], row["gflops"], row["latency_ms"],
-             row["avg_acc"], row.get("avg_acc_std"), row["worst_group_acc"], row.get("worst_group_acc_std"),
+             row[score.average], row.get(f"{score.average}_std"), row[score.worst], row.get(f"{score.worst}_std"),
              row.get("ece"), row.get("flip_rate"), *[row["delta"][group] for group in groups],
              *[row["significant"][group] for group in groups]] for row in rows]
     run.log({"study/table": wandb.Table(columns=columns, data=data),

@@ -26,11 +26,20 @@ from lmshrink.paths import free_path
 from lmshrink.study.spec import Stage, StudySpec
 
 RESULT = "result.json"
-RECORD_NUMBERS = ("avg_acc", "worst_group_acc", "macro_f1", "worst_group_acc_ci", "ece", "brier", "flip_rate",
-                  "kl_to_reference", "reliability", "significant_groups")
-"""Read from the evaluation's ``group_metrics_test.json`` into ``result.json`` (absent ones are None)."""
-GROUP_NUMBERS = ("n", "accuracy", "ci_low", "ci_high", "ece", "delta_to_reference", "delta_ci_low", "delta_ci_high",
-                 "flip_rate", "p_holm")
+RECORD_NUMBERS = {
+    "accuracy": ("avg_acc", "worst_group_acc", "macro_f1", "worst_group_acc_ci", "ece", "brier", "flip_rate",
+                 "kl_to_reference", "reliability", "significant_groups"),
+    "f1": ("f1", "precision", "recall", "worst_group_f1", "macro_f1", "worst_group_f1_ci", "group_gap", "types",
+           "significant_groups"),
+}
+"""Read from the evaluation's ``group_metrics_test.json`` into ``result.json``, by the record's ``metric``
+(sequence classifiers: accuracy; token classifiers: entity F1); absent ones are None."""
+GROUP_NUMBERS = {
+    "accuracy": ("n", "accuracy", "ci_low", "ci_high", "ece", "delta_to_reference", "delta_ci_low", "delta_ci_high",
+                 "flip_rate", "p_holm"),
+    "f1": ("n", "entities", "f1", "precision", "recall", "ci_low", "ci_high", "delta_to_reference", "delta_ci_low",
+           "delta_ci_high", "p_holm"),
+}
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 
 
@@ -150,10 +159,11 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
     _train_py("test", eval_command(spec, stage, seed), log)
     groups = _the_record(directory / "eval", "group_metrics_test*.json")
     model_dir, scheme = model_of(spec, stage, seed)
+    metric = groups.get("metric", "accuracy")
     result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
-              "model_dir": str(model_dir), "eval_set": groups.get("eval_set"),
-              **{key: groups.get(key) for key in RECORD_NUMBERS},
-              "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS} for row in groups["groups"]},
+              "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "metric": metric,
+              **{key: groups.get(key) for key in RECORD_NUMBERS[metric]},
+              "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS[metric]} for row in groups["groups"]},
               **measure(model_dir, scheme), "stage_seconds": time.perf_counter() - start}
     pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
     if pruning:

@@ -215,3 +215,49 @@ def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir
     assert study.seeds_of(stage) == (0, 1)
     assert not any(arg.startswith("--model.seed") for arg in build_command(study, stage, 1)[1])
     assert "--model.seed=1" in build_command(study, study.stage("kprune"), 1)[1]
+
+
+def test_a_token_classification_study_reports_entity_f1_per_group_and_type(tiny_bert_dir, tmp_path, monkeypatch):
+    """The NER study on a tiny random BERT: each result holds the evaluation's entity F1 (not accuracy), the
+    report's table, per-group deltas and per-type table are in F1, and the plots are named by the metric."""
+    monkeypatch.chdir(REPO)
+    common = [f"--data.tokenizer_path={tiny_bert_dir}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+              "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false"]
+    spec = {"output_dir": str(tmp_path / "study"), "seeds": [0], "common_args": common, "stages": [
+        {"name": "teacher", "kind": "teacher", "config": "configs/teacher/conll_minilm.yaml", "seeded": False,
+         "args": [f"--model.model_path={tiny_bert_dir}", "--trainer.max_epochs=1", "--model.learning_rate=0.001"]},
+        {"name": "kprune", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_conll.yaml",
+         "args": ["--model.flops_keep_ratio=0.5"]},
+        {"name": "int8", "kind": "quantize", "from": "teacher", "scheme": "dynamic-int8"}]}
+    (tmp_path / "ner.yaml").write_text(yaml.safe_dump(spec))
+    assert study_main([str(tmp_path / "ner.yaml"), "--latency-rounds=1"]) == 0
+    report = tmp_path / "study" / "report"
+    results = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in results] == ["teacher", "kprune", "int8"]
+    for result in results:
+        run = tmp_path / "study" / result["stage"] / ("once" if result["seed"] is None else f"seed{result['seed']}")
+        record = json.loads(next((run / "eval").rglob("group_metrics_test*.json")).read_text())
+        assert result["metric"] == record["metric"] == "f1" and "avg_acc" not in result
+        assert (result["f1"], result["worst_group_f1"]) == (record["f1"], record["worst_group_f1"])
+        assert set(result["groups"]) == {"capitals", "normal"} and set(result["types"]) == {"LOC", "MISC", "ORG", "PER"}
+    assert results[1]["gflops"] < results[0]["gflops"] and results[2]["size_mb"] < results[0]["size_mb"]
+    rows = aggregate(results)
+    for row, result in zip(rows[1:], results[1:]):
+        for name, group in result["groups"].items():
+            if group["f1"] is not None and results[0]["groups"][name]["f1"] is not None:
+                assert row["delta"][name] == pytest.approx(group["f1"] - results[0]["groups"][name]["f1"])
+    markdown = (report / "report.md").read_text()
+    assert "| avg F1 | worst-group F1 |" in markdown and "ECE" not in markdown
+    assert "## Per-group entity F1 delta to the teacher" in markdown and "approximate-randomization" in markdown
+    assert "| kprune | teacher | 1 |" in markdown and f"{rows[1]['f1']:.4f}" in markdown
+    assert "| PER (" in markdown.split("## Per-type F1")[1]
+    assert {p.name for p in report.glob("*.png")} >= {"f1_vs_gflops.png", "f1_vs_size_mb.png", "worst_vs_avg.png"}
+
+
+def test_a_report_mixing_accuracy_and_f1_results_is_refused():
+    base = {"kind": "teacher", "from": None, "scheme": None, "eval_set": "same", "seed": None}
+    results = [base | {"stage": "teacher", "groups": {"g": {"accuracy": 1.0}}, "avg_acc": 1.0, "worst_group_acc": 1.0},
+               base | {"stage": "tagger", "metric": "f1", "groups": {"g": {"f1": 1.0}}, "f1": 1.0,
+                       "worst_group_f1": 1.0}]
+    with pytest.raises(ValueError, match=r"mix metrics \['accuracy', 'f1'\]"):
+        aggregate(results)
