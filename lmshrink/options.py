@@ -19,3 +19,10 @@ def set_options(cls: type, values: Mapping[str, object], names: Iterable[str]) -
     """Those of ``names`` whose value in ``values`` differs from the default of ``cls.__init__``, in order."""
     defaults = init_defaults(cls)
     return [name for name in names if values[name] != defaults[name]]
+
+
+def as_settings(value, kind: type):
+    """A settings group as its dataclass, from the dataclass, a dict (checkpoint hparams) or a parsed Namespace."""
+    if isinstance(value, kind):
+        return value
+    return kind(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))

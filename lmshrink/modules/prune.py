@@ -25,7 +25,7 @@ from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, 
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
-from lmshrink.options import init_defaults
+from lmshrink.options import as_settings, init_defaults
 from lmshrink.paths import free_path, write_new_json
 from lmshrink.pruning.kprune import KPruneSettings
 from lmshrink.pruning.kwon import KwonSettings
@@ -59,13 +59,6 @@ def refuse_ignored_options(method: str, options) -> None:
             name, value = f"{name}.{field}", getattr(value, field)
         raise OptionError(f"--model.{name}={value} is ignored by --model.method={method}, which reads "
                           f"{sorted(METHOD_OPTIONS[method])}; remove it")
-
-
-def _settings(value, kind: type):
-    """A settings group as its dataclass, from the dataclass, a dict (checkpoint hparams) or a parsed Namespace."""
-    if isinstance(value, kind):
-        return value
-    return kind(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
 
 
 class Prune(LmshrinkModule):
@@ -127,7 +120,7 @@ class Prune(LmshrinkModule):
         if seq_len is not None and not seq_len > 0:
             raise OptionError(f"--model.seq_len={seq_len} must be > 0")
         # The settings groups as dataclasses (the CLI records plain dicts in hparams; the values here are what ran).
-        self.kprune, self.kwon = _settings(kprune, KPruneSettings), _settings(kwon, KwonSettings)
+        self.kprune, self.kwon = as_settings(kprune, KPruneSettings), as_settings(kwon, KwonSettings)
         self.check_options(self.hparams)
         self.model, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
         self.task = model_task(self.model)  # a token classifier (NER) prunes and reports per word
@@ -142,8 +135,8 @@ class Prune(LmshrinkModule):
         """Refuse an option the chosen method ignores; needs no model, so ``check_args`` (and the study's check of
         every stage before the first runs) calls it on parsed options too."""
         options = options.as_dict() if hasattr(options, "as_dict") else dict(options)
-        options["kprune"] = _settings(options["kprune"], KPruneSettings)
-        options["kwon"] = _settings(options["kwon"], KwonSettings)
+        options["kprune"] = as_settings(options["kprune"], KPruneSettings)
+        options["kwon"] = as_settings(options["kwon"], KwonSettings)
         refuse_ignored_options(options["method"], options)
 
     @property

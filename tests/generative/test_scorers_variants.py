@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmshrink.backbones import load_causal_lm
+from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.generative.scorers import ClassifierScorer, build_scorer
 from lmshrink.generative.variants import build_variants
+from lmshrink.pruning.decoder_oneshot import OneShotSettings
 from lmshrink.pruning.magnitude import decoder_linears
 
 
@@ -39,8 +40,11 @@ def test_local_classifier_scorer(tiny_bert_varied_dir):
 def test_variants_are_copies_with_the_requested_compression(tiny_llama_dir):
     teacher = load_causal_lm(tiny_llama_dir)
     before = [linear.weight.detach().clone() for linear in decoder_linears(teacher)]
-    variants = build_variants(teacher, {"student": str(tiny_llama_dir)}, [0.5], ["dynamic-int8"])
-    assert list(variants) == ["teacher", "student", "l1-0.5", "dynamic-int8"]
+    variants, records = build_variants(teacher, {"student": str(tiny_llama_dir)}, [0.5], ["dynamic-int8"],
+                                       ["wanda-2:4"], load_tokenizer(tiny_llama_dir), OneShotSettings(4, 16),
+                                       log=lambda _: None)
+    assert list(variants) == ["teacher", "student", "l1-0.5", "wanda-2:4", "dynamic-int8"]
+    assert records["wanda-2:4"]["calibration"] == [4, 16] and records["wanda-2:4"]["sparsity_reached"] == 0.5
     pruned = decoder_linears(variants["l1-0.5"])
     zeros = sum(int((linear.weight == 0).sum()) for linear in pruned) / sum(linear.weight.numel() for linear in pruned)
     assert zeros == pytest.approx(0.5, abs=0.01)

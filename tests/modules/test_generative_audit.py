@@ -20,7 +20,7 @@ def audit_args(model_dir: Path, root: Path, *extra: str) -> list[str]:
             "--trainer.enable_progress_bar=false", "--model.max_new_tokens=4", "--model.num_samples=2",
             "--data.num_toxicity_prompts=6", "--data.names_per_group=2", "--data.num_crows_pairs=10",
             "--data.num_stereoset_pairs=10", "--data.num_heldout_texts=10", "--data.generation_batch_size=4",
-            "--data.batch_size=4", *extra]
+            "--data.batch_size=4", "--model.heldout_windows=3", "--model.heldout_window=32", *extra]
 
 
 def audit_record(root: Path) -> dict:
@@ -38,7 +38,7 @@ def test_audit_reports_every_model_and_metric(tiny_llama_dir, tmp_path):
     assert teacher["toxicity"]["prompts"] == 6 and teacher["names"]["prompts"] == 8
     assert set(teacher["names"]["by_group"]) == {"asian", "black", "hispanic", "white"}
     assert teacher["crows_pairs"]["pairs"] == 10 and teacher["stereoset"]["pairs"] == 10
-    assert teacher["perplexity"] > 1
+    assert teacher["perplexity"] > 1 and teacher["windowed_tokens"] == 3 * 31 and teacher["windowed_perplexity"] > 1
     samples = record["samples"]["teacher"]
     assert len(samples) == 14 and all(len(s["scores"]) == 2 == len(s["continuations"]) for s in samples)
 
@@ -54,3 +54,35 @@ def test_two_process_ddp_audit_counts_each_example_once(tiny_llama_dir, tmp_path
         assert two[source]["stereotype_preference"] == pytest.approx(one[source]["stereotype_preference"])
     assert two["heldout_tokens"] == one["heldout_tokens"]
     assert two["perplexity"] == pytest.approx(one["perplexity"], rel=1e-5)
+    assert two["windowed_tokens"] == one["windowed_tokens"] == 3 * 31  # 2 windows on rank 0, 1 on rank 1
+    assert two["windowed_perplexity"] == pytest.approx(one["windowed_perplexity"], rel=1e-5)
+
+
+def test_audit_prunes_copies_one_shot_and_records_how(tiny_llama_dir, tmp_path):
+    args = audit_args(tiny_llama_dir, tmp_path, "--model.sparsities=[]", "--model.quantize=[]",
+                      "--model.prune=[wanda-0.5, sparsegpt-2:4, magnitude-0.5]", "--model.one_shot.num_sequences=4",
+                      "--model.one_shot.seq_len=32", "--model.one_shot.blocksize=16")
+    main(["test", *args])
+    record = audit_record(tmp_path)
+    assert list(record["models"]) == ["teacher", "wanda-0.5", "sparsegpt-2:4", "magnitude-0.5"]
+    assert record["pruning"]["wanda-0.5"]["calibration"] == [4, 32] and record["pruning"]["magnitude-0.5"][
+        "calibration"] is None
+    assert {name: r["sparsity_reached"] for name, r in record["pruning"].items()} == pytest.approx(
+        {"wanda-0.5": 0.5, "sparsegpt-2:4": 0.5, "magnitude-0.5": 0.5}, abs=0.01)
+    perplexities = {name: model["windowed_perplexity"] for name, model in record["models"].items()}
+    assert len(set(perplexities.values())) == 4  # every model measured on its own weights
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model.prune=[wanda-0.5]", "--model.one_shot.percdamp=0.1"],
+     "--model.one_shot.percdamp is read by none of --model.prune=['wanda-0.5']; remove it"),
+    (["--model.prune=[magnitude-0.5]", "--model.one_shot.num_sequences=4"],
+     "--model.one_shot.num_sequences is read by none of"),
+    (["--model.prune=[wanda-50%]"], "'wanda-50%': '50%' is neither a sparsity nor an N:M pattern"),
+    (["--model.prune=[obs-0.5]"], "is not <method>-<sparsity> or <method>-<N:M>"),
+])
+def test_audit_refuses_bad_pruning_options_before_loading_anything(tiny_llama_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        main(["test", *audit_args(tiny_llama_dir, tmp_path / "run", *extra)], exit_on_error=True)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
