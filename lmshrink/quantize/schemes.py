@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lmshrink.quantize import bnb, dynamic_int8, torchao_schemes
+from lmshrink.quantize.bfloat16 import cast_bfloat16
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ SCHEMES = {
             needs_cuda="Int4WeightOnlyConfig packs weights for a CUDA-only kernel (on CPU: torchao-int4-weight)",
         ),
         Scheme("dynamic-int8", "pytorch", "torch.ao quantize_dynamic: int8 weights, dynamic int8 activations", 8),
+        Scheme("bf16", "cast", "bfloat16 weights and activations, whole model (AMX / AVX512-BF16 on CPU)", 16),
     ]
 }
 
@@ -53,7 +55,7 @@ KEEP_IN_FLOAT = ("classifier",)
 (as transformers' ``llm_int8_skip_modules`` keeps it)."""
 
 SchemeName = Literal["bnb-int8", "bnb-nf4", "bnb-fp4", "torchao-int8-dynamic", "torchao-int8-weight",
-                     "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8"]
+                     "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8", "bf16"]
 """The scheme names as a type, so that ``--help`` lists them and a typo fails when the command line is parsed."""
 assert set(get_args(SchemeName)) == set(SCHEMES), "SchemeName and SCHEMES disagree"
 
@@ -79,7 +81,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None = None) -> QuantizationResult:
-    """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme``.
+    """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme`` (``bf16``: cast the whole model).
 
     Layers named (or under a module named) in ``skip_modules`` stay in float; the classification head is
     usually kept, as transformers' ``llm_int8_skip_modules`` does. The model must be in eval mode for the
@@ -90,6 +92,12 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     skip_modules = list(skip_modules or [])
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
     result = QuantizationResult(scheme)
+    if SCHEMES[scheme].backend == "cast":  # the whole model changes dtype: only the named modules stay float
+        keep = {name for name, _ in model.named_modules() if name and matches_any(name, skip_modules)
+                and not matches_any(name.rpartition(".")[0], skip_modules)}
+        result.skipped = {name: "in skip_modules" for name in linears if matches_any(name, skip_modules)}
+        result.quantized = cast_bfloat16(model, keep)
+        return result
     for name in linears:
         if matches_any(name, skip_modules):
             result.skipped[name] = "in skip_modules"

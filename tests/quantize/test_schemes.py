@@ -12,10 +12,13 @@ from lmshrink.quantize import SCHEMES, check_supported, load_quantized, quantize
 from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 
 CPU_SCHEMES = [name for name, scheme in SCHEMES.items() if scheme.needs_cuda is None]
+INTEGER_SCHEMES = [name for name in CPU_SCHEMES if SCHEMES[name].backend != "cast"]
 # Max |logit difference| allowed vs float on the tiny model (logits are O(0.1..1)): 8-bit schemes are
 # near-lossless, 4-bit schemes lose more.
 TOLERANCE = {"bnb-int8": 0.02, "torchao-int8-dynamic": 0.05, "torchao-int8-weight": 0.02, "dynamic-int8": 0.05,
-             "bnb-nf4": 0.15, "bnb-fp4": 0.2, "torchao-int4-weight": 0.15}
+             "bnb-nf4": 0.15, "bnb-fp4": 0.2, "torchao-int4-weight": 0.15, "bf16": 0.05}
+STORAGE = {"bf16": (torch.bfloat16,)}
+"""Weight storage dtypes of the non-integer schemes (the rest store int8 / uint8 / qint8)."""
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
@@ -51,8 +54,9 @@ def test_quantized_logits_close_to_float_with_integer_weights(scheme, inputs):
     error = (logits - reference).abs().max().item()
     assert 0 < error < TOLERANCE[scheme], error  # 0 would mean nothing was quantized
     query = model.bert.encoder.layer[0].attention.self.query
-    assert integer_weight(query) in (torch.int8, torch.uint8, torch.qint8)
+    assert integer_weight(query) in STORAGE.get(scheme, (torch.int8, torch.uint8, torch.qint8))
     assert type(model.classifier) is torch.nn.Linear and model.classifier.weight.dtype == torch.float32
+    assert logits.dtype == torch.float32
 
 
 def test_cpu_4bit_skips_layers_the_kernel_cannot_take(inputs):
@@ -63,7 +67,7 @@ def test_cpu_4bit_skips_layers_the_kernel_cannot_take(inputs):
 
 
 def test_unknown_and_cuda_only_schemes_are_refused_before_any_work():
-    with pytest.raises(ValueError, match=r"scheme='int3' is unknown; choose one of \['bnb-fp4'"):
+    with pytest.raises(ValueError, match=r"scheme='int3' is unknown; choose one of \['bf16', 'bnb-fp4'"):
         check_supported("int3")
     model = tiny_bert()
     before = copy.deepcopy(model.state_dict())
@@ -127,7 +131,7 @@ def test_bnb_int8_equals_transformers_bitsandbytes_config(tiny_bert_dir, inputs)
         assert (model(**inputs).logits - float_logits).abs().max() < TOLERANCE["bnb-int8"]
 
 
-@pytest.mark.parametrize("scheme", CPU_SCHEMES)
+@pytest.mark.parametrize("scheme", INTEGER_SCHEMES)
 def test_zero_width_layers_of_a_pruned_model_stay_float_and_outputs_stay_exact(scheme, inputs):
     """A layer whose every head was pruned keeps zero-width Q/K/V and output projections (spec §5.4). torch's dynamic
     int8 on such an empty input returned garbage or failed nondeterministically (found by the shipped study's
@@ -147,3 +151,24 @@ def test_zero_width_layers_of_a_pruned_model_stay_float_and_outputs_stay_exact(s
     for _ in range(3):  # garbage from an undefined range would differ between calls
         torch.testing.assert_close(attention(model.bert.embeddings(**inputs))[0], reference, rtol=0, atol=0)
     assert not torch.isnan(model(**inputs).logits).any()
+
+
+def test_bf16_casts_the_whole_model_but_the_head_and_halves_its_size(inputs):
+    """bf16 changes every module's dtype (embeddings and LayerNorms too), keeps the head in float32 fed float32
+    inputs, halves the memory of everything else, and runs a pruned model with zero-width layers."""
+    from lmshrink.pruning.slicing import slice_encoder
+
+    model = tiny_bert()
+    head_bytes = sum(p.numel() * 4 for p in model.classifier.parameters())
+    float_memory = memory_bytes(model)
+    quantize_model(model, "bf16", ["classifier"])
+    assert model.bert.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert model.bert.encoder.layer[0].output.LayerNorm.weight.dtype == torch.bfloat16
+    assert memory_bytes(model) == (float_memory - head_bytes) // 2 + head_bytes
+    pruned = tiny_bert()
+    head_mask = torch.ones(2, 4)
+    head_mask[0] = 0
+    slice_encoder(pruned, head_mask, torch.ones(2, 128))
+    reference = pruned(**inputs).logits
+    quantize_model(pruned, "bf16", ["classifier"])
+    assert (pruned(**inputs).logits - reference).abs().max() < TOLERANCE["bf16"]

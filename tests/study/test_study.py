@@ -132,7 +132,7 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
 
 @pytest.mark.parametrize("bad_stage, pattern", [
     ({"name": "int3", "kind": "quantize", "from": "teacher", "scheme": "int3"},
-     r"error: study config .*: stage 'int3': scheme 'int3' is unknown; choose one of \['bnb-fp4'"),
+     r"error: study config .*: stage 'int3': scheme 'int3' is unknown; choose one of \['bf16', 'bnb-fp4'"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--model.flops_keep_raito=0.5"]},
      r"error: study config .*: stage 'kp' \(validate\): --model: 'lmshrink.modules.Prune': Option 'flops_keep_raito' "
