@@ -84,6 +84,7 @@ LONGEST_FIRST = (  # measured with --durations (idle, 2 workers): 150 s, 102 s, 
     "tests/test_readme.py::test_readme_commands_run_in_order",
     "tests/study/test_study.py::test_study_runs_reports_and_resumes",
     "tests/test_backbones_gguf.py::",
+    "tests/study/test_study.py::test_a_token_classification_study",  # ~47 s alone
     "tests/callbacks/test_quantization.py::test_two_process_ddp",
     "tests/modules/test_distill.py::",
 )

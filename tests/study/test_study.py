@@ -161,14 +161,19 @@ def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern,
     assert not (tmp_path / "study").exists(), "nothing may run (or be written) before the whole study is checked"
 
 
-def test_report_only_rebuilds_from_a_results_file_without_running(tiny_bert_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("shipped, title, metric", [("study", "stereoset_minilm", "accuracy"),
+                                                     ("study_conll", "conll_minilm", "f1")])
+def test_report_only_rebuilds_from_a_results_file_without_running(shipped, title, metric, tiny_bert_dir, tmp_path,
+                                                                  monkeypatch):
+    """The shipped reports (docs/study: StereoSet, accuracy; docs/study_conll: CoNLL NER, entity F1) are exactly
+    what the report code makes of their results.jsonl."""
     monkeypatch.chdir(REPO)
     config = write_study(tmp_path, tiny_bert_dir)
-    assert study_main([str(config), "--report-only", str(REPO / "docs" / "study" / "results.jsonl")]) == 0
+    assert study_main([str(config), "--report-only", str(REPO / "docs" / shipped / "results.jsonl")]) == 0
     report = tmp_path / "study" / "report"
-    assert (report / "report.md").read_text() == (REPO / "docs" / "study" / "report.md").read_text().replace(
-        "Who pays? stereoset_minilm", "Who pays? study")
-    assert {p.name for p in report.glob("*.png")} >= {"accuracy_vs_size_mb.png", "accuracy_vs_gflops.png"}
+    assert (report / "report.md").read_text() == (REPO / "docs" / shipped / "report.md").read_text().replace(
+        f"Who pays? {title}", "Who pays? study")
+    assert {p.name for p in report.glob("*.png")} >= {f"{metric}_vs_size_mb.png", f"{metric}_vs_gflops.png"}
     assert not list((tmp_path / "study").glob("*/*/run"))  # nothing ran
 
 
