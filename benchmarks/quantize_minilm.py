@@ -1,8 +1,8 @@
 """Every CPU quantization scheme on the fine-tuned MiniLM teacher, side by side with fp32 in one process.
 
-For each scheme: memory and on-disk size, forward latency at batch 1 and 32 (64 tokens, median of
-repeated runs), and accuracy / worst-group accuracy on the StereoSet test split, as ratios to fp32
-measured in the same run. Needs the teacher checkpoint from
+For each scheme (and for the schemes in ``WITH_EMBEDDINGS`` again with the embedding tables in int8): memory and
+on-disk size, forward latency at batch 1 and 32 (64 tokens, median of repeated runs), and accuracy / worst-group
+accuracy on the StereoSet test split, as ratios to fp32 measured in the same run. Needs the teacher checkpoint from
 
     python train.py fit --config configs/teacher/stereoset_minilm.yaml
 
@@ -33,6 +33,10 @@ from lmshrink.modules import TeacherFineTune
 from lmshrink.quantize import SCHEMES, quantize_model
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
 from lmshrink.quantize.schemes import KEEP_IN_FLOAT
+
+
+WITH_EMBEDDINGS = ("dynamic-int8", "torchao-int8-dynamic", "torchao-int8-weight", "bf16")
+"""Schemes also measured with ``embeddings="int8"`` (the rows ``<scheme>+emb-int8``)."""
 
 
 @torch.inference_mode()
@@ -85,6 +89,10 @@ def main() -> None:
         result = quantize_model(model, scheme, list(KEEP_IN_FLOAT))
         seconds = time.perf_counter() - start
         rows[scheme] = measure(model) | {"quantize_s": seconds, "layers": len(result.quantized)}
+    for scheme in WITH_EMBEDDINGS:  # the embedding tables quantized too (int8, a scale per row)
+        model = copy.deepcopy(float_model)
+        quantize_model(model, scheme, list(KEEP_IN_FLOAT), embeddings="int8")
+        rows[f"{scheme}+emb-int8"] = measure(model)
     base = rows["fp32"]
     print(f"\nMiniLM teacher {os.path.basename(ckpt)}, StereoSet test ({len(dm.datasets['test'])} examples, "
           f"{len(dm.group_names)} groups), {torch.get_num_threads()} threads; ratios are scheme / fp32 in this run")

@@ -24,7 +24,8 @@ NOT_RELOADABLE = {"bnb-nf4": "bitsandbytes 4-bit states do not reload into Linea
                   "bnb-fp4": "bitsandbytes 4-bit states do not reload into Linear4bit on CPU (0.50)"}
 
 
-def save_quantized(model: nn.Module, scheme: str, skip_modules: list[str], directory: str | Path, source: str) -> Path:
+def save_quantized(model: nn.Module, scheme: str, skip_modules: list[str], directory: str | Path, source: str,
+                   embeddings: str = "float") -> Path:
     """Write the quantized state dict and its manifest; refuses a non-empty directory (no overwrite)."""
     if scheme in NOT_RELOADABLE:
         raise NotImplementedError(f"scheme={scheme!r} cannot be saved for reloading: {NOT_RELOADABLE[scheme]}")
@@ -32,7 +33,7 @@ def save_quantized(model: nn.Module, scheme: str, skip_modules: list[str], direc
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / STATE_FILE)
-    manifest = {"scheme": scheme, "skip_modules": skip_modules, "source_model": source}
+    manifest = {"scheme": scheme, "skip_modules": skip_modules, "source_model": source, "embeddings": embeddings}
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return directory
 
@@ -42,8 +43,16 @@ def load_quantized(float_model: nn.Module, directory: str | Path) -> nn.Module:
     directory = Path(directory)
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
     scheme = manifest["scheme"]
-    quantize_model(float_model, scheme, manifest["skip_modules"])
+    result = quantize_model(float_model, scheme, manifest["skip_modules"], manifest.get("embeddings", "float"))
     state = torch.load(directory / STATE_FILE, map_location=next(float_model.parameters()).device, weights_only=False)
-    # torchao weights are tensor subclasses: they replace the parameters instead of being copied into them.
-    float_model.load_state_dict(state, assign=SCHEMES[scheme].backend == "torchao")
+    # torchao weights are tensor subclasses: they replace the parameters instead of being copied into them. The
+    # embedding tables (torchao) are assigned by hand, since bitsandbytes layers refuse an assigning load.
+    tables = {f"{name}.weight" for name in result.embeddings}
+    for key in tables:
+        module = float_model.get_submodule(key.removesuffix(".weight"))
+        module.weight = nn.Parameter(state.pop(key), requires_grad=False)
+    missing, unexpected = float_model.load_state_dict(state, strict=False, assign=SCHEMES[scheme].backend == "torchao")
+    if set(missing) != tables or unexpected:
+        raise ValueError(f"{directory}: the saved state does not match the model quantized as recorded (missing "
+                         f"{sorted(set(missing) - tables)}, unexpected {unexpected})")
     return float_model

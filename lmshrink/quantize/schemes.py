@@ -10,6 +10,7 @@ from torch import nn
 
 from lmshrink.quantize import bnb, dynamic_int8, torchao_schemes
 from lmshrink.quantize.bfloat16 import cast_bfloat16
+from lmshrink.quantize.embeddings import EmbeddingBits, quantize_embeddings
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class QuantizationResult:
     scheme: str
     quantized: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    embeddings: list[str] = field(default_factory=list)
+    """Embedding tables quantized (``embeddings`` option); those left in float are in ``skipped`` too."""
 
 
 KEEP_IN_FLOAT = ("classifier",)
@@ -80,8 +83,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None = None) -> QuantizationResult:
-    """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme`` (``bf16``: cast the whole model).
+def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None = None,
+                   embeddings: EmbeddingBits = "float") -> QuantizationResult:
+    """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme`` (``bf16``: cast the whole model),
+    and its embedding tables weight-only when ``embeddings`` is ``int8`` or ``int4``.
 
     Layers named (or under a module named) in ``skip_modules`` stay in float; the classification head is
     usually kept, as transformers' ``llm_int8_skip_modules`` does. The model must be in eval mode for the
@@ -97,6 +102,7 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
                 and not matches_any(name.rpartition(".")[0], skip_modules)}
         result.skipped = {name: "in skip_modules" for name in linears if matches_any(name, skip_modules)}
         result.quantized = cast_bfloat16(model, keep)
+        _embeddings(model, embeddings, skip_modules, result)
         return result
     for name in linears:
         if matches_any(name, skip_modules):
@@ -123,4 +129,11 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
         result.quantized = torchao_schemes.quantize_torchao(model, scheme, set(result.skipped))
     else:
         result.quantized = dynamic_int8.quantize_dynamic_int8(model, set(result.skipped))
+    _embeddings(model, embeddings, skip_modules, result)
     return result
+
+
+def _embeddings(model: nn.Module, bits: EmbeddingBits, skip_modules: list[str], result: QuantizationResult) -> None:
+    skip = {name for name, _ in model.named_modules() if matches_any(name, skip_modules)}
+    result.embeddings, skipped = quantize_embeddings(model, bits, skip)
+    result.skipped |= skipped

@@ -172,3 +172,36 @@ def test_bf16_casts_the_whole_model_but_the_head_and_halves_its_size(inputs):
     reference = pruned(**inputs).logits
     quantize_model(pruned, "bf16", ["classifier"])
     assert (pruned(**inputs).logits - reference).abs().max() < TOLERANCE["bf16"]
+
+
+@pytest.mark.parametrize("scheme", ["dynamic-int8", "torchao-int8-dynamic", "bnb-int8", "bf16"])
+def test_embeddings_quantized_with_any_scheme_shrink_and_reload(scheme, inputs, tmp_path):
+    """``embeddings="int8"``: every embedding table (word, position, token type) becomes int8 with a scale per row,
+    saving ~3 bytes per float32 value (1 per bf16 value), logits stay close, and the model reloads exactly."""
+    plain, model = tiny_bert(), tiny_bert()
+    reference = model(**inputs).logits
+    quantize_model(plain, scheme, ["classifier"])
+    result = quantize_model(model, scheme, ["classifier"], embeddings="int8")
+    tables = {"bert.embeddings.word_embeddings", "bert.embeddings.position_embeddings",
+              "bert.embeddings.token_type_embeddings"}
+    assert set(result.embeddings) == tables
+    assert integer_weight(model.bert.embeddings.word_embeddings) == torch.int8
+    values = sum(model.get_submodule(name).weight.numel() for name in tables)
+    saved = memory_bytes(plain) - memory_bytes(model)
+    per_value = 1 if scheme == "bf16" else 3
+    assert per_value * values * 0.9 < saved <= per_value * values
+    assert (model(**inputs).logits - reference).abs().max() < TOLERANCE[scheme] + 0.05
+    save_quantized(model, scheme, ["classifier"], tmp_path / "q", source="tiny", embeddings="int8")
+    reloaded = load_quantized(tiny_bert(seed=123), tmp_path / "q")
+    torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_a_tied_embedding_stays_float_and_tied():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True))
+    result = quantize_model(model, "dynamic-int8", ["lm_head"], embeddings="int8")
+    assert result.embeddings == [] and "tied" in result.skipped["model.embed_tokens"]
+    assert model.lm_head.weight is model.model.embed_tokens.weight
