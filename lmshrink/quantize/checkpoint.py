@@ -45,9 +45,9 @@ def load_quantized(float_model: nn.Module, directory: str | Path) -> nn.Module:
     scheme = manifest["scheme"]
     result = quantize_model(float_model, scheme, manifest["skip_modules"], manifest.get("embeddings", "float"))
     state = torch.load(directory / STATE_FILE, map_location=next(float_model.parameters()).device, weights_only=False)
-    # torchao weights are tensor subclasses: they replace the parameters instead of being copied into them. The
+    # torchao weights are tensor subclasses: they replace the parameters instead of being copied into them. int4
     # embedding tables (torchao) are assigned by hand, since bitsandbytes layers refuse an assigning load.
-    tables = {f"{name}.weight" for name in result.embeddings}
+    tables = {f"{name}.weight" for name in result.embeddings if f"{name}.weight" in state}
     for key in tables:
         module = float_model.get_submodule(key.removesuffix(".weight"))
         module.weight = nn.Parameter(state.pop(key), requires_grad=False)

@@ -1,11 +1,17 @@
-"""Weight-only quantization of ``nn.Embedding`` tables (torchao ``IntxWeightOnlyConfig``).
+"""Weight-only quantization of ``nn.Embedding`` tables.
 
 Linear-layer schemes leave the word embeddings in float, and in small encoders they are half the model
-(MiniLM: 30,522 x 384 of 22.6 M parameters), so sizes stop near 0.6 of fp32. ``int8`` stores one scale per row
-(PerAxis(0)); ``int4`` one per 32 values of a row (PerGroup(32)), as torchao's embedding recipes do; on CPU torchao
-keeps int4 values unpacked in int8 bytes, so int4 saves no more memory than int8 there. A table whose weight is
-shared with another module (an LM head tied to the input embeddings) is left in float and reported: quantizing
-one side would untie them.
+(MiniLM: 30,522 x 384 of 22.6 M parameters), so sizes stop near 0.6 of fp32.
+
+- ``int8``: :class:`Int8RowEmbedding`, symmetric int8 with one scale per row, that looks rows up and then scales
+  them. Written here because the library paths cost too much or cannot be saved: torchao's
+  ``IntxWeightOnlyConfig`` embedding dequantizes the whole table on every call (measured on MiniLM: batch-1
+  latency 3.7x fp32), and bitsandbytes' ``Embedding8bit`` (the same gather-then-scale) refuses to be saved.
+- ``int4``: torchao ``IntxWeightOnlyConfig(int4, PerGroup(32))``; on CPU torchao keeps int4 values unpacked in
+  int8 bytes (no smaller than int8) and dequantizes the table per call: offered for GPUs and completeness.
+
+A table whose weight is shared with another module (an LM head tied to the input embeddings) stays float and is
+reported: quantizing one side would untie them.
 """
 
 from __future__ import annotations
@@ -13,9 +19,36 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 EmbeddingBits = Literal["float", "int8", "int4"]
+
+
+class Int8RowEmbedding(nn.Module):
+    """An embedding table in int8 with a float scale per row (absmax / 127); a lookup gathers the int8 rows and
+    their scales, so it costs a lookup, not a dequantization of the table."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        weight = embedding.weight.detach()
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(weight.dtype).tiny) / 127
+        self.register_buffer("qweight", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx = embedding.padding_idx
+
+    def forward(self, ids: Tensor) -> Tensor:
+        rows = F.embedding(ids, self.qweight).to(self.scale.dtype)
+        return rows * F.embedding(ids, self.scale[:, None])
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row scales"
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def _shared_weights(model: nn.Module) -> dict[int, int]:
@@ -32,9 +65,6 @@ def quantize_embeddings(model: nn.Module, bits: EmbeddingBits, skip: set[str]) -
     name: why})."""
     if bits == "float":
         return [], {}
-    from torchao.quantization import IntxWeightOnlyConfig, quantize_
-    from torchao.quantization.granularity import PerAxis, PerGroup
-
     shared = _shared_weights(model)
     skipped, targets = {}, []
     for name, module in model.named_modules():
@@ -47,8 +77,14 @@ def quantize_embeddings(model: nn.Module, bits: EmbeddingBits, skip: set[str]) -
                 skipped[name] = f"embedding_dim={module.embedding_dim} not a multiple of the int4 group size 32"
             else:
                 targets.append(name)
-    config = (IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)) if bits == "int8" else
-              IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)))
-    chosen = set(targets)
-    quantize_(model, config, filter_fn=lambda module, name: isinstance(module, nn.Embedding) and name in chosen)
+    if bits == "int8":
+        for name in targets:
+            _replace(model, name, Int8RowEmbedding(model.get_submodule(name)))
+    else:
+        from torchao.quantization import IntxWeightOnlyConfig, quantize_
+        from torchao.quantization.granularity import PerGroup
+
+        chosen = set(targets)
+        quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+                  filter_fn=lambda module, name: isinstance(module, nn.Embedding) and name in chosen)
     return sorted(targets), skipped

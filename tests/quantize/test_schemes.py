@@ -185,10 +185,10 @@ def test_embeddings_quantized_with_any_scheme_shrink_and_reload(scheme, inputs, 
     tables = {"bert.embeddings.word_embeddings", "bert.embeddings.position_embeddings",
               "bert.embeddings.token_type_embeddings"}
     assert set(result.embeddings) == tables
-    assert integer_weight(model.bert.embeddings.word_embeddings) == torch.int8
-    values = sum(model.get_submodule(name).weight.numel() for name in tables)
+    assert model.bert.embeddings.word_embeddings.qweight.dtype == torch.int8
+    values = sum(model.get_submodule(name).qweight.numel() for name in tables)
     saved = memory_bytes(plain) - memory_bytes(model)
-    per_value = 1 if scheme == "bf16" else 3
+    per_value = 1 if scheme == "bf16" else 3  # minus one scale per row
     assert per_value * values * 0.9 < saved <= per_value * values
     assert (model(**inputs).logits - reference).abs().max() < TOLERANCE[scheme] + 0.05
     save_quantized(model, scheme, ["classifier"], tmp_path / "q", source="tiny", embeddings="int8")
@@ -205,3 +205,25 @@ def test_a_tied_embedding_stays_float_and_tied():
     result = quantize_model(model, "dynamic-int8", ["lm_head"], embeddings="int8")
     assert result.embeddings == [] and "tied" in result.skipped["model.embed_tokens"]
     assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_int8_rows_are_looked_up_then_scaled_within_half_a_step():
+    from lmshrink.quantize.embeddings import Int8RowEmbedding
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(50, 16, padding_idx=0)
+    quantized = Int8RowEmbedding(table)
+    ids = torch.tensor([[3, 7, 0, 49]])
+    step = table.weight.detach().abs().amax(dim=1) / 127
+    error = (quantized(ids) - table(ids)).abs()
+    assert (error <= step[ids][..., None] / 2 + 1e-7).all() and quantized(ids).dtype == torch.float32
+    assert quantized.qweight.dtype == torch.int8 and quantized.qweight.abs().max() == 127
+
+
+def test_int4_embeddings_go_through_torchao_and_reload(inputs, tmp_path):
+    model = tiny_bert()
+    result = quantize_model(model, "dynamic-int8", ["classifier"], embeddings="int4")
+    assert "bert.embeddings.word_embeddings" in result.embeddings
+    save_quantized(model, "dynamic-int8", ["classifier"], tmp_path / "q", source="tiny", embeddings="int4")
+    reloaded = load_quantized(tiny_bert(seed=123), tmp_path / "q")
+    torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
