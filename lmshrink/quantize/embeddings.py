@@ -46,7 +46,8 @@ class Int8RowEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row scales"
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` of ``model`` was."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -79,7 +80,7 @@ def quantize_embeddings(model: nn.Module, bits: EmbeddingBits, skip: set[str]) -
                 targets.append(name)
     if bits == "int8":
         for name in targets:
-            _replace(model, name, Int8RowEmbedding(model.get_submodule(name)))
+            replace_module(model, name, Int8RowEmbedding(model.get_submodule(name)))
     else:
         from torchao.quantization import IntxWeightOnlyConfig, quantize_
         from torchao.quantization.granularity import PerGroup

@@ -10,7 +10,7 @@ from torch import nn
 
 from lmshrink.quantize import bnb, dynamic_int8, torchao_schemes
 from lmshrink.quantize.bfloat16 import cast_bfloat16
-from lmshrink.quantize.embeddings import EmbeddingBits, quantize_embeddings
+from lmshrink.quantize.embeddings import EmbeddingBits, quantize_embeddings, replace_module
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,6 @@ def matches_any(name: str, patterns: list[str]) -> bool:
     return any(name == pattern or name.startswith(pattern + ".") or name.endswith("." + pattern) for pattern in patterns)
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
 def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None = None,
                    embeddings: EmbeddingBits = "float") -> QuantizationResult:
     """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme`` (``bf16``: cast the whole model),
@@ -119,11 +114,11 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     targets = [name for name in linears if name not in result.skipped]
     if scheme == "bnb-int8":
         for name in targets:
-            _replace(model, name, bnb.to_int8(linears[name], device))
+            replace_module(model, name, bnb.to_int8(linears[name], device))
         result.quantized = targets
     elif scheme in ("bnb-nf4", "bnb-fp4"):
         for name in targets:
-            _replace(model, name, bnb.to_4bit(linears[name], device, quant_type=scheme.removeprefix("bnb-")))
+            replace_module(model, name, bnb.to_4bit(linears[name], device, quant_type=scheme.removeprefix("bnb-")))
         result.quantized = targets
     elif SCHEMES[scheme].backend == "torchao":
         result.quantized = torchao_schemes.quantize_torchao(model, scheme, set(result.skipped))
