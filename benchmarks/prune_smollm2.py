@@ -32,7 +32,7 @@ import torch
 from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.data.calibration import calibration_ids, heldout_ids
 from lmshrink.generative.perplexity import windowed_perplexity
-from lmshrink.pruning.decoder_oneshot import decoder_sparsity, parse_one_shot, prune_decoder
+from lmshrink.pruning.decoder_oneshot import OneShotSettings, decoder_sparsity, prune_decoder_spec
 
 RUNS = ("dense", "magnitude-0.5", "wanda-0.5", "sparsegpt-0.5", "magnitude-2:4", "wanda-2:4", "sparsegpt-2:4")
 
@@ -43,10 +43,10 @@ def one_run(spec: str, args) -> dict:
     model = load_causal_lm("smollm2").eval()
     result = {"run": spec, "pruning_seconds": 0.0}
     if spec != "dense":
-        method, sparsity, n_m = parse_one_shot(spec)
-        calibration = None if method == "magnitude" else calibration_ids(tokenizer, args.sequences, args.seq_len, 0)
+        settings = OneShotSettings(num_sequences=args.sequences, seq_len=args.seq_len)
+        ids = calibration_ids(tokenizer, args.sequences, args.seq_len, settings.seed)  # drawn outside the timing
         start = time.perf_counter()
-        record = prune_decoder(model, calibration, method, sparsity, n_m, log=lambda line: None)
+        record = prune_decoder_spec(model, spec, lambda: ids, settings, log=lambda line: None)
         result["pruning_seconds"] = time.perf_counter() - start
         result["sparsity"] = record["sparsity_reached"]
     else:

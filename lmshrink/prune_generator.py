@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     try:
-        method, sparsity, n_m = parse_one_shot(args.method)
+        method = parse_one_shot(args.method)[0]
         settings = OneShotSettings(args.sequences, args.seq_len, args.seed, args.batch_size, args.blocksize,
                                    args.percdamp)
     except ValueError as exc:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmshrink.backbones import is_causal_lm, load_causal_lm, load_tokenizer
     from lmshrink.data.calibration import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
-    from lmshrink.pruning.decoder_oneshot import prune_decoder
+    from lmshrink.pruning.decoder_oneshot import prune_decoder_spec
 
     if not is_causal_lm(args.model, "--model"):
         raise OptionError(f"--model={args.model!r} is not a causal LM (its config names no *ForCausalLM)")
@@ -80,10 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if before:
         print(f"[lmshrink] held-out perplexity before: {before['perplexity']:.2f} ({before['windows']} windows of "
               f"{before['window']} tokens)", flush=True)
-    calibration = None if method == "magnitude" else calibration_ids(tokenizer, settings.num_sequences,
-                                                                     settings.seq_len, settings.seed)
-    record = prune_decoder(model, calibration, method, sparsity, n_m, settings.batch_size, settings.blocksize,
-                           settings.percdamp, log=lambda line: print(line, flush=True))
+    record = prune_decoder_spec(model, args.method, lambda: calibration_ids(tokenizer, settings.num_sequences,
+                                                                           settings.seq_len, settings.seed),
+                                settings, log=lambda line: print(line, flush=True))
     after = measure()
     if after:
         print(f"[lmshrink] held-out perplexity after: {after['perplexity']:.2f}", flush=True)

@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 from torch import nn
 
 from lmshrink.backbones import load_causal_lm
 from lmshrink.data.calibration import calibration_ids
-from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, prune_decoder
+from lmshrink.pruning.decoder_oneshot import OneShotSettings, prune_decoder_spec
 from lmshrink.pruning.magnitude import decoder_linears, prune_unstructured_l1
 from lmshrink.quantize import quantize_model
 
@@ -40,16 +41,14 @@ def build_variants(teacher: nn.Module, students: dict[str, str] | None = None, s
         prune_unstructured_l1(pruned, sparsity, decoder_linears(pruned))
         variants[f"l1-{sparsity:g}"] = pruned.eval()
     records = {}
-    calibration = None
+    # drawn once, on first use, for every calibrated method: all see the same windows
+    calibration = functools.cache(lambda: calibration_ids(tokenizer, one_shot.num_sequences, one_shot.seq_len,
+                                                          one_shot.seed))
     for spec in prune or []:
-        method, sparsity, n_m = parse_one_shot(spec)
         if spec in variants:
             raise ValueError(f"prune: name {spec!r} is taken")
-        if method != "magnitude" and calibration is None:
-            calibration = calibration_ids(tokenizer, one_shot.num_sequences, one_shot.seq_len, one_shot.seed)
         pruned = copy.deepcopy(teacher).eval()
-        records[spec] = prune_decoder(pruned, None if method == "magnitude" else calibration, method, sparsity, n_m,
-                                      one_shot.batch_size, one_shot.blocksize, one_shot.percdamp, log)
+        records[spec] = prune_decoder_spec(pruned, spec, calibration, one_shot, log)
         variants[spec] = pruned
     for scheme in quantize or []:
         quantized = copy.deepcopy(teacher).eval()

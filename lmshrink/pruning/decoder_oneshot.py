@@ -158,3 +158,12 @@ def prune_decoder(model: nn.Module, calibration_ids: Tensor | None, method: OneS
             "sparsity_reached": decoder_sparsity(model),
             "calibration": None if calibration_ids is None else list(calibration_ids.shape),
             "pruning_seconds": time.perf_counter() - start}
+
+
+def prune_decoder_spec(model: nn.Module, spec: str, calibration: Callable[[], Tensor],
+                       settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
+    """:func:`prune_decoder` from a spec such as ``wanda-0.5`` or ``sparsegpt-2:4`` and its settings;
+    ``calibration()`` is only called for the methods that read data (not magnitude)."""
+    method, sparsity, n_m = parse_one_shot(spec)
+    return prune_decoder(model, None if method == "magnitude" else calibration(), method, sparsity, n_m,
+                         settings.batch_size, settings.blocksize, settings.percdamp, log)
