@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from lmshrink.errors import MissingInputError, run_command
+from lmshrink.errors import MissingInputError, OptionError, run_command
 from lmshrink.study.report import write_report
 from lmshrink.study.runner import RESULT, run_dir, run_stage
 from lmshrink.study.spec import Stage, StudySpec, load_spec
@@ -57,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [(stage, seed) for stage, seed in pairs
                  if stage.name == args.stage and (args.seed is None or seed == args.seed)]
         if not pairs:
-            sys.exit(f"no stage {args.stage!r} with seed {args.seed} in {args.config}")
+            raise OptionError(f"--stage {args.stage} --seed {args.seed}: no such run in {args.config} (--list "
+                              f"prints every stage and seed)")
     from lmshrink.study.measure import StudyMeasure
 
     measure = StudyMeasure(spec.eval_config, spec.common_args)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage, seed in ((stage, seed) for stage in spec.stages for seed in spec.seeds_of(stage)):
         path = run_dir(spec, stage, seed) / RESULT
         if not path.is_file():
-            sys.exit(f"stage {stage.name} seed={seed} has no result yet ({path}); run the study first")
+            raise MissingInputError(f"stage {stage.name} seed={seed} has no result yet ({path}); run the study first")
         results.append(json.loads(path.read_text()))
     # Latency of every model side by side, now, in this process: stage-time timings ran under varying load.
     models = {f"{r['stage']}/{r['seed']}": (r["model_dir"], r["scheme"]) for r in results}

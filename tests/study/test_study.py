@@ -265,3 +265,14 @@ def test_a_report_mixing_accuracy_and_f1_results_is_refused():
                        "worst_group_f1": 1.0}]
     with pytest.raises(ValueError, match=r"mix metrics \['accuracy', 'f1'\]"):
         aggregate(results)
+
+
+def test_a_stage_or_seed_the_study_lacks_is_one_error_line(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    from lmshrink.study.__main__ import cli
+
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_bert_dir)
+    assert cli([str(config), "--stage", "kprune", "--seed", "7"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --stage kprune --seed 7: no such run in {config} (--list "
+                                               f"prints every stage and seed)")
+    assert not (tmp_path / "study").exists()
