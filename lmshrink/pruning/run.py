@@ -6,6 +6,7 @@ length s they assume, kept heads and neurons per layer, parameter counts, and pr
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +36,14 @@ class PruneOutcome:
     record: dict
 
 
+def mask_digest(head_mask: Tensor, neuron_mask: Tensor) -> str:
+    """A short fingerprint of which heads and neurons were kept: two runs kept the same units iff it matches."""
+    digest = hashlib.sha256()
+    for mask in (head_mask, neuron_mask):
+        digest.update((mask != 0).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
@@ -57,6 +66,7 @@ def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method
         if method == "kprune":
             result = kprune_masks(model, batches, FlopsBudget(flops_keep_ratio, seq_len), kprune)
             details["steps"] = [asdict(step) for step in result.steps]
+            details["stage_seconds"] = result.stage_seconds
         elif method == "kwon":
             result = kwon_masks(model, batches, FlopsBudget(flops_keep_ratio, seq_len), kwon)
             details |= {"tuned_sublayers": result.tuned_sublayers, "tuning_stopped_at": result.stopped_at}
@@ -81,6 +91,7 @@ def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method
         "flops_after": flops_after,
         "flops_kept": flops_after / flops_before,
         "heads_per_layer": heads,
+        "mask_digest": mask_digest(head_mask, neuron_mask),
         "neurons_per_layer": neurons,
         "params_before": params_before,
         "params_after": count_parameters(model),
