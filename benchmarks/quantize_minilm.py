@@ -1,12 +1,24 @@
-"""Every CPU quantization scheme on the fine-tuned MiniLM teacher, side by side with fp32 in one process.
+"""Every CPU quantization path on the fine-tuned MiniLM teacher, side by side with fp32 in one process, measured
+against what this CPU's GEMM kernels can do.
 
-For each scheme (and for the schemes in ``WITH_EMBEDDINGS`` again with the embedding tables in int8): memory and
-on-disk size, forward latency at batch 1 and 32 (64 tokens, median of repeated runs), and accuracy / worst-group
-accuracy on the StereoSet test split, as ratios to fp32 measured in the same run. Needs the teacher checkpoint from
+Rows (``--rows``):
+- ``eager``: fp32 and every in-place scheme, eagerly; the schemes in ``WITH_EMBEDDINGS`` again with int8 embeddings,
+  the 4-bit ones with int4 embeddings;
+- ``compiled``: ``torch.compile`` (inductor, freezing) of fp32, bf16, torchao int8 dynamic, and static int8
+  (``static-int8-x86``: PT2E export + X86InductorQuantizer, calibrated on 128 seeded training sentences);
+  the first call per batch size (compilation) is a column of its own, never part of the latency;
+- ``pruned``: K-prune at FLOPs keep 0.5 (sliced), then fp32, bf16, dynamic int8 + int8 embeddings, static int8.
 
-    python train.py fit --config configs/teacher/stereoset_minilm.yaml
+For each row: memory, latency at batch 1 and 32 (64 tokens, median of repeated runs) as ratios to fp32 eager and
+to bf16 eager of the same run, and accuracy / worst-group accuracy / per-group deltas to fp32 on the StereoSet
+test split. "Hardware bound": plain GEMMs of the model's own Linear shapes at 32 x 64 tokens in fp32, bf16 and
+int8 (``torch._int_mm``) give this CPU's GEMM throughput; ``bound`` is the share of a row's batch-32 latency that
+its Linears would take at that throughput (1.0 = nothing but GEMMs at the kernel's speed).
+
+Needs the teacher checkpoint from ``python train.py fit --config configs/teacher/stereoset_minilm.yaml``:
 
     python benchmarks/quantize_minilm.py [--ckpt runs/teacher_stereoset_minilm/checkpoints/best-step=316.ckpt]
+        [--rows eager compiled pruned] [--prune-tokens 100000]
 """
 
 from __future__ import annotations
@@ -30,13 +42,23 @@ import torch
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.modules import TeacherFineTune
-from lmshrink.quantize import SCHEMES, quantize_model
-from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT
-
+from lmshrink.pruning.run import prune_encoder
+from lmshrink.pruning.sample import draw_sample, samples_for_tokens
+from lmshrink.quantize import SCHEMES, check_supported, quantize_model
+from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
+from lmshrink.quantize.measure import gemm_rate, latency_ms, linear_flops, linear_shapes, memory_bytes
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT, quantize_static
 
 WITH_EMBEDDINGS = ("dynamic-int8", "torchao-int8-dynamic", "torchao-int8-weight", "bf16")
 """Schemes also measured with ``embeddings="int8"`` (the rows ``<scheme>+emb-int8``)."""
+INT4_WITH_EMBEDDINGS = ("bnb-nf4", "torchao-int4-weight")
+"""4-bit weight schemes also measured with int4 embeddings (the rows ``<scheme>+emb-int4``)."""
+BOUND_DTYPE = {None: torch.float32, "bf16": torch.bfloat16, "dynamic-int8": torch.int8,
+               "torchao-int8-dynamic": torch.int8, "static-int8-x86": torch.int8, "bnb-int8": torch.int8,
+               "bnb-nf4": torch.bfloat16, "bnb-fp4": torch.bfloat16}
+"""The GEMM dtype whose throughput bounds a path: bitsandbytes' CPU kernels run LLM.int8 through ``torch._int_mm``
+and 4-bit through a bf16 kernel; torchao's weight-only schemes dequantize to float32."""
+LATENCY_TOKENS = 64
 
 
 @torch.inference_mode()
@@ -44,14 +66,45 @@ def evaluate(module: TeacherFineTune, model: torch.nn.Module, loader, num_groups
     metric = GroupAccuracy(num_groups, num_classes=3)
     module.model = model
     for batch in loader:
-        metric.update(module(batch), batch["labels"], batch["groups"])
-    return {key: float(value) for key, value in metric.compute().items() if value.dim() == 0}
+        batch = {key: value.to(module.device) if isinstance(value, torch.Tensor) else value
+                 for key, value in batch.items()}
+        metric.update(module(batch).cpu(), batch["labels"].cpu(), batch["groups"].cpu())
+    results = metric.compute()
+    return {key: float(results[key]) for key in ("avg_acc", "worst_group_acc")} | {"group_acc": results["group_acc"]}
+
+
+def pruned_teacher(float_model: torch.nn.Module, dm: GroupedTextDataModule, tokens: int) -> torch.nn.Module:
+    """K-prune at FLOPs keep 0.5 on a seeded sample of ``tokens`` training tokens (the pruning defaults), sliced."""
+    lengths = dm.token_lengths("train")
+    rows = draw_sample(lengths, samples_for_tokens(tokens, sum(lengths) / len(lengths), len(lengths)), 0)
+    batches = dm.rows_as_batches("train", rows, 32, ["input_ids", "attention_mask", "token_type_ids"])
+    outcome = prune_encoder(copy.deepcopy(float_model), batches, "kprune", dm.mean_length("val"), 0.5)
+    print(f"K-prune 0.5: {outcome.record['pruning_seconds']:.0f} s, FLOPs kept {outcome.record['flops_kept']:.3f}",
+          flush=True)
+    return outcome.model.eval()
+
+
+def build(source: torch.nn.Module, scheme: str | None, embeddings: str, compiled: bool,
+          calibration: list[dict]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the module to run, the module holding the weights) for one row."""
+    model = copy.deepcopy(source).eval()
+    if scheme is not None and SCHEMES[scheme].calibrated:
+        runnable, _ = quantize_static(model, scheme, calibration, list(KEEP_IN_FLOAT), embeddings)
+        return runnable, weights_of(runnable)
+    if scheme is not None:
+        quantize_model(model, scheme, list(KEEP_IN_FLOAT), embeddings=embeddings)
+    return (compile_for_inference(model) if compiled else model), model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="TeacherFineTune checkpoint (default: the teacher run's best)")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rows", nargs="+", choices=["eager", "compiled", "pruned"],
+                        default=["eager", "compiled", "pruned"])
+    parser.add_argument("--prune-tokens", type=int, default=100_000, help="K-prune sample for the pruned rows")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (static int8 is CPU-only, "
+                        "int4 tinygemm CUDA-only: each row a device cannot run is skipped with its reason)")
     args = parser.parse_args()
     ckpt = args.ckpt or next(iter(sorted(glob.glob("runs/teacher_stereoset_minilm/checkpoints/best-*.ckpt"))), None)
     if ckpt is None or not os.path.isfile(ckpt):
@@ -59,50 +112,93 @@ def main() -> None:
                  "or pass --ckpt")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    module = TeacherFineTune.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    device = torch.device(args.device)
+    module = TeacherFineTune.load_from_checkpoint(ckpt, map_location=device).eval()
     dm = GroupedTextDataModule(max_length=96)
     dm.setup("test")
     loader = dm.test_dataloader()
     float_model = module.model
+    inputs = ["input_ids", "attention_mask", "token_type_ids"]
+    calibration = [{key: value.to(device) for key, value in batch.items()}
+                   for batch in dm.rows_as_batches("train", draw_sample(dm.token_lengths("train"), 128, 0), 32, inputs)]
     generator = torch.Generator().manual_seed(0)
     latency_inputs = {
-        size: {"input_ids": torch.randint(1000, 2000, (size, 64), generator=generator),
-               "attention_mask": torch.ones(size, 64, dtype=torch.long),
-               "token_type_ids": torch.zeros(size, 64, dtype=torch.long)}
+        size: {"input_ids": torch.randint(1000, 2000, (size, LATENCY_TOKENS), generator=generator),
+               "attention_mask": torch.ones(size, LATENCY_TOKENS, dtype=torch.long),
+               "token_type_ids": torch.zeros(size, LATENCY_TOKENS, dtype=torch.long)}
         for size in (1, 32)
     }
 
-    def measure(model: torch.nn.Module) -> dict:
-        row = {"memory_mb": memory_bytes(model) / 2**20, "disk_mb": disk_bytes(model) / 2**20}
-        for size, inputs in latency_inputs.items():
-            row[f"lat{size}_ms"] = latency_ms(model, inputs, repeats=args.repeats)
-        row.update(evaluate(module, model, loader, len(dm.group_names)))
-        return row
-
-    rows = {"fp32": measure(float_model)}
-    for scheme in SCHEMES:
-        if SCHEMES[scheme].needs_cuda:
-            print(f"{scheme}: skipped on CPU ({SCHEMES[scheme].needs_cuda})")
-            continue
-        model = copy.deepcopy(float_model)
+    rows_wanted = [("fp32", None, "float", False, None)]
+    if "eager" in args.rows:
+        rows_wanted += [(scheme, scheme, "float", False, None) for scheme, spec in SCHEMES.items()
+                        if not spec.calibrated]
+        rows_wanted += [(f"{scheme}+emb-int8", scheme, "int8", False, None) for scheme in WITH_EMBEDDINGS]
+        rows_wanted += [(f"{scheme}+emb-int4", scheme, "int4", False, None) for scheme in INT4_WITH_EMBEDDINGS]
+    if "compiled" in args.rows:
+        rows_wanted += [("fp32 compiled", None, "float", True, None), ("bf16 compiled", "bf16", "float", True, None),
+                        ("torchao-int8-dynamic compiled", "torchao-int8-dynamic", "float", True, None),
+                        ("static-int8-x86", "static-int8-x86", "float", True, None),
+                        ("static-int8-x86+emb-int8", "static-int8-x86", "int8", True, None)]
+    if "pruned" in args.rows:
+        rows_wanted += [("kprune-0.5 fp32", None, "float", False, "pruned"),
+                        ("kprune-0.5 bf16", "bf16", "float", False, "pruned"),
+                        ("kprune-0.5 dynamic-int8+emb-int8", "dynamic-int8", "int8", False, "pruned"),
+                        ("kprune-0.5 static-int8-x86+emb-int8", "static-int8-x86", "int8", True, "pruned")]
+    latency_inputs = {size: {key: value.to(device) for key, value in batch.items()}
+                      for size, batch in latency_inputs.items()}
+    runnable_here = []
+    for row in rows_wanted:
+        try:
+            if row[1] is not None:
+                check_supported(row[1], device)
+            runnable_here.append(row)
+        except ValueError as reason:
+            print(f"{row[0]}: skipped ({reason})")
+    rows_wanted = runnable_here
+    sources = {None: float_model}
+    rows = {}
+    for name, scheme, embeddings, compiled, source in rows_wanted:
+        if source not in sources:  # pruned once, when its first row comes
+            sources[source] = pruned_teacher(float_model, dm, args.prune_tokens)
         start = time.perf_counter()
-        result = quantize_model(model, scheme, list(KEEP_IN_FLOAT))
-        seconds = time.perf_counter() - start
-        rows[scheme] = measure(model) | {"quantize_s": seconds, "layers": len(result.quantized)}
-    for scheme in WITH_EMBEDDINGS:  # the embedding tables quantized too (int8, a scale per row)
-        model = copy.deepcopy(float_model)
-        quantize_model(model, scheme, list(KEEP_IN_FLOAT), embeddings="int8")
-        rows[f"{scheme}+emb-int8"] = measure(model)
-    base = rows["fp32"]
+        runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration)
+        row = {"build_s": time.perf_counter() - start, "memory_mb": memory_bytes(stored) / 2**20,
+               "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
+        row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
+            if compiled else 0.0
+        for size, batch in latency_inputs.items():
+            row[f"lat{size}_ms"] = latency_ms(runnable, batch, repeats=args.repeats)
+        row |= evaluate(module, runnable, loader, len(dm.group_names))
+        row["bound_dtype"] = BOUND_DTYPE.get(scheme, torch.float32)
+        rows[name] = row
+        print(f"measured {name} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    shapes = linear_shapes(float_model)
+    rates = {dtype: gemm_rate(shapes, 32 * LATENCY_TOKENS, dtype, device=device)
+             for dtype in (torch.float32, torch.bfloat16, torch.int8)}
+    dense_flops = linear_flops(float_model, 32 * LATENCY_TOKENS)
+    base, bf16 = rows["fp32"], rows.get("bf16")
     print(f"\nMiniLM teacher {os.path.basename(ckpt)}, StereoSet test ({len(dm.datasets['test'])} examples, "
-          f"{len(dm.group_names)} groups), {torch.get_num_threads()} threads; ratios are scheme / fp32 in this run")
-    print(f"{'scheme':22s} {'mem MB':>7s} {'ratio':>6s} {'disk MB':>7s} {'lat1 ms':>8s} {'ratio':>6s} "
-          f"{'lat32 ms':>8s} {'ratio':>6s} {'avg acc':>7s} {'worst':>6s} {'d worst':>7s}")
+          f"{len(dm.group_names)} groups), {device}, {torch.get_num_threads()} CPU threads; ratios are to fp32 eager "
+          f"(and bf16 eager) in this run")
+    print("hardware bound, GEMMs of the model's Linear shapes at 32 x 64 tokens: " + ", ".join(
+        f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.0f} GFLOP/s ({dense_flops / rate * 1000:.1f} ms for the "
+        f"dense model's Linears)" for dtype, rate in rates.items()))
+    print(f"{'path':38s} {'mem MB':>7s} {'ratio':>6s} {'lat1 ms':>8s} {'ratio':>6s} {'lat32 ms':>8s} {'ratio':>6s} "
+          f"{'vs bf16':>7s} {'bound':>6s} {'compile s':>9s} {'avg acc':>7s} {'worst':>6s} {'d worst':>7s}")
     for name, row in rows.items():
-        print(f"{name:22s} {row['memory_mb']:7.1f} {row['memory_mb'] / base['memory_mb']:6.2f} {row['disk_mb']:7.1f} "
-              f"{row['lat1_ms']:8.1f} {row['lat1_ms'] / base['lat1_ms']:6.2f} {row['lat32_ms']:8.1f} "
-              f"{row['lat32_ms'] / base['lat32_ms']:6.2f} {row['avg_acc']:7.4f} {row['worst_group_acc']:6.4f} "
-              f"{row['worst_group_acc'] - base['worst_group_acc']:+7.4f}")
+        bound = row["linear_flops"] / rates[row["bound_dtype"]] * 1000 / row["lat32_ms"]
+        versus_bf16 = f"{row['lat32_ms'] / bf16['lat32_ms']:7.2f}" if bf16 else f"{'':>7s}"
+        print(f"{name:38s} {row['memory_mb']:7.1f} {row['memory_mb'] / base['memory_mb']:6.2f} {row['lat1_ms']:8.1f} "
+              f"{row['lat1_ms'] / base['lat1_ms']:6.2f} {row['lat32_ms']:8.1f} {row['lat32_ms'] / base['lat32_ms']:6.2f} "
+              f"{versus_bf16} {bound:6.2f} {row['first_call_s']:9.1f} {row['avg_acc']:7.4f} "
+              f"{row['worst_group_acc']:6.4f} {row['worst_group_acc'] - base['worst_group_acc']:+7.4f}")
+    print("\nper-group accuracy delta to fp32 (points): " + ", ".join(
+        f"{index}={group}" for index, group in enumerate(dm.group_names)))
+    for name, row in rows.items():
+        deltas = (row["group_acc"] - base["group_acc"]) * 100
+        print(f"{name:38s} " + " ".join(f"{float(delta):+6.1f}" for delta in deltas))
 
 
 if __name__ == "__main__":

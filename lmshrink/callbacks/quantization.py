@@ -32,10 +32,12 @@ from lmshrink.metrics.calibration import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import refuse_non_empty, write_new_json
+from lmshrink.pruning.sample import draw_sample
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
+from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
 from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
 from lmshrink.quantize.embeddings import EmbeddingBits
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName, quantize_static
 
 EVAL_FNS = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}
 
@@ -60,6 +62,9 @@ class Quantize(Callback):
         scheme: SchemeName = "bnb-int8",
         skip_modules: list[str] | None = None,
         embeddings: EmbeddingBits = "float",
+        compile: bool | None = None,
+        calibration_samples: int | None = None,
+        calibration_seed: int | None = None,
         compare_to_float: bool = True,
         latency_batch_sizes: list[int] | None = None,
         latency_seq_len: int = 64,
@@ -72,11 +77,19 @@ class Quantize(Callback):
         """
         Args:
             scheme: One of ``lmshrink.quantize.SCHEMES`` (bnb-int8, bnb-nf4, bnb-fp4, torchao-int8-dynamic,
-                torchao-int8-weight, torchao-int4-weight, torchao-int4-tinygemm (CUDA only), dynamic-int8, bf16).
+                torchao-int8-weight, torchao-int4-weight, torchao-int4-tinygemm (CUDA only), dynamic-int8, bf16,
+                static-int8-x86).
             skip_modules: Linear layers kept in float (by name or module prefix); default ``[classifier]``.
             embeddings: Also quantize the embedding tables weight-only: ``int8`` (a scale per row) or ``int4``
                 (per 32 values; on CPU stored in int8 bytes); ``float`` keeps them (a tied LM head's table always
                 stays float). Without it the size ratio stops near 0.6 on small encoders.
+            compile: Run the quantized model through ``torch.compile`` (inductor, freezing), where torchao's and
+                oneDNN's int8 / bf16 kernels are fused; the first call per batch size (compilation) is reported
+                apart from the steady-state latency. Default: on for ``static-int8-x86`` (which only exists
+                compiled), off otherwise.
+            calibration_samples: ``static-int8-x86`` only: training sentences (a seeded sample, as pruning's)
+                that fix the int8 activation scales; default 128.
+            calibration_seed: ``static-int8-x86`` only: seed of that sample; default 0.
             compare_to_float: Also run the float model on every batch and report per-group deltas.
             latency_batch_sizes: Batch sizes timed (synthetic inputs of ``latency_seq_len`` tokens); default [1, 32].
             latency_seq_len: Tokens per sequence in the latency measurement.
@@ -88,12 +101,26 @@ class Quantize(Callback):
             calibration_bins: Equal-width confidence bins of the ECE.
         """
         check_comparison_options(bootstrap_resamples, calibration_bins, "Quantize")
-        check_supported(scheme, "cuda")  # unknown names fail at config time; device checks come in setup
+        check_supported(scheme, None)  # unknown names fail at config time; device checks come in setup
         sizes = latency_batch_sizes or [1, 32]
         if min(sizes) < 1 or latency_seq_len < 1 or latency_repeats < 1:
             raise OptionError(f"Quantize: latency_batch_sizes={sizes}, latency_seq_len={latency_seq_len} and "
                               f"latency_repeats={latency_repeats} must all be >= 1")
+        calibrated = SCHEMES[scheme].calibrated
+        if calibrated and compile is False:
+            raise OptionError(f"Quantize: compile=False with scheme {scheme}: its int8 kernels exist only compiled")
+        if calibrated and save_dir is not None:
+            raise OptionError(f"Quantize: save_dir with scheme {scheme}: a compiled graph cannot be saved and "
+                              f"reloaded; keep the float checkpoint and quantize again")
+        if not calibrated and (calibration_samples is not None or calibration_seed is not None):
+            option = "calibration_samples" if calibration_samples is not None else "calibration_seed"
+            raise OptionError(f"Quantize: {option} is read only by calibrated schemes (static-int8-x86), not {scheme}")
+        if calibration_samples is not None and calibration_samples < 1:
+            raise OptionError(f"Quantize: calibration_samples={calibration_samples} must be >= 1")
         self.scheme = scheme
+        self.compile = calibrated if compile is None else compile
+        self.calibration_samples = calibration_samples or 128
+        self.calibration_seed = calibration_seed or 0
         self.skip_modules = list(KEEP_IN_FLOAT) if skip_modules is None else list(skip_modules)
         self.embeddings = embeddings
         self.compare_to_float = compare_to_float
@@ -130,20 +157,42 @@ class Quantize(Callback):
         names = pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
         return {name: inputs[name].to(pl_module.device) for name in names}
 
-    def _measure(self, model: torch.nn.Module, pl_module: LightningModule) -> dict:
-        stats = {"memory_mb": memory_bytes(model) / 2**20, "disk_mb": disk_bytes(model) / 2**20}
+    def _measure(self, model: torch.nn.Module, pl_module: LightningModule, stored: torch.nn.Module,
+                 compiled: bool = False) -> dict:
+        """Size of ``stored`` (the module holding the weights), latency of ``model`` (maybe its compiled form)."""
+        stats = {"memory_mb": memory_bytes(stored) / 2**20, "disk_mb": disk_bytes(stored) / 2**20}
         for batch_size in self.latency_batch_sizes:
             inputs = self._latency_inputs(pl_module, batch_size)
+            if compiled:  # compilation happens on the first call of each shape: reported apart
+                stats[f"first_call_s_bs{batch_size}"] = first_call_seconds(model, inputs)
             stats[f"latency_ms_bs{batch_size}"] = latency_ms(model, inputs, repeats=self.latency_repeats)
         return stats
+
+    def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> list[dict]:
+        datamodule = trainer.datamodule
+        if not hasattr(datamodule, "rows_as_batches"):
+            raise TypeError(f"Quantize[{self.scheme}] calibrates on the training split of an lmshrink datamodule, "
+                            f"not {type(datamodule).__name__}")
+        lengths = datamodule.token_lengths("train")
+        rows = draw_sample(lengths, min(self.calibration_samples, len(lengths)), self.calibration_seed)
+        names = pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
+        return [{key: value.to(pl_module.device) for key, value in batch.items()}
+                for batch in datamodule.rows_as_batches("train", rows, 32, names)]
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         model = pl_module.model.eval()
         if self.compare_to_float:
             self.float_model = copy.deepcopy(model)
-        float_stats = self._measure(model, pl_module) if trainer.is_global_zero else {}
-        result = quantize_model(model, self.scheme, self.skip_modules, self.embeddings)
-        quant_stats = self._measure(model, pl_module) if trainer.is_global_zero else {}
+        float_stats = self._measure(model, pl_module, model) if trainer.is_global_zero else {}
+        if SCHEMES[self.scheme].calibrated:  # the same seeded sample on every rank: the same quantized model
+            pl_module.model, result = quantize_static(model, self.scheme, self._calibration(trainer, pl_module),
+                                                      self.skip_modules, self.embeddings)
+        else:
+            result = quantize_model(model, self.scheme, self.skip_modules, self.embeddings)
+            if self.compile:
+                pl_module.model = compile_for_inference(model)
+        quantized = pl_module.model
+        quant_stats = self._measure(quantized, pl_module, weights_of(quantized), self.compile) if trainer.is_global_zero else {}
         rank_zero_info(
             f"Quantize[{self.scheme}]: {len(result.quantized)} Linear layers and {len(result.embeddings)} embedding "
             f"tables quantized; kept in float: "
@@ -156,7 +205,9 @@ class Quantize(Callback):
         self.record = {
             "scheme": self.scheme, "backend": scheme.backend, "description": scheme.description,
             "device": str(pl_module.device), "quantized_layers": result.quantized, "skipped_layers": result.skipped,
-            "embeddings": self.embeddings, "quantized_embeddings": result.embeddings,
+            "embeddings": self.embeddings, "quantized_embeddings": result.embeddings, "compiled": self.compile,
+            "calibration": ({"samples": self.calibration_samples, "seed": self.calibration_seed, "split": "train"}
+                            if scheme.calibrated else None),
             "size_latency": {"float": float_stats, "quantized": quant_stats},
         }
         if self.save_dir and trainer.is_global_zero:
@@ -226,6 +277,10 @@ class Quantize(Callback):
         record["size_latency"]["ratios_quantized_over_float"] = ratios
         lines = [f"Quantize[{self.scheme}] {stage}: " + ", ".join(
             f"{key} {float_stats[key]:.1f} -> {quant_stats[key]:.1f}" for key in float_stats)]
+        first_calls = {key: value for key, value in quant_stats.items() if key.startswith("first_call_s")}
+        if first_calls:  # compilation, kept out of the latency figures
+            lines.append("compiled: first call per batch size (mostly compilation) " + ", ".join(
+                f"{key.removeprefix('first_call_s_')} {value:.1f} s" for key, value in first_calls.items()))
         rank_zero_info("\n" + report.table + "\n" + "\n".join(lines))
         for logger in trainer.loggers:
             logger.log_metrics({f"quant/{key}": value for key, value in {**ratios, **quant_stats}.items()},

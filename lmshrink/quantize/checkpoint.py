@@ -43,16 +43,11 @@ def load_quantized(float_model: nn.Module, directory: str | Path) -> nn.Module:
     directory = Path(directory)
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
     scheme = manifest["scheme"]
-    result = quantize_model(float_model, scheme, manifest["skip_modules"], manifest.get("embeddings", "float"))
+    quantize_model(float_model, scheme, manifest["skip_modules"], manifest.get("embeddings", "float"))
     state = torch.load(directory / STATE_FILE, map_location=next(float_model.parameters()).device, weights_only=False)
-    # torchao weights are tensor subclasses: they replace the parameters instead of being copied into them. int4
-    # embedding tables (torchao) are assigned by hand, since bitsandbytes layers refuse an assigning load.
-    tables = {f"{name}.weight" for name in result.embeddings if f"{name}.weight" in state}
-    for key in tables:
-        module = float_model.get_submodule(key.removesuffix(".weight"))
-        module.weight = nn.Parameter(state.pop(key), requires_grad=False)
+    # torchao weights are tensor subclasses: they replace the parameters instead of being copied into them
     missing, unexpected = float_model.load_state_dict(state, strict=False, assign=SCHEMES[scheme].backend == "torchao")
-    if set(missing) != tables or unexpected:
+    if missing or unexpected:
         raise ValueError(f"{directory}: the saved state does not match the model quantized as recorded (missing "
-                         f"{sorted(set(missing) - tables)}, unexpected {unexpected})")
+                         f"{sorted(missing)}, unexpected {unexpected})")
     return float_model

@@ -7,8 +7,9 @@ Linear-layer schemes leave the word embeddings in float, and in small encoders t
   them. Written here because the library paths cost too much or cannot be saved: torchao's
   ``IntxWeightOnlyConfig`` embedding dequantizes the whole table on every call (measured on MiniLM: batch-1
   latency 3.7x fp32), and bitsandbytes' ``Embedding8bit`` (the same gather-then-scale) refuses to be saved.
-- ``int4``: torchao ``IntxWeightOnlyConfig(int4, PerGroup(32))``; on CPU torchao keeps int4 values unpacked in
-  int8 bytes (no smaller than int8) and dequantizes the table per call: offered for GPUs and completeness.
+- ``int4``: :class:`Int4GroupEmbedding`, symmetric int4 with a scale per 32 values, two values packed per byte,
+  unpacked after the lookup. torchao's ``IntxWeightOnlyConfig(int4)`` embedding was used before: on CPU it keeps
+  the int4 values unpacked in int8 bytes (no smaller than int8) and dequantizes the whole table per call.
 
 A table whose weight is shared with another module (an LM head tied to the input embeddings) stays float and is
 reported: quantizing one side would untie them.
@@ -46,6 +47,36 @@ class Int8RowEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row scales"
 
 
+INT4_GROUP = 32
+"""Values per int4 scale (the group size of torchao's and GPTQ's int4 weights)."""
+
+
+class Int4GroupEmbedding(nn.Module):
+    """An embedding table in int4 (symmetric, [-7, 7]) with a float scale per group of :data:`INT4_GROUP` values
+    of a row, two values per byte; a lookup gathers the packed rows and their scales, then unpacks them."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        weight = embedding.weight.detach()
+        rows, dim = weight.shape
+        groups = weight.reshape(rows, dim // INT4_GROUP, INT4_GROUP)
+        scale = groups.abs().amax(dim=-1).clamp(min=torch.finfo(weight.dtype).tiny) / 7
+        codes = (torch.round(groups / scale[..., None]).clamp(-7, 7) + 8).to(torch.uint8).reshape(rows, dim)
+        self.register_buffer("packed", codes[:, 0::2] | (codes[:, 1::2] << 4))  # [rows, dim / 2]
+        self.register_buffer("scale", scale)  # [rows, dim / INT4_GROUP]
+        self.num_embeddings, self.embedding_dim = rows, dim
+        self.padding_idx = embedding.padding_idx
+
+    def forward(self, ids: Tensor) -> Tensor:
+        packed = F.embedding(ids, self.packed)
+        codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(-2).to(self.scale.dtype) - 8
+        scales = F.embedding(ids, self.scale).repeat_interleave(INT4_GROUP, dim=-1)
+        return codes * scales
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int4 packed, scales per {INT4_GROUP}"
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule ``name`` of ``model`` was."""
     parent, _, child = name.rpartition(".")
@@ -74,18 +105,11 @@ def quantize_embeddings(model: nn.Module, bits: EmbeddingBits, skip: set[str]) -
                 skipped[name] = "in skip_modules"
             elif shared[id(module.weight)] > 1:
                 skipped[name] = "weight tied to another module (an LM head)"
-            elif module.embedding_dim % 32 and bits == "int4":
-                skipped[name] = f"embedding_dim={module.embedding_dim} not a multiple of the int4 group size 32"
+            elif module.embedding_dim % INT4_GROUP and bits == "int4":
+                skipped[name] = f"embedding_dim={module.embedding_dim} not a multiple of the int4 group size {INT4_GROUP}"
             else:
                 targets.append(name)
-    if bits == "int8":
-        for name in targets:
-            replace_module(model, name, Int8RowEmbedding(model.get_submodule(name)))
-    else:
-        from torchao.quantization import IntxWeightOnlyConfig, quantize_
-        from torchao.quantization.granularity import PerGroup
-
-        chosen = set(targets)
-        quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
-                  filter_fn=lambda module, name: isinstance(module, nn.Embedding) and name in chosen)
+    table = Int8RowEmbedding if bits == "int8" else Int4GroupEmbedding
+    for name in targets:
+        replace_module(model, name, table(model.get_submodule(name)))
     return sorted(targets), skipped

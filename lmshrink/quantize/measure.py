@@ -48,14 +48,17 @@ def disk_bytes(model: nn.Module) -> int:
 
 @torch.inference_mode()
 def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor], repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time of one forward pass, in milliseconds."""
+    """Median wall time of one forward pass, in milliseconds (on a GPU, up to the end of its kernels)."""
     model.eval()
+    sync = torch.cuda.synchronize if any(tensor.is_cuda for tensor in inputs.values()) else (lambda: None)
     for _ in range(warmup):
         model(**inputs)
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         model(**inputs)
+        sync()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -69,3 +72,46 @@ def alternating_latency_ms(runs: dict[str, tuple[nn.Module, dict[str, torch.Tens
         for name, (model, inputs) in runs.items():
             times[name].append(latency_ms(model, inputs, repeats=repeats, warmup=1))
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """``(in_features, out_features)`` of every non-empty Linear: the GEMMs a forward pass runs per token."""
+    return [(module.in_features, module.out_features) for module in model.modules()
+            if isinstance(module, nn.Linear) and module.in_features * module.out_features]
+
+
+def linear_flops(model: nn.Module, tokens: int) -> int:
+    """FLOPs (2 per multiply-add) of the model's Linear layers over ``tokens`` tokens."""
+    return sum(2 * tokens * fan_in * fan_out for fan_in, fan_out in linear_shapes(model))
+
+
+@torch.inference_mode()
+def gemm_rate(shapes: list[tuple[int, int]], tokens: int, dtype: torch.dtype, repeats: int = 10,
+              device: str | torch.device = "cpu") -> float:
+    """FLOP/s of plain matrix products of the given Linear shapes at ``tokens`` rows, in ``dtype`` (``torch.int8``:
+    ``torch._int_mm``, int32 accumulation): what this machine's GEMM kernels deliver on the model's own shapes,
+    the bound that a quantized path's Linears approach at best. Median over ``repeats`` runs of all shapes."""
+    generator = torch.Generator().manual_seed(0)
+    operands = []
+    for fan_in, fan_out in shapes:
+        left, right = torch.randn(tokens, fan_in, generator=generator), torch.randn(fan_in, fan_out, generator=generator)
+        if dtype == torch.int8:
+            left, right = (left * 40).clamp(-127, 127).to(torch.int8), (right * 40).clamp(-127, 127).to(torch.int8)
+        else:
+            left, right = left.to(dtype), right.to(dtype)
+        operands.append((left.to(device), right.to(device)))
+    product = torch._int_mm if dtype == torch.int8 else torch.mm
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def run() -> None:
+        for left, right in operands:
+            product(left, right)
+        sync()
+
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return sum(2 * tokens * fan_in * fan_out for fan_in, fan_out in shapes) / statistics.median(times)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lmshrink.quantize import bnb, dynamic_int8, torchao_schemes
 from lmshrink.quantize.bfloat16 import cast_bfloat16
 from lmshrink.quantize.embeddings import EmbeddingBits, quantize_embeddings, replace_module
+from lmshrink.quantize.static_int8 import quantize_static_int8
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,11 @@ class Scheme:
     weight_bits: int
     needs_cuda: str | None = None
     """Why the scheme cannot run on CPU (None: it can)."""
+    needs_cpu: str | None = None
+    """Why the scheme runs on CPU only (None: not restricted)."""
+    calibrated: bool = False
+    """Needs calibration batches and returns a new (compiled) module instead of changing the model in place:
+    :func:`~lmshrink.quantize.static_int8.quantize_static_int8`, not :func:`quantize_model`."""
 
 
 SCHEMES = {
@@ -38,6 +45,9 @@ SCHEMES = {
         ),
         Scheme("dynamic-int8", "pytorch", "torch.ao quantize_dynamic: int8 weights, dynamic int8 activations", 8),
         Scheme("bf16", "cast", "bfloat16 weights and activations, whole model (AMX / AVX512-BF16 on CPU)", 16),
+        Scheme("static-int8-x86", "pt2e", "X86InductorQuantizer: static int8 activations (calibrated) x int8 "
+               "per-channel weights, compiled by inductor (VNNI / AMX)", 8,
+               needs_cpu="X86InductorQuantizer lowers to oneDNN's x86 CPU kernels", calibrated=True),
     ]
 }
 
@@ -58,18 +68,22 @@ KEEP_IN_FLOAT = ("classifier",)
 (as transformers' ``llm_int8_skip_modules`` keeps it)."""
 
 SchemeName = Literal["bnb-int8", "bnb-nf4", "bnb-fp4", "torchao-int8-dynamic", "torchao-int8-weight",
-                     "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8", "bf16"]
+                     "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8", "bf16", "static-int8-x86"]
 """The scheme names as a type, so that ``--help`` lists them and a typo fails when the command line is parsed."""
 assert set(get_args(SchemeName)) == set(SCHEMES), "SchemeName and SCHEMES disagree"
 
 
-def check_supported(scheme: str, device: torch.device | str = "cpu") -> Scheme:
-    """Fail before any work when the scheme is unknown or cannot run on ``device``."""
+def check_supported(scheme: str, device: torch.device | str | None = "cpu") -> Scheme:
+    """Fail before any work when the scheme is unknown or cannot run on ``device`` (``None``: the name only)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
     spec = SCHEMES[scheme]
+    if device is None:
+        return spec
     if spec.needs_cuda and torch.device(device).type != "cuda":
         raise ValueError(f"scheme={scheme!r} cannot run on {torch.device(device).type}: {spec.needs_cuda}")
+    if spec.needs_cpu and torch.device(device).type != "cpu":
+        raise ValueError(f"scheme={scheme!r} cannot run on {torch.device(device).type}: {spec.needs_cpu}")
     return spec
 
 
@@ -89,6 +103,9 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     """
     device = next(model.parameters()).device
     check_supported(scheme, device)
+    if SCHEMES[scheme].calibrated:
+        raise ValueError(f"scheme={scheme!r} needs calibration data and returns a new compiled module: use "
+                         f"lmshrink.quantize.static_int8.quantize_static_int8 (the Quantize callback does)")
     skip_modules = list(skip_modules or [])
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
     result = QuantizationResult(scheme)
@@ -126,6 +143,26 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
         result.quantized = dynamic_int8.quantize_dynamic_int8(model, set(result.skipped))
     _embeddings(model, embeddings, skip_modules, result)
     return result
+
+
+def quantize_static(model: nn.Module, scheme: str, calibration: Sequence[dict[str, Tensor]],
+                    skip_modules: list[str] | None = None, embeddings: EmbeddingBits = "float",
+                    compile_model: bool = True) -> tuple[nn.Module, QuantizationResult]:
+    """A calibrated scheme (``static-int8-x86``): the embedding tables of ``model`` are quantized in place as
+    :func:`quantize_model` does, then the quantized, compiled module is returned (``model`` is its float source)."""
+    check_supported(scheme, next(model.parameters()).device)
+    if not SCHEMES[scheme].calibrated:
+        raise ValueError(f"scheme={scheme!r} quantizes in place: use quantize_model")
+    skip_modules = list(skip_modules or [])
+    result = QuantizationResult(scheme)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and matches_any(name, skip_modules):
+            result.skipped[name] = "in skip_modules"
+        elif isinstance(module, nn.Linear) and module.weight.numel() == 0:
+            result.skipped[name] = "zero-width (pruned away)"
+    _embeddings(model, embeddings, skip_modules, result)
+    quantized_model, result.quantized = quantize_static_int8(model, calibration, set(result.skipped), compile_model)
+    return quantized_model, result
 
 
 def _embeddings(model: nn.Module, bits: EmbeddingBits, skip_modules: list[str], result: QuantizationResult) -> None:

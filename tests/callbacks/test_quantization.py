@@ -84,3 +84,21 @@ def test_qat_run_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir, tmp
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
     # the test that ends fit evaluated the converted integer model: its record exists and is the same
     assert group_record(tmp_path / "resumed", "test")["groups"] == group_record(tmp_path / "whole", "test")["groups"]
+
+
+def test_static_int8_is_calibrated_compiled_and_compared_to_float(tiny_bert_varied_dir, tmp_path):
+    """static-int8-x86 through the CLI: calibrated on the training split, compiled (first call apart from the
+    latency), smaller, and compared with the float model group by group like every scheme."""
+    main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "q"), *quantize_args("static-int8-x86"),
+          "--trainer.callbacks.calibration_samples=16", "--trainer.callbacks.latency_batch_sizes=[4]",
+          "--trainer.callbacks.embeddings=int8"])
+    record = quant_record(tmp_path / "q", "static-int8-x86")
+    assert record["compiled"] and record["calibration"] == {"samples": 16, "seed": 0, "split": "train"}
+    assert record["backend"] == "pt2e" and record["skipped_layers"] == {"classifier": "in skip_modules"}
+    sizes = record["size_latency"]
+    assert "bert.embeddings.word_embeddings" in record["quantized_embeddings"]
+    assert sizes["quantized"]["memory_mb"] < 0.4 * sizes["float"]["memory_mb"]  # no float weights kept beside
+    assert sizes["quantized"]["first_call_s_bs4"] > 0 and "first_call_s_bs4" not in sizes["float"]
+    assert record["reference_name"] == "float" and record["float"]["avg_acc"] != pytest.approx(1 / 3)
+    assert record["flip_rate"] < 0.1  # int8 with calibrated scales: nearly the float model's predictions
+    assert sum(group["n"] for group in record["groups"]) >= len(record["groups"])

@@ -11,7 +11,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from lmshrink.quantize import SCHEMES, check_supported, load_quantized, quantize_model, save_quantized
 from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 
-CPU_SCHEMES = [name for name, scheme in SCHEMES.items() if scheme.needs_cuda is None]
+CPU_SCHEMES = [name for name, scheme in SCHEMES.items() if scheme.needs_cuda is None and not scheme.calibrated]
+"""The in-place schemes (static-int8-x86 returns a compiled module: tests/quantize/test_static_int8.py)."""
 INTEGER_SCHEMES = [name for name in CPU_SCHEMES if SCHEMES[name].backend != "cast"]
 # Max |logit difference| allowed vs float on the tiny model (logits are O(0.1..1)): 8-bit schemes are
 # near-lossless, 4-bit schemes lose more.
@@ -220,10 +221,43 @@ def test_int8_rows_are_looked_up_then_scaled_within_half_a_step():
     assert quantized.qweight.dtype == torch.int8 and quantized.qweight.abs().max() == 127
 
 
-def test_int4_embeddings_go_through_torchao_and_reload(inputs, tmp_path):
-    model = tiny_bert()
+def test_int4_groups_are_packed_two_per_byte_within_half_a_step():
+    from lmshrink.quantize.embeddings import INT4_GROUP, Int4GroupEmbedding
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(50, 64, padding_idx=0)
+    quantized = Int4GroupEmbedding(table)
+    ids = torch.tensor([[3, 7, 0, 49], [1, 1, 2, 2]])
+    step = table.weight.detach().reshape(50, -1, INT4_GROUP).abs().amax(dim=-1) / 7  # [rows, groups]
+    error = (quantized(ids) - table(ids)).abs()
+    assert (error <= step[ids].repeat_interleave(INT4_GROUP, dim=-1) / 2 + 1e-6).all()
+    assert quantized.packed.dtype == torch.uint8 and quantized.packed.shape == (50, 32)  # 2 values per byte
+    assert quantized.scale.shape == (50, 2) and quantized(ids).dtype == torch.float32
+    codes = torch.stack([quantized.packed & 0xF, quantized.packed >> 4], -1).flatten(-2).int() - 8
+    assert codes.abs().max() == 7  # every group's largest value lands on the grid's end
+
+
+def test_int4_embeddings_shrink_to_half_a_byte_and_reload(inputs, tmp_path):
+    plain, model = tiny_bert(), tiny_bert()
+    quantize_model(plain, "dynamic-int8", ["classifier"])
     result = quantize_model(model, "dynamic-int8", ["classifier"], embeddings="int4")
     assert "bert.embeddings.word_embeddings" in result.embeddings
+    table = model.bert.embeddings.word_embeddings
+    values = table.num_embeddings * table.embedding_dim
+    assert memory_bytes(plain) - memory_bytes(model) > 3.3 * values  # 4 bytes -> 0.5 byte + a scale per 32
     save_quantized(model, "dynamic-int8", ["classifier"], tmp_path / "q", source="tiny", embeddings="int4")
     reloaded = load_quantized(tiny_bert(seed=123), tmp_path / "q")
     torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_linear_flops_count_every_gemm_of_a_forward_and_skip_pruned_away_layers():
+    from lmshrink.pruning.slicing import slice_encoder
+    from lmshrink.quantize.measure import gemm_rate, linear_flops, linear_shapes
+
+    model = tiny_bert()  # hidden 64, FFN 128, 2 layers, 3 labels: per layer 4 x 64x64 + 64x128 + 128x64; pooler, head
+    per_token = 2 * (2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 64 + 64 * 3)
+    assert linear_flops(model, 10) == 10 * per_token
+    slice_encoder(model, torch.ones(2, 4), torch.cat([torch.zeros(1, 128), torch.ones(1, 128)]))  # layer 0's FFN gone
+    assert len(linear_shapes(model)) == 2 * 6 + 2 - 2 and linear_flops(model, 10) == 10 * (per_token - 2 * 2 * 64 * 128)
+    assert all(rate > 0 for rate in (gemm_rate([(64, 128)], 32, dtype, repeats=1)
+                                     for dtype in (torch.float32, torch.bfloat16, torch.int8)))

@@ -143,7 +143,9 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--model.method=l1-heads", "--model.num_tokens=500"], "seeded": False},
      r"error: study config .*: stage 'kp' \(validate\): --model.num_tokens=500 is ignored by --model.method=l1-heads"),
-], ids=["scheme", "option-typo", "method-typo", "ignored-option"])
+    ({"name": "static", "kind": "quantize", "from": "teacher", "scheme": "static-int8-x86"},
+     r"error: study config .*: stage 'static': scheme 'static-int8-x86' is not a study scheme yet"),
+], ids=["scheme", "option-typo", "method-typo", "ignored-option", "calibrated-scheme"])
 def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
                                                               capsys):
     from lmshrink.study.__main__ import cli

@@ -1,0 +1,49 @@
+"""``torch.compile`` for inference, and the time its first call takes (compilation), reported apart from the
+steady-state latency.
+
+Freezing makes the weights graph constants, which lets inductor prepack them for oneDNN's bf16 / int8 kernels
+and fold the quantization arithmetic around them; the x86 int8 lowering of the PT2E flow needs it (without it
+inductor meets ``onednn.qlinear_prepack`` on a graph input and fails). It is an inductor setting read at each
+compilation, and compilation happens at the first call of every new input shape, so the wrapper below turns it
+on around every call rather than for the whole process.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor, nn
+
+
+class CompiledForInference(nn.Module):
+    """``source`` compiled by inductor with freezing; ``source`` (which holds the weights) stays reachable."""
+
+    def __init__(self, source: nn.Module) -> None:
+        super().__init__()
+        self.source = source
+        self.compiled = torch.compile(source)
+
+    def forward(self, *args, **kwargs):
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)
+
+
+def compile_for_inference(model: nn.Module) -> CompiledForInference:
+    """The compiled ``model`` (pass it in eval mode: an exported graph refuses ``.eval()``)."""
+    return CompiledForInference(model)
+
+
+def weights_of(model: nn.Module) -> nn.Module:
+    """The module holding the weights: the source of a compiled model, else the model itself."""
+    return model.source if isinstance(model, CompiledForInference) else model
+
+
+@torch.inference_mode()
+def first_call_seconds(model: nn.Module, inputs: dict[str, Tensor]) -> float:
+    """Wall seconds of one call: for a compiled model called with a new shape, mostly compilation."""
+    start = time.perf_counter()
+    model(**inputs)
+    return time.perf_counter() - start

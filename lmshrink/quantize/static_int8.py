@@ -1,0 +1,73 @@
+"""Static int8 through the PyTorch 2 export path for x86: ``X86InductorQuantizer`` + inductor.
+
+Activations get int8 scales fixed by calibration (per tensor, histogram observers) on a seeded sample of real
+inputs, weights int8 per output channel; ``torch.compile`` with freezing then fuses quantize -> int8 GEMM ->
+dequantize into oneDNN's int8 kernels (VNNI / AMX on CPUs that have them). Unlike the other schemes the model
+is not changed in place: the result is a new (exported, then compiled) module, so it cannot be saved with
+:func:`~lmshrink.quantize.checkpoint.save_quantized`; keep the float checkpoint and quantize again.
+
+The flow is torchao's (``prepare_pt2e`` / ``convert_pt2e``), as in its PT2E quantization tutorial; the batch and
+sequence dimensions are exported dynamic so that one graph serves every batch shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lmshrink.quantize.compiled import compile_for_inference
+
+
+def _dynamic_shapes(model: nn.Module, example: dict[str, Tensor]) -> dict[str, dict[int, object]]:
+    """Batch and sequence length dynamic, the latter up to the model's position table."""
+    max_tokens = getattr(getattr(model, "config", None), "max_position_embeddings", 4096)
+    batch, tokens = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("tokens", min=2, max=max_tokens)
+    return {name: {0: batch, 1: tokens} for name in example}
+
+
+def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
+    """Delete the parameters and buffers the converted graph no longer reads: the float weights, replaced by their
+    int8 copies (without this the module holds both, and its measured size is larger than float's)."""
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    tensors = [name for name, _ in graph_module.named_parameters()] + [name for name, _ in graph_module.named_buffers()]
+    for name in tensors:
+        if name not in used:
+            owner, _, attribute = name.rpartition(".")
+            delattr(graph_module.get_submodule(owner), attribute)
+
+
+def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tensor]], skip: set[str],
+                         compile_model: bool = True) -> tuple[nn.Module, list[str]]:
+    """The statically quantized copy of ``model`` (left unchanged) and the names of the Linear layers quantized.
+
+    ``calibration``: model-input batches (the keys the model takes), every one run once through the observers.
+    ``skip``: Linear layers kept in float (by name). ``compile_model=False`` returns the converted graph, which
+    runs quantize / dequantize as reference float ops (same numbers as the compiled one up to rounding, float
+    speed): for tests and inspection only.
+    """
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    if not calibration:
+        raise ValueError("static int8 needs at least one calibration batch")
+    model = model.eval()
+    example = {name: tensor.contiguous() for name, tensor in calibration[0].items()}  # strides are traced too
+    with torch.no_grad():
+        exported = torch.export.export(model, args=(), kwargs=dict(example),
+                                       dynamic_shapes=_dynamic_shapes(model, example), strict=False).module()
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    for name in skip:
+        quantizer.set_module_name_qconfig(name, None)
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(**batch)
+    converted = convert_pt2e(prepared)
+    _drop_unused_tensors(converted)
+    allow_exported_model_train_eval(converted)  # Lightning calls .eval() on every module before evaluating
+    quantized = sorted(name for name, module in model.named_modules()
+                       if isinstance(module, nn.Linear) and name not in skip and module.weight.numel())
+    return (compile_for_inference(converted) if compile_model else converted), quantized
