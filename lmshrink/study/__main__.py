@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true",
                         help="print 'depth stage seed' per run (depth: stages it waits for), and exit")
     parser.add_argument("--latency-rounds", type=int, default=5, help="alternating timing rounds per model")
+    parser.add_argument("--latency-compiled", action="store_true",
+                        help="time every model through torch.compile (inductor, freezing); compilation happens in the "
+                             "warm-up call and is not timed")
     parser.add_argument("--train-arg", action="append", default=[],
                         help="extra argument for every train.py call (repeatable), e.g. --train-arg=--trainer.devices=4")
     args = parser.parse_args(argv)
@@ -73,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(path.read_text()))
     # Latency of every model side by side, now, in this process: stage-time timings ran under varying load.
     models = {f"{r['stage']}/{r['seed']}": (r["model_dir"], r["scheme"]) for r in results}
-    latencies = measure.latencies(models, rounds=args.latency_rounds)
+    latencies = measure.latencies(models, rounds=args.latency_rounds, compiled=args.latency_compiled)
     for result in results:
         result["latency_ms"] = latencies[f"{result['stage']}/{result['seed']}"]
+        result["latency_compiled"] = args.latency_compiled
     write_report(results, spec.output_dir / "report", f"Who pays? {spec.path.stem}", spec.wandb or None)
     print(f"[study] report: {spec.output_dir / 'report' / 'report.md'}", flush=True)
     return 0

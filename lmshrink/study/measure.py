@@ -20,6 +20,7 @@ from lmshrink.pruning.flops import encoder_flops
 from lmshrink.pruning.run import count_parameters
 from lmshrink.pruning.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
 from lmshrink.quantize import quantize_model
+from lmshrink.quantize.compiled import compile_for_inference
 from lmshrink.quantize.measure import alternating_latency_ms, memory_bytes
 from lmshrink.quantize.schemes import KEEP_IN_FLOAT
 
@@ -71,10 +72,13 @@ class StudyMeasure:
         result["size_mb"] = memory_bytes(model) / 2**20
         return result
 
-    def latencies(self, models: dict[str, tuple[str, str | None]], rounds: int = 5, repeats: int = 3) -> dict[str, float]:
-        """Median ms per forward of every ``{key: (model_dir, scheme)}``, in alternating rounds."""
+    def latencies(self, models: dict[str, tuple[str, str | None]], rounds: int = 5, repeats: int = 3,
+                  compiled: bool = False) -> dict[str, float]:
+        """Median ms per forward of every ``{key: (model_dir, scheme)}``, in alternating rounds; ``compiled``: each
+        through ``torch.compile`` (compiled in the untimed warm-up call)."""
         runs = {}
         for key, (directory, scheme) in models.items():
             model = self.load(directory, scheme)
+            model = compile_for_inference(model) if compiled else model
             runs[key] = (model, {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch})
         return alternating_latency_ms(runs, rounds, repeats)

@@ -85,7 +85,8 @@ def aggregate(results: list[dict]) -> list[dict]:
     rows = []
     for stage, runs in by_stage.items():
         row = {"stage": stage, "kind": runs[0]["kind"], "from": runs[0]["from"], "scheme": runs[0]["scheme"],
-               "seeds": [run["seed"] for run in runs], "metric": score.metric}
+               "seeds": [run["seed"] for run in runs], "metric": score.metric,
+               "latency_compiled": bool(runs[0].get("latency_compiled"))}
         for key in (score.average, score.worst, *MEASURES):
             values = [run[key] for run in runs if run.get(key) is not None]
             if values:
@@ -138,6 +139,8 @@ def markdown(rows: list[dict], eval_set: str, title: str) -> str:
     extra_header, extra_rule = (" ECE | flips |", "---:|---:|") if score.calibration else ("", "")
     lines = [f"# {title}", "", f"Test set fingerprint `{eval_set}`; mean ± std over seeds (n = seeds run); "
              "FLOPs: encoder, pruning-spec model at s = mean val length; latency: CPU, batch of 32 real val examples, "
+             + ("every model compiled (torch.compile, compilation not timed), " if rows[0].get("latency_compiled")
+                else "") +
              "all models timed side by side when this report was written (alternating rounds, median). "
              + ("ECE: 15 equal-width bins, top label. Flips: share of test predictions that differ from the teacher's."
                 if score.calibration else "F1: exact entity spans over words (CoNLL / seqeval), micro over the test "

@@ -202,6 +202,9 @@ def test_report_marks_only_changes_significant_in_every_seed():
     assert "| pruned | **-10.5*** | -10.0 |" in text
     assert "- **pruned**: a -10.5 [-15.0, -5.0] [-15.0, -5.0]" in text and "b -10.0" not in text.split("Who pays")[1]
     assert "| 0.2500 ± 0.0707 |" in text  # the mean flip rate over seeds
+    assert "compiled" not in text
+    assert "every model compiled (torch.compile" in markdown(aggregate([dict(r, latency_compiled=True)
+                                                                       for r in results]), "same", "t")
 
 
 def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir, tmp_path, monkeypatch):
