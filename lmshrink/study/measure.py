@@ -79,6 +79,6 @@ class StudyMeasure:
         runs = {}
         for key, (directory, scheme) in models.items():
             model = self.load(directory, scheme)
-            model = compile_for_inference(model) if compiled else model
-            runs[key] = (model, {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch})
+            inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
+            runs[key] = (compile_for_inference(model) if compiled else model, inputs)
         return alternating_latency_ms(runs, rounds, repeats)

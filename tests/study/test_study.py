@@ -229,7 +229,8 @@ def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir
 
 def test_a_token_classification_study_reports_entity_f1_per_group_and_type(tiny_bert_dir, tmp_path, monkeypatch):
     """The NER study on a tiny random BERT: each result holds the evaluation's entity F1 (not accuracy), the
-    report's table, per-group deltas and per-type table are in F1, and the plots are named by the metric."""
+    report's table, per-group deltas and per-type table are in F1, and the plots are named by the metric; its
+    latency is timed compiled."""
     monkeypatch.chdir(REPO)
     common = [f"--data.tokenizer_path={tiny_bert_dir}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
               "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false"]
@@ -239,8 +240,9 @@ def test_a_token_classification_study_reports_entity_f1_per_group_and_type(tiny_
         {"name": "kprune", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_conll.yaml",
          "args": ["--model.flops_keep_ratio=0.5"]}]}  # quantize stages: the StereoSet study test
     (tmp_path / "ner.yaml").write_text(yaml.safe_dump(spec))
-    assert study_main([str(tmp_path / "ner.yaml"), "--latency-rounds=1"]) == 0
+    assert study_main([str(tmp_path / "ner.yaml"), "--latency-rounds=1", "--latency-compiled"]) == 0
     report = tmp_path / "study" / "report"
+    assert "every model compiled (torch.compile" in (report / "report.md").read_text()  # the StereoSet test: eager
     results = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in results] == ["teacher", "kprune"]
     for result in results:
