@@ -191,7 +191,8 @@ def main() -> None:
         bound = row["linear_flops"] / rates[row["bound_dtype"]] * 1000 / row["lat32_ms"]
         versus_bf16 = f"{row['lat32_ms'] / bf16['lat32_ms']:7.2f}" if bf16 else f"{'':>7s}"
         print(f"{name:38s} {row['memory_mb']:7.1f} {row['memory_mb'] / base['memory_mb']:6.2f} {row['lat1_ms']:8.1f} "
-              f"{row['lat1_ms'] / base['lat1_ms']:6.2f} {row['lat32_ms']:8.1f} {row['lat32_ms'] / base['lat32_ms']:6.2f} "
+              f"{row['lat1_ms'] / base['lat1_ms']:6.2f} {row['lat32_ms']:8.1f} "
+              f"{row['lat32_ms'] / base['lat32_ms']:6.2f} "
               f"{versus_bf16} {bound:6.2f} {row['first_call_s']:9.1f} {row['avg_acc']:7.4f} "
               f"{row['worst_group_acc']:6.4f} {row['worst_group_acc'] - base['worst_group_acc']:+7.4f}")
     print("\nper-group accuracy delta to fp32 (points): " + ", ".join(

@@ -81,7 +81,7 @@ class Quantize(Callback):
                 static-int8-x86).
             skip_modules: Linear layers kept in float (by name or module prefix); default ``[classifier]``.
             embeddings: Also quantize the embedding tables weight-only: ``int8`` (a scale per row) or ``int4``
-                (per 32 values; on CPU stored in int8 bytes); ``float`` keeps them (a tied LM head's table always
+                (two values per byte, a scale per 32 values); ``float`` keeps them (a tied LM head's table always
                 stays float). Without it the size ratio stops near 0.6 on small encoders.
             compile: Run the quantized model through ``torch.compile`` (inductor, freezing), where torchao's and
                 oneDNN's int8 / bf16 kernels are fused; the first call per batch size (compilation) is reported
@@ -144,6 +144,9 @@ class Quantize(Callback):
         if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
             raise TypeError(f"{type(pl_module).__name__} has no `model` network for Quantize to quantize")
         refuse_non_empty(self.save_dir, "save_dir")
+        if SCHEMES[self.scheme].calibrated and not hasattr(trainer.datamodule, "rows_as_batches"):
+            raise OptionError(f"Quantize: scheme {self.scheme} calibrates on the training split of an lmshrink "
+                              f"datamodule; {type(trainer.datamodule).__name__} has none")
 
     # ------------------------------------------------------------------------------------------- quantize
     def _latency_inputs(self, pl_module: LightningModule, batch_size: int) -> dict[str, torch.Tensor]:
@@ -169,10 +172,8 @@ class Quantize(Callback):
         return stats
 
     def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> list[dict]:
+        """A seeded sample of the training split (the same on every rank), batched in a fixed order."""
         datamodule = trainer.datamodule
-        if not hasattr(datamodule, "rows_as_batches"):
-            raise TypeError(f"Quantize[{self.scheme}] calibrates on the training split of an lmshrink datamodule, "
-                            f"not {type(datamodule).__name__}")
         lengths = datamodule.token_lengths("train")
         rows = draw_sample(lengths, min(self.calibration_samples, len(lengths)), self.calibration_seed)
         names = pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
@@ -192,7 +193,8 @@ class Quantize(Callback):
             if self.compile:
                 pl_module.model = compile_for_inference(model)
         quantized = pl_module.model
-        quant_stats = self._measure(quantized, pl_module, weights_of(quantized), self.compile) if trainer.is_global_zero else {}
+        quant_stats = (self._measure(quantized, pl_module, weights_of(quantized), self.compile)
+                       if trainer.is_global_zero else {})
         rank_zero_info(
             f"Quantize[{self.scheme}]: {len(result.quantized)} Linear layers and {len(result.embeddings)} embedding "
             f"tables quantized; kept in float: "

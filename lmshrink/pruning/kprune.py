@@ -219,7 +219,8 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget:
             survivors = keep[num_head_candidates: num_head_candidates + shape.ffn]
             neuron_keep[layer] = survivors
         with clock("solve"):
-            tuning = _tune_sublayer(model, target, survivors, problem, shape, settings) if settings.weight_tuning else {}
+            tuning = (_tune_sublayer(model, target, survivors, problem, shape, settings) if settings.weight_tuning
+                      else {})
         flops_left -= int(survivors.sum()) * (f_head if kind == "mha" else f_neuron)
         step = SublayerStep(target, len(candidate_scores), int(survivors.sum()), survivors.numel(), flops_left,
                             num_tokens, token_hash, tuning)

@@ -106,7 +106,8 @@ def quantize_embeddings(model: nn.Module, bits: EmbeddingBits, skip: set[str]) -
             elif shared[id(module.weight)] > 1:
                 skipped[name] = "weight tied to another module (an LM head)"
             elif module.embedding_dim % INT4_GROUP and bits == "int4":
-                skipped[name] = f"embedding_dim={module.embedding_dim} not a multiple of the int4 group size {INT4_GROUP}"
+                skipped[name] = (f"embedding_dim={module.embedding_dim} not a multiple of the int4 group size "
+                                 f"{INT4_GROUP}")
             else:
                 targets.append(name)
     table = Int8RowEmbedding if bits == "int8" else Int4GroupEmbedding

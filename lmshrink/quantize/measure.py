@@ -94,7 +94,8 @@ def gemm_rate(shapes: list[tuple[int, int]], tokens: int, dtype: torch.dtype, re
     generator = torch.Generator().manual_seed(0)
     operands = []
     for fan_in, fan_out in shapes:
-        left, right = torch.randn(tokens, fan_in, generator=generator), torch.randn(fan_in, fan_out, generator=generator)
+        left = torch.randn(tokens, fan_in, generator=generator)
+        right = torch.randn(fan_in, fan_out, generator=generator)
         if dtype == torch.int8:
             left, right = (left * 40).clamp(-127, 127).to(torch.int8), (right * 40).clamp(-127, 127).to(torch.int8)
         else:

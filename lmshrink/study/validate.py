@@ -29,8 +29,8 @@ def check_study(spec: StudySpec) -> None:
             if stage.scheme not in SCHEMES:
                 raise OptionError(f"{label}: scheme {stage.scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
             if SCHEMES[stage.scheme].calibrated:
-                raise OptionError(f"{label}: scheme {stage.scheme!r} is not a study scheme yet (its latency step has no "
-                                  f"calibration data); run it with the Quantize callback")
+                raise OptionError(f"{label}: scheme {stage.scheme!r} is not a study scheme yet (its latency step "
+                                  f"has no calibration data); run it with the Quantize callback")
             try:
                 check_supported(stage.scheme, _device())
             except Exception as exc:
