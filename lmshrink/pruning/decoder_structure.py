@@ -1,0 +1,182 @@
+"""Structured units of Llama-style decoders, their FLOPs, masks and physical slicing (spec §1-2, §6 for decoders).
+
+The pruning specification's encoder model carried to decoders in the same spirit:
+
+- Units: a key/value *group* (one K/V head with the ``r = num_attention_heads // num_key_value_heads`` query
+  heads that read it: pruning a query head alone would leave the K/V head serving the others, pruning a K/V head
+  alone would orphan its query heads) and an MLP *channel* (a row of ``gate_proj`` and ``up_proj``, a column of
+  ``down_proj``).
+- FLOPs at sequence length ``s`` (only prunable matrix work, as spec §1.2): a group costs
+  ``4 s d d_h (r + 1) + 4 s^2 r d_h`` (r query rows and r output columns, one K and one V head, the two attention
+  products of r heads; with r = 1 this is the encoder's head cost ``8 s d d_h + 4 s^2 d_h``), a channel ``6 s d``.
+  Embeddings, the LM head, norms and the attention softmax are left out.
+- Masks act on the inputs of ``o_proj`` (one gate per group, repeated over its r query heads' dimensions) and of
+  ``down_proj`` (one per channel), as forward pre-hooks, so every attention kernel keeps working (spec §5.3).
+- Slicing keeps whole groups; every layer keeps at least one (HF attention cannot run with none). Mask values
+  other than 0/1 are folded into the output projections' columns, so the sliced model computes exactly what the
+  masked one does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from lmshrink.pruning import sliced_decoder_modeling
+from lmshrink.pruning.sliced_decoder_modeling import (
+    CHANNELS_FIELD,
+    GROUPS_FIELD,
+    PrunedLlamaForCausalLM,
+    empty_linear,
+    is_sliced_decoder,
+)
+
+SUPPORTED = ("llama",)
+"""Model types whose blocks have ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj`` (SmolLM2 is llama)."""
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    num_layers: int
+    hidden: int  # d
+    num_heads: int  # query heads
+    num_groups: int  # key/value heads
+    head_dim: int  # d_h
+    channels: int  # MLP width
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value group (r)."""
+        return self.num_heads // self.num_groups
+
+
+def decoder_shape(model: nn.Module) -> DecoderShape:
+    """Dense sizes from the config; refuses an architecture whose blocks it does not know."""
+    config = model.config
+    if config.model_type not in SUPPORTED:
+        raise ValueError(f"structured decoder pruning supports model types {list(SUPPORTED)}, not "
+                         f"{config.model_type!r}")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return DecoderShape(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+                        config.num_key_value_heads, head_dim, config.intermediate_size)
+
+
+def group_flops(shape: DecoderShape, seq_len: float) -> float:
+    r, d, dh = shape.group_size, shape.hidden, shape.head_dim
+    return 4 * seq_len * d * dh * (r + 1) + 4 * seq_len**2 * r * dh
+
+
+def channel_flops(shape: DecoderShape, seq_len: float) -> float:
+    return 6 * seq_len * shape.hidden
+
+
+def decoder_flops(shape: DecoderShape, seq_len: float, groups_per_layer: list[int] | None = None,
+                  channels_per_layer: list[int] | None = None) -> float:
+    """``sum_l (g_l f_group + c_l f_channel)``; counts default to the dense model."""
+    groups = groups_per_layer if groups_per_layer is not None else [shape.num_groups] * shape.num_layers
+    channels = channels_per_layer if channels_per_layer is not None else [shape.channels] * shape.num_layers
+    if len(groups) != shape.num_layers or len(channels) != shape.num_layers:
+        raise ValueError(f"need one group and one channel count per layer ({shape.num_layers})")
+    f_group, f_channel = group_flops(shape, seq_len), channel_flops(shape, seq_len)
+    return sum(g * f_group + c * f_channel for g, c in zip(groups, channels))
+
+
+def _scale_input(gates: Tensor):
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return (args[0] * gates.to(device=args[0].device, dtype=args[0].dtype),) + tuple(args[1:])
+    return hook
+
+
+@contextmanager
+def decoder_masked(model: nn.Module, group_mask: Tensor, channel_mask: Tensor):
+    """Run ``model`` with ``group_mask`` ``[L, G]`` and ``channel_mask`` ``[L, N]`` applied (values may be scales
+    and may require grad: their gradient is the unit's score); hooks are removed on exit."""
+    shape = decoder_shape(model)
+    if tuple(group_mask.shape) != (shape.num_layers, shape.num_groups):
+        raise ValueError(f"group_mask has shape {tuple(group_mask.shape)}, expected {(shape.num_layers, shape.num_groups)}")
+    if tuple(channel_mask.shape) != (shape.num_layers, shape.channels):
+        raise ValueError(f"channel_mask has shape {tuple(channel_mask.shape)}, expected "
+                         f"{(shape.num_layers, shape.channels)}")
+    handles = []
+    try:
+        for index, layer in enumerate(model.model.layers):
+            per_dim = group_mask[index].repeat_interleave(shape.group_size * shape.head_dim)
+            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(_scale_input(per_dim)))
+            handles.append(layer.mlp.down_proj.register_forward_pre_hook(_scale_input(channel_mask[index])))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _rows(linear: nn.Linear, rows: Tensor) -> nn.Linear:
+    new = empty_linear(linear.in_features, len(rows), like=linear)
+    with torch.no_grad():
+        new.weight.copy_(linear.weight[rows.to(linear.weight.device)])
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias[rows.to(linear.weight.device)])
+    return new
+
+
+def _columns(linear: nn.Linear, columns: Tensor, scale: Tensor) -> nn.Linear:
+    new = empty_linear(len(columns), linear.out_features, like=linear)
+    weight = linear.weight.detach()
+    with torch.no_grad():
+        new.weight.copy_(weight[:, columns.to(weight.device)] * scale[columns].to(weight))
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias)
+    return new
+
+
+def slice_decoder(model: nn.Module, group_mask: Tensor, channel_mask: Tensor) -> nn.Module:
+    """Slice ``model`` in place to the non-zero entries of the masks, record the widths in its config and make it a
+    :class:`PrunedLlamaForCausalLM`, so that it saves and reloads. Returns the model."""
+    shape = decoder_shape(model)
+    if is_sliced_decoder(model.config):
+        raise ValueError("model is already physically pruned; prune the dense model instead")
+    empty = [index for index in range(shape.num_layers) if not bool((group_mask[index] != 0).any())]
+    if empty:
+        raise ValueError(f"layers {empty} keep no key/value group; every layer must keep at least one")
+    query_dims = shape.group_size * shape.head_dim
+    groups_kept, channels_kept = [], []
+    for index, layer in enumerate(model.model.layers):
+        attention, mlp = layer.self_attn, layer.mlp
+        groups = group_mask[index].nonzero().flatten()
+        kv_rows = (groups[:, None] * shape.head_dim + torch.arange(shape.head_dim)).flatten()
+        query_rows = (groups[:, None] * query_dims + torch.arange(query_dims)).flatten()
+        attention.q_proj = _rows(attention.q_proj, query_rows)
+        attention.k_proj = _rows(attention.k_proj, kv_rows)
+        attention.v_proj = _rows(attention.v_proj, kv_rows)
+        attention.o_proj = _columns(attention.o_proj, query_rows, group_mask[index].repeat_interleave(query_dims))
+        channels = channel_mask[index].nonzero().flatten()
+        mlp.gate_proj, mlp.up_proj = _rows(mlp.gate_proj, channels), _rows(mlp.up_proj, channels)
+        mlp.down_proj = _columns(mlp.down_proj, channels, channel_mask[index])
+        groups_kept.append(len(groups))
+        channels_kept.append(len(channels))
+    setattr(model.config, GROUPS_FIELD, groups_kept)
+    setattr(model.config, CHANNELS_FIELD, channels_kept)
+    model.config.auto_map = {"AutoModelForCausalLM": f"{Path(sliced_decoder_modeling.__file__).stem}."
+                                                     f"{PrunedLlamaForCausalLM.__name__}"}
+    model.__class__ = PrunedLlamaForCausalLM  # same attributes and forward; only construction differs
+    return model
+
+
+def save_sliced_decoder(model: nn.Module, directory: str | Path) -> None:
+    """``save_pretrained`` plus the modeling file its ``auto_map`` names (the caller adds the tokenizer)."""
+    model.save_pretrained(directory)
+    shutil.copyfile(sliced_decoder_modeling.__file__, Path(directory) / Path(sliced_decoder_modeling.__file__).name)
+
+
+def load_sliced_decoder(directory: str | Path) -> nn.Module:
+    """Reload a model saved by :func:`save_sliced_decoder` with lmshrink's own class (no ``trust_remote_code``)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    if not is_sliced_decoder(config):
+        raise ValueError(f"{directory}: config.json has no {GROUPS_FIELD}; not a decoder pruned by lmshrink")
+    return PrunedLlamaForCausalLM.from_pretrained(directory, config=config, local_files_only=True)
