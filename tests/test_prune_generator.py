@@ -33,11 +33,32 @@ def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, caps
     assert (out / "tokenizer_config.json").is_file()
 
 
+def test_structured_kprune_slices_saves_and_reloads_everywhere(tiny_llama_dir, tmp_path, capsys):
+    """kprune-keep0.6: key/value groups and MLP channels removed, the FLOPs target met, and the directory loads
+    through lmshrink (the audit's loader) and through plain transformers with trust_remote_code."""
+    from lmshrink.backbones import load_causal_lm
+
+    out = tmp_path / "structured"
+    assert run_command(main, ["--model", str(tiny_llama_dir), "--method", "kprune-keep0.6", "--save-dir", str(out),
+                              "--sequences", "4", "--seq-len", "16", "--batch-size", "2", "--heldout-windows", "2",
+                              "--heldout-window", "32"]) == 0
+    assert "of the block weights are removed" in capsys.readouterr().out
+    record = json.loads((out / "pruning_record.json").read_text())
+    assert record["structured"] and record["flops_kept"] <= 0.6 + 1e-9 and record["sparsity_reached"] > 0.3
+    ids = torch.tensor([[5, 6, 7, 8]])
+    ours, theirs = load_causal_lm(out), AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, theirs(input_ids=ids).logits, rtol=0, atol=0)
+    assert ours.config.lmshrink_mlp_channels_per_layer == record["channels_per_layer"]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--method", "wanda-0.5", "--percdamp", "0.1"], "error: --percdamp is not read by --method=wanda-0.5; remove it"),
     (["--method", "magnitude-2:4", "--sequences", "8"], "error: --sequences is not read by --method=magnitude-2:4"),
     (["--method", "wanda-1.5"], "error: --method / calibration options: 'wanda-1.5': sparsity must be in (0, 1)"),
     (["--method", "wanda-0.5", "--seq-len", "0"], "seq_len=0 must be >= 1"),
+    (["--method", "kprune-0.3"], "'kprune-0.3': kprune takes a FLOPs keep ratio in (0, 1], written kprune-keep0.7"),
+    (["--method", "kprune-keep0.7", "--percdamp", "0.1"], "error: --percdamp is not read by --method=kprune-keep0.7"),
 ])
 def test_mistakes_are_one_line_before_anything_loads(tiny_llama_dir, tmp_path, capsys, extra, message):
     assert run_command(main, ["--model", str(tiny_llama_dir), "--save-dir", str(tmp_path / "out"), *extra]) == 2

@@ -27,6 +27,9 @@ from lmshrink.pruning.wanda import InputNorms, wanda_scores
 
 OneShotMethod = Literal["magnitude", "wanda", "sparsegpt"]
 ONE_SHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
+STRUCTURED_METHODS = ("kprune",)
+"""Structured decoder pruning (:mod:`~lmshrink.pruning.decoder_kprune`), specified by a FLOPs keep ratio:
+``kprune-keep0.7``."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class OneShotSettings:
 
 
 SETTINGS_READ = {"magnitude": set(), "wanda": {"num_sequences", "seq_len", "seed", "batch_size"},
+                 "kprune": {"num_sequences", "seq_len", "seed", "batch_size"},
                  "sparsegpt": {"num_sequences", "seq_len", "seed", "batch_size", "blocksize", "percdamp"}}
 """The settings each method reads: one set away from its default that no requested method reads is refused."""
 
@@ -68,11 +72,20 @@ def unread_settings(settings: OneShotSettings, methods: set[str]) -> list[str]:
 
 
 def parse_one_shot(spec: str) -> tuple[str, float | None, tuple[int, int] | None]:
-    """``"wanda-0.5"`` -> ("wanda", 0.5, None); ``"sparsegpt-2:4"`` -> ("sparsegpt", None, (2, 4))."""
+    """``"wanda-0.5"`` -> ("wanda", 0.5, None); ``"sparsegpt-2:4"`` -> ("sparsegpt", None, (2, 4));
+    ``"kprune-keep0.7"`` -> ("kprune", 0.7, None), the number being the FLOPs share *kept* (structured)."""
     method, _, amount = spec.partition("-")
+    if method in STRUCTURED_METHODS:
+        try:
+            keep = float(amount.removeprefix("keep")) if amount.startswith("keep") else None
+        except ValueError:
+            keep = None
+        if keep is None or not 0 < keep <= 1:
+            raise ValueError(f"{spec!r}: {method} takes a FLOPs keep ratio in (0, 1], written {method}-keep0.7")
+        return method, keep, None
     if method not in ONE_SHOT_METHODS or not amount:
         raise ValueError(f"{spec!r} is not <method>-<sparsity> or <method>-<N:M> with a method among "
-                         f"{list(ONE_SHOT_METHODS)} (e.g. wanda-0.5, sparsegpt-2:4)")
+                         f"{list(ONE_SHOT_METHODS)} (e.g. wanda-0.5, sparsegpt-2:4), or kprune-keep<ratio>")
     if ":" in amount:
         return method, None, parse_n_m(amount)
     try:
@@ -163,7 +176,40 @@ def prune_decoder(model: nn.Module, calibration_ids: Tensor | None, method: OneS
 def prune_decoder_spec(model: nn.Module, spec: str, calibration: Callable[[], Tensor],
                        settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
     """:func:`prune_decoder` from a spec such as ``wanda-0.5`` or ``sparsegpt-2:4`` and its settings;
-    ``calibration()`` is only called for the methods that read data (not magnitude)."""
+    ``calibration()`` is only called for the methods that read data (not magnitude). ``kprune-keep0.7``:
+    structured K-prune, the model physically sliced in place (see :func:`prune_decoder_structured`)."""
     method, sparsity, n_m = parse_one_shot(spec)
+    if method in STRUCTURED_METHODS:
+        return prune_decoder_structured(model, calibration(), sparsity, settings, log)
     return prune_decoder(model, None if method == "magnitude" else calibration(), method, sparsity, n_m,
                          settings.batch_size, settings.blocksize, settings.percdamp, log)
+
+
+def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, keep_ratio: float,
+                             settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
+    """Structured K-prune to ``keep_ratio`` of the decoder FLOPs at the calibration window length, then slice the
+    model in place (key/value groups and MLP channels removed; it becomes a ``PrunedLlamaForCausalLM``)."""
+    from lmshrink.pruning.decoder_kprune import decoder_kprune
+    from lmshrink.pruning.decoder_structure import decoder_flops, decoder_shape, slice_decoder
+
+    shape = decoder_shape(model)
+    weights_before = sum(linear.weight.numel() for block in decoder_blocks(model)
+                         for linear in block_linears(block).values())
+    ids = calibration_ids.to(next(model.parameters()).device)
+    batches = [{"input_ids": ids[start:start + settings.batch_size],
+                "attention_mask": torch.ones_like(ids[start:start + settings.batch_size])}
+               for start in range(0, len(ids), settings.batch_size)]
+    result = decoder_kprune(model, batches, keep_ratio, float(settings.seq_len))
+    groups = [int(count) for count in result.group_mask.sum(1)]
+    channels = [int(count) for count in result.channel_mask.sum(1)]
+    slice_decoder(model, result.group_mask, result.channel_mask)
+    weights_after = sum(linear.weight.numel() for block in decoder_blocks(model)
+                        for linear in block_linears(block).values())
+    log(f"[lmshrink] kprune: kept {sum(groups)}/{shape.num_groups * shape.num_layers} key/value groups and "
+        f"{sum(channels)}/{shape.channels * shape.num_layers} MLP channels, {result.seconds:.0f} s")
+    return {"method": "kprune", "structured": True, "flops_keep_ratio_target": keep_ratio,
+            "seq_len": settings.seq_len,
+            "flops_kept": decoder_flops(shape, settings.seq_len, groups, channels) / decoder_flops(shape, settings.seq_len),
+            "groups_per_layer": groups, "channels_per_layer": channels,
+            "sparsity_reached": 1 - weights_after / weights_before, "steps": result.steps,
+            "calibration": list(calibration_ids.shape), "pruning_seconds": result.seconds}
