@@ -53,6 +53,11 @@ def _using(pl_module: LightningModule, model: torch.nn.Module):
         pl_module.model = original
 
 
+def _input_names(pl_module: LightningModule) -> list[str]:
+    """What the module feeds its network (an lmshrink module says; otherwise ids and mask)."""
+    return pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
+
+
 class Quantize(Callback):
     """Post-training quantization at ``validate``/``test``: the float model runs on the same batches, so size,
     latency and the per-group accuracy deltas compare like with like."""
@@ -157,8 +162,7 @@ class Quantize(Callback):
             "attention_mask": torch.ones(shape, dtype=torch.long),
             "token_type_ids": torch.zeros(shape, dtype=torch.long),
         }
-        names = pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
-        return {name: inputs[name].to(pl_module.device) for name in names}
+        return {name: inputs[name].to(pl_module.device) for name in _input_names(pl_module)}
 
     def _measure(self, model: torch.nn.Module, pl_module: LightningModule, stored: torch.nn.Module,
                  compiled: bool = False) -> dict:
@@ -176,9 +180,8 @@ class Quantize(Callback):
         datamodule = trainer.datamodule
         lengths = datamodule.token_lengths("train")
         rows = draw_sample(lengths, min(self.calibration_samples, len(lengths)), self.calibration_seed)
-        names = pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
         return [{key: value.to(pl_module.device) for key, value in batch.items()}
-                for batch in datamodule.rows_as_batches("train", rows, 32, names)]
+                for batch in datamodule.rows_as_batches("train", rows, 32, _input_names(pl_module))]
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         model = pl_module.model.eval()

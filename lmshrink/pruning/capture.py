@@ -7,6 +7,7 @@ stop right after a sublayer (``stop_after``), so collecting a lower layer does n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Literal
 
@@ -36,10 +37,14 @@ def sublayer_modules(model: nn.Module, sublayer: Sublayer) -> tuple[nn.Linear, n
 
 
 @contextmanager
-def capture(model: nn.Module, sublayers: list[Sublayer], stop_after: Sublayer | None = None):
+def capture(model: nn.Module, sublayers: list[tuple[int, str]], stop_after: tuple[int, str] | None = None,
+            modules: Callable[[nn.Module, tuple[int, str]], tuple[nn.Module, nn.Module]] = sublayer_modules):
     """Yield a dict filled at every forward: ``store[sublayer] = {"a", "proj", "z"}`` (padded ``[B, S, *]``
     tensors, still attached to the graph). With ``stop_after``, the forward raises :class:`StopForward` once
-    that sublayer's pre-LN sum is read: wrap the call in :func:`run_until_stop`."""
+    that sublayer's pre-LN sum is read: wrap the call in :func:`run_until_stop`.
+
+    ``modules(model, sublayer)`` gives (output projection, the module whose input is the sum after the sublayer):
+    an encoder's LayerNorm by default; decoders pass their own (the next pre-norm)."""
     store: dict[Sublayer, dict[str, Tensor]] = {}
     handles = []
 
@@ -57,7 +62,7 @@ def capture(model: nn.Module, sublayers: list[Sublayer], stop_after: Sublayer | 
 
     try:
         for sublayer in sublayers:
-            projection, norm = sublayer_modules(model, sublayer)
+            projection, norm = modules(model, sublayer)
             handles.append(projection.register_forward_hook(on_projection(sublayer)))
             handles.append(norm.register_forward_pre_hook(on_norm(sublayer)))
         yield store

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmshrink.distill.losses import soft_target_kl_from_probs
-from lmshrink.pruning.capture import StopForward, run_until_stop
+from lmshrink.pruning.capture import capture, run_until_stop
 from lmshrink.pruning.decoder_structure import (
     DecoderShape,
     channel_flops,
@@ -85,35 +85,9 @@ def _sum_reader(model: nn.Module, target: Target) -> nn.Module:
     return layers[layer + 1].input_layernorm if layer + 1 < len(layers) else model.model.norm
 
 
-class _Capture:
-    """Hooks that record, for the given targets, the projection's input ``a`` and output ``proj`` and the
-    residual sum ``z`` after the sublayer; with ``stop``, the forward ends once ``stop``'s sum is read."""
-
-    def __init__(self, model: nn.Module, targets: list[Target], stop: Target | None = None) -> None:
-        self.store: dict[Target, dict[str, Tensor]] = {target: {} for target in targets}
-        self.handles = []
-        for target in targets:
-            self.handles.append(_projection(model, target).register_forward_hook(self._projection_hook(target)))
-            self.handles.append(_sum_reader(model, target).register_forward_pre_hook(self._sum_hook(target, stop)))
-
-    def _projection_hook(self, target):
-        def hook(module, args, output):
-            self.store[target].update(a=args[0], proj=output)
-        return hook
-
-    def _sum_hook(self, target, stop):
-        def hook(module, args):
-            self.store[target]["z"] = args[0]
-            if target == stop:
-                raise StopForward
-        return hook
-
-    def __enter__(self):
-        return self.store
-
-    def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
+def _decoder_modules(model: nn.Module, target: Target) -> tuple[nn.Module, nn.Module]:
+    """What :func:`~lmshrink.pruning.capture.capture` hooks for a decoder sublayer."""
+    return _projection(model, target), _sum_reader(model, target)
 
 
 def _positions(batch: dict[str, Tensor]) -> Tensor:
@@ -189,13 +163,13 @@ def _measure(model, teacher, batches, probs, group_keep, channel_keep, target: T
     scored = [t for t in sublayer_targets(shape.num_layers) if t >= target]
     for batch, batch_probs in zip(batches, probs):
         mask = batch["attention_mask"].bool()
-        with torch.no_grad(), _Capture(teacher, [target], stop=target) as teacher_store:
+        with torch.no_grad(), capture(teacher, [target], target, _decoder_modules) as teacher_store:
             run_until_stop(teacher, batch)
         group_leaf = group_keep[layer:].float().requires_grad_(True)
         channel_leaf = channel_keep[layer:].float().requires_grad_(True)
         groups = torch.cat([group_keep[:layer].float(), group_leaf])
         channels = torch.cat([channel_keep[:layer].float(), channel_leaf])
-        with decoder_masked(model, groups, channels), _Capture(model, scored) as store:
+        with decoder_masked(model, groups, channels), capture(model, scored, modules=_decoder_modules) as store:
             logits = model(**batch).logits[:, :-1][_positions(batch)]
             loss = soft_target_kl_from_probs(logits, batch_probs, settings.temperature)
             group_grad, channel_grad = torch.autograd.grad(loss, [group_leaf, channel_leaf])

@@ -185,6 +185,11 @@ def prune_decoder_spec(model: nn.Module, spec: str, calibration: Callable[[], Te
                          settings.batch_size, settings.blocksize, settings.percdamp, log)
 
 
+def _block_weights(model: nn.Module) -> int:
+    """Weights of the decoder blocks' Linear layers (what structured pruning removes)."""
+    return sum(linear.weight.numel() for block in decoder_blocks(model) for linear in block_linears(block).values())
+
+
 def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, keep_ratio: float,
                              settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
     """Structured K-prune to ``keep_ratio`` of the decoder FLOPs at the calibration window length, then slice the
@@ -193,8 +198,7 @@ def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, keep_rat
     from lmshrink.pruning.decoder_structure import decoder_flops, decoder_shape, slice_decoder
 
     shape = decoder_shape(model)
-    weights_before = sum(linear.weight.numel() for block in decoder_blocks(model)
-                         for linear in block_linears(block).values())
+    weights_before = _block_weights(model)
     ids = calibration_ids.to(next(model.parameters()).device)
     batches = [{"input_ids": ids[start:start + settings.batch_size],
                 "attention_mask": torch.ones_like(ids[start:start + settings.batch_size])}
@@ -203,13 +207,13 @@ def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, keep_rat
     groups = [int(count) for count in result.group_mask.sum(1)]
     channels = [int(count) for count in result.channel_mask.sum(1)]
     slice_decoder(model, result.group_mask, result.channel_mask)
-    weights_after = sum(linear.weight.numel() for block in decoder_blocks(model)
-                        for linear in block_linears(block).values())
+    weights_after = _block_weights(model)
     log(f"[lmshrink] kprune: kept {sum(groups)}/{shape.num_groups * shape.num_layers} key/value groups and "
         f"{sum(channels)}/{shape.channels * shape.num_layers} MLP channels, {result.seconds:.0f} s")
     return {"method": "kprune", "structured": True, "flops_keep_ratio_target": keep_ratio,
             "seq_len": settings.seq_len,
-            "flops_kept": decoder_flops(shape, settings.seq_len, groups, channels) / decoder_flops(shape, settings.seq_len),
+            "flops_kept": (decoder_flops(shape, settings.seq_len, groups, channels)
+                           / decoder_flops(shape, settings.seq_len)),
             "groups_per_layer": groups, "channels_per_layer": channels,
             "sparsity_reached": 1 - weights_after / weights_before, "steps": result.steps,
             "calibration": list(calibration_ids.shape), "pruning_seconds": result.seconds}

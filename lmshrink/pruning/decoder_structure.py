@@ -28,13 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from lmshrink.pruning import sliced_decoder_modeling
+from lmshrink.pruning.masks import scale_input
 from lmshrink.pruning.sliced_decoder_modeling import (
     CHANNELS_FIELD,
     GROUPS_FIELD,
     PrunedLlamaForCausalLM,
-    empty_linear,
     is_sliced_decoder,
 )
+from lmshrink.pruning.slicing import slice_linear
 
 SUPPORTED = ("llama",)
 """Model types whose blocks have ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj`` (SmolLM2 is llama)."""
@@ -86,19 +87,14 @@ def decoder_flops(shape: DecoderShape, seq_len: float, groups_per_layer: list[in
     return sum(g * f_group + c * f_channel for g, c in zip(groups, channels))
 
 
-def _scale_input(gates: Tensor):
-    def hook(module: nn.Module, args: tuple) -> tuple:
-        return (args[0] * gates.to(device=args[0].device, dtype=args[0].dtype),) + tuple(args[1:])
-    return hook
-
-
 @contextmanager
 def decoder_masked(model: nn.Module, group_mask: Tensor, channel_mask: Tensor):
     """Run ``model`` with ``group_mask`` ``[L, G]`` and ``channel_mask`` ``[L, N]`` applied (values may be scales
     and may require grad: their gradient is the unit's score); hooks are removed on exit."""
     shape = decoder_shape(model)
     if tuple(group_mask.shape) != (shape.num_layers, shape.num_groups):
-        raise ValueError(f"group_mask has shape {tuple(group_mask.shape)}, expected {(shape.num_layers, shape.num_groups)}")
+        raise ValueError(f"group_mask has shape {tuple(group_mask.shape)}, expected "
+                         f"{(shape.num_layers, shape.num_groups)}")
     if tuple(channel_mask.shape) != (shape.num_layers, shape.channels):
         raise ValueError(f"channel_mask has shape {tuple(channel_mask.shape)}, expected "
                          f"{(shape.num_layers, shape.channels)}")
@@ -106,31 +102,12 @@ def decoder_masked(model: nn.Module, group_mask: Tensor, channel_mask: Tensor):
     try:
         for index, layer in enumerate(model.model.layers):
             per_dim = group_mask[index].repeat_interleave(shape.group_size * shape.head_dim)
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(_scale_input(per_dim)))
-            handles.append(layer.mlp.down_proj.register_forward_pre_hook(_scale_input(channel_mask[index])))
+            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(scale_input(per_dim)))
+            handles.append(layer.mlp.down_proj.register_forward_pre_hook(scale_input(channel_mask[index])))
         yield model
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _rows(linear: nn.Linear, rows: Tensor) -> nn.Linear:
-    new = empty_linear(linear.in_features, len(rows), like=linear)
-    with torch.no_grad():
-        new.weight.copy_(linear.weight[rows.to(linear.weight.device)])
-        if linear.bias is not None:
-            new.bias.copy_(linear.bias[rows.to(linear.weight.device)])
-    return new
-
-
-def _columns(linear: nn.Linear, columns: Tensor, scale: Tensor) -> nn.Linear:
-    new = empty_linear(len(columns), linear.out_features, like=linear)
-    weight = linear.weight.detach()
-    with torch.no_grad():
-        new.weight.copy_(weight[:, columns.to(weight.device)] * scale[columns].to(weight))
-        if linear.bias is not None:
-            new.bias.copy_(linear.bias)
-    return new
 
 
 def slice_decoder(model: nn.Module, group_mask: Tensor, channel_mask: Tensor) -> nn.Module:
@@ -149,13 +126,15 @@ def slice_decoder(model: nn.Module, group_mask: Tensor, channel_mask: Tensor) ->
         groups = group_mask[index].nonzero().flatten()
         kv_rows = (groups[:, None] * shape.head_dim + torch.arange(shape.head_dim)).flatten()
         query_rows = (groups[:, None] * query_dims + torch.arange(query_dims)).flatten()
-        attention.q_proj = _rows(attention.q_proj, query_rows)
-        attention.k_proj = _rows(attention.k_proj, kv_rows)
-        attention.v_proj = _rows(attention.v_proj, kv_rows)
-        attention.o_proj = _columns(attention.o_proj, query_rows, group_mask[index].repeat_interleave(query_dims))
+        attention.q_proj = slice_linear(attention.q_proj, rows=query_rows)
+        attention.k_proj = slice_linear(attention.k_proj, rows=kv_rows)
+        attention.v_proj = slice_linear(attention.v_proj, rows=kv_rows)
+        attention.o_proj = slice_linear(attention.o_proj, columns=query_rows,
+                                        column_scale=group_mask[index].repeat_interleave(query_dims))
         channels = channel_mask[index].nonzero().flatten()
-        mlp.gate_proj, mlp.up_proj = _rows(mlp.gate_proj, channels), _rows(mlp.up_proj, channels)
-        mlp.down_proj = _columns(mlp.down_proj, channels, channel_mask[index])
+        mlp.gate_proj = slice_linear(mlp.gate_proj, rows=channels)
+        mlp.up_proj = slice_linear(mlp.up_proj, rows=channels)
+        mlp.down_proj = slice_linear(mlp.down_proj, columns=channels, column_scale=channel_mask[index])
         groups_kept.append(len(groups))
         channels_kept.append(len(channels))
     setattr(model.config, GROUPS_FIELD, groups_kept)

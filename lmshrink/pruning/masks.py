@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from lmshrink.pruning.arch import layout_of, shape_of
 
 
-def _scale_input(mask: Tensor):
+def scale_input(mask: Tensor):
+    """A forward pre-hook multiplying a module's first input by ``mask`` (broadcast over its last dimension)."""
+
     def hook(module: nn.Module, args: tuple) -> tuple:
         (hidden,) = args[:1]
         return (hidden * mask.to(device=hidden.device, dtype=hidden.dtype),) + tuple(args[1:])
@@ -41,8 +43,8 @@ def masked(model: nn.Module, head_mask: Tensor, neuron_mask: Tensor):
             gates = head_mask[index]
             if gates.numel() == shape.num_heads:
                 gates = gates.repeat_interleave(shape.head_dim)  # one entry per context dimension
-            handles.append(layer.get_submodule(layout.attention_output).register_forward_pre_hook(_scale_input(gates)))
-            handles.append(layer.get_submodule(layout.ffn_out).register_forward_pre_hook(_scale_input(neuron_mask[index])))
+            handles.append(layer.get_submodule(layout.attention_output).register_forward_pre_hook(scale_input(gates)))
+            handles.append(layer.get_submodule(layout.ffn_out).register_forward_pre_hook(scale_input(neuron_mask[index])))
         yield model
     finally:
         for handle in handles:

@@ -103,7 +103,8 @@ def _relative(path: str, parent: str) -> str | None:
 def _empty_linear(in_features: int, out_features: int, like: nn.Linear) -> nn.Linear:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        return nn.Linear(in_features, out_features, device=like.weight.device, dtype=like.weight.dtype)
+        return nn.Linear(in_features, out_features, bias=like.bias is not None, device=like.weight.device,
+                         dtype=like.weight.dtype)
 
 
 def set_layer_widths(layer: nn.Module, layout: EncoderLayout, head_dim: int, num_heads: int, ffn: int) -> None:

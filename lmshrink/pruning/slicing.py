@@ -30,8 +30,10 @@ from lmshrink.pruning.sliced_modeling import (
 MODELING_FILE = Path(sliced_modeling.__file__).name
 
 
-def _slice_linear(linear: nn.Linear, rows: Tensor | None = None, columns: Tensor | None = None,
-                  column_scale: Tensor | None = None) -> nn.Linear:
+def slice_linear(linear: nn.Linear, rows: Tensor | None = None, columns: Tensor | None = None,
+                 column_scale: Tensor | None = None) -> nn.Linear:
+    """A new Linear keeping ``rows`` (outputs) and/or ``columns`` (inputs), the kept columns scaled by
+    ``column_scale[columns]`` (mask values folded into the weights)."""
     weight = linear.weight.detach()
     bias = linear.bias.detach() if linear.bias is not None else None
     if rows is not None:
@@ -60,14 +62,14 @@ def slice_encoder(model: nn.Module, head_mask: Tensor, neuron_mask: Tensor) -> n
         head_scale = head_mask[index].repeat_interleave(shape.head_dim)
         dims = head_scale.nonzero().flatten()
         for name in (layout.query, layout.key, layout.value):
-            layer.set_submodule(name, _slice_linear(layer.get_submodule(name), rows=dims))
+            layer.set_submodule(name, slice_linear(layer.get_submodule(name), rows=dims))
         output = layer.get_submodule(layout.attention_output)
-        layer.set_submodule(layout.attention_output, _slice_linear(output, columns=dims, column_scale=head_scale))
+        layer.set_submodule(layout.attention_output, slice_linear(output, columns=dims, column_scale=head_scale))
         if len(dims) == 0:
             replace_with_no_heads(layer, layout)
         neurons = neuron_mask[index].nonzero().flatten()
-        layer.set_submodule(layout.ffn_in, _slice_linear(layer.get_submodule(layout.ffn_in), rows=neurons))
-        layer.set_submodule(layout.ffn_out, _slice_linear(layer.get_submodule(layout.ffn_out), columns=neurons,
+        layer.set_submodule(layout.ffn_in, slice_linear(layer.get_submodule(layout.ffn_in), rows=neurons))
+        layer.set_submodule(layout.ffn_out, slice_linear(layer.get_submodule(layout.ffn_out), columns=neurons,
                                                           column_scale=neuron_mask[index]))
         heads_kept.append(len(dims) // shape.head_dim)
         ffn_kept.append(len(neurons))
