@@ -54,7 +54,7 @@ class AuditPromptsDataModule(LightningDataModule):
         num_crows_pairs: int | None = None,
         num_stereoset_pairs: int | None = 500,
         num_heldout_texts: int | None = 300,
-        seed: int = 0,
+        draw_seed: int = 0,
         generation_batch_size: int = 8,
         batch_size: int = 32,
     ) -> None:
@@ -65,7 +65,8 @@ class AuditPromptsDataModule(LightningDataModule):
             num_crows_pairs: CrowS-Pairs drawn (1018; ``null`` = all).
             num_stereoset_pairs: StereoSet stereotype/anti-stereotype pairs drawn (4229; ``null`` = all).
             num_heldout_texts: Held-out sentences for perplexity (2115; ``null`` = all).
-            seed: Seed of the draws.
+            draw_seed: Seed of the draws (not ``seed``: the audit's own ``seed`` is its sampling seed, and
+                Lightning refuses one hyperparameter name with two values).
             generation_batch_size: Prompts per generation batch (each gets k samples).
             batch_size: Sentences per likelihood batch.
         """
@@ -77,15 +78,15 @@ class AuditPromptsDataModule(LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        prompts = toxicity_prompts(hp.num_toxicity_prompts, hp.seed) + name_prompts(hp.names_per_group, seed=hp.seed)
+        prompts = toxicity_prompts(hp.num_toxicity_prompts, hp.draw_seed) + name_prompts(hp.names_per_group, seed=hp.draw_seed)
         self.datasets = {
             "generation": AuditItems([asdict(prompt) for prompt in prompts], "generation"),
-            "crows_pairs": AuditItems([asdict(pair) for pair in crows_pairs(hp.num_crows_pairs, hp.seed)],
+            "crows_pairs": AuditItems([asdict(pair) for pair in crows_pairs(hp.num_crows_pairs, hp.draw_seed)],
                                       "crows_pairs"),
-            "stereoset": AuditItems([asdict(pair) for pair in stereoset_pairs(hp.num_stereoset_pairs, hp.seed)],
+            "stereoset": AuditItems([asdict(pair) for pair in stereoset_pairs(hp.num_stereoset_pairs, hp.draw_seed)],
                                     "stereoset"),
             "heldout": AuditItems([{"text": text, "source": "heldout"}
-                                   for text in heldout_texts(hp.num_heldout_texts, hp.seed)], "heldout"),
+                                   for text in heldout_texts(hp.num_heldout_texts, hp.draw_seed)], "heldout"),
         }
 
     def test_dataloader(self) -> list[DataLoader]:

@@ -26,22 +26,21 @@ class AuditRecords:
     """Raw results of one model: generated samples with scores, pair outcomes, held-out NLL."""
 
     samples: list[dict] = field(default_factory=list)
-    """One row per prompt: source, group, prompt, continuations, scores (k floats)."""
+    """One row per prompt: source, group, position (its index in the datamodule's dataset), prompt,
+    continuations, scores (k floats)."""
     pairs: list[dict] = field(default_factory=list)
-    """One row per pair: source, group, log-likelihood of the more and the less stereotypical sentence."""
+    """One row per pair: source, group, position, log-likelihood of the more and the less stereotypical sentence."""
     nll_sum: float = 0.0
     nll_tokens: int = 0
-    window_nll_sum: float = 0.0
-    """Summed NLL over the held-out windows (the pruning papers' perplexity), and its token count."""
-    window_tokens: int = 0
+    windows: list[dict] = field(default_factory=list)
+    """One row per held-out window (the pruning papers' perplexity): its index, summed NLL and scored tokens."""
 
     def merge(self, other: AuditRecords) -> None:
         self.samples += other.samples
         self.pairs += other.pairs
         self.nll_sum += other.nll_sum
         self.nll_tokens += other.nll_tokens
-        self.window_nll_sum += other.window_nll_sum
-        self.window_tokens += other.window_tokens
+        self.windows += other.windows
 
 
 def _toxicity_block(rows: list[dict], threshold: float) -> dict:
@@ -87,8 +86,9 @@ def summarize(records: AuditRecords, threshold: float = TOXIC_THRESHOLD) -> dict
     pairs_by_source = {}
     for row in records.pairs:
         pairs_by_source.setdefault(row["source"], []).append(row)
-    windowed = ({"windowed_perplexity": perplexity(records.window_nll_sum, records.window_tokens),
-                 "windowed_tokens": records.window_tokens} if records.window_tokens else {})
+    window_tokens = sum(row["tokens"] for row in records.windows)
+    windowed = ({"windowed_perplexity": perplexity(sum(row["nll"] for row in records.windows), window_tokens),
+                 "windowed_tokens": window_tokens} if window_tokens else {})
     return {
         "toxicity": _toxicity_block(by_source.get("toxicity", []), threshold),
         "names": _toxicity_block(by_source.get("names", []), threshold),

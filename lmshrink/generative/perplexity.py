@@ -25,17 +25,22 @@ def perplexity_windows(token_ids: Tensor, window: int, max_windows: int | None =
 
 
 @torch.no_grad()
-def window_nll(model, windows: Tensor, batch_size: int = 4) -> tuple[float, int]:
-    """(summed NLL, scored tokens) of every next token inside each window: sums, so shards of windows (DDP ranks)
-    add up to the whole."""
+def window_nlls(model, windows: Tensor, batch_size: int = 4) -> Tensor:
+    """``[n]`` float64: the summed NLL of every next token inside each window (``window - 1`` tokens each): sums, so
+    shards of windows (DDP ranks) add up to the whole, and a bootstrap can resample windows."""
     device = next(model.parameters()).device
-    total, scored = 0.0, 0
+    sums = []
     for batch in windows.split(batch_size):
         batch = batch.to(device)
         logits = model(input_ids=batch, use_cache=False).logits
-        total += float(F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum"))
-        scored += batch[:, 1:].numel()
-    return total, scored
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), batch[:, 1:], reduction="none")
+        sums.append(nll.double().sum(1).cpu())
+    return torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64)
+
+
+def window_nll(model, windows: Tensor, batch_size: int = 4) -> tuple[float, int]:
+    """(summed NLL, scored tokens) over all windows."""
+    return float(window_nlls(model, windows, batch_size).sum()), windows[:, 1:].numel()
 
 
 def windowed_perplexity(model, token_ids: Tensor, window: int, max_windows: int | None = None,

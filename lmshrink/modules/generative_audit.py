@@ -24,13 +24,14 @@ from lmshrink.generative.audit import AuditRecords, group_scalars, headline, sum
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
-from lmshrink.generative.perplexity import perplexity_windows, window_nll
+from lmshrink.generative.perplexity import perplexity_windows, window_nlls
 from lmshrink.generative.scorers import build_scorer
 from lmshrink.generative.variants import REFERENCE, build_variants
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.options import as_settings
 from lmshrink.paths import write_new_json
+from lmshrink.quantize.schemes import check_supported, quantize_model
 from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
 
 
@@ -42,6 +43,7 @@ class GenerativeAudit(LmshrinkModule):
     def __init__(
         self,
         model_path: str = "smollm2",
+        model_scheme: str | None = None,
         students: dict[str, str] | None = None,
         sparsities: list[float] | None = None,
         quantize: list[str] | None = None,
@@ -61,6 +63,8 @@ class GenerativeAudit(LmshrinkModule):
         """
         Args:
             model_path: The causal LM audited (the reference): a local HF directory or ``smollm2`` (offline).
+            model_scheme: Quantize the audited model itself with this CPU scheme (how a study audits a quantized
+                stage on its own); then no compressed copies (``students``, ``sparsities``, ``quantize``, ``prune``).
             students: Compressed versions to compare, by name: local HF directories (e.g. distilled students).
             sparsities: Global L1 unstructured pruning of the teacher's block Linears at these sparsities.
             quantize: Quantization schemes (see ``lmshrink.quantize.SCHEMES``) applied to copies of the teacher.
@@ -102,11 +106,25 @@ class GenerativeAudit(LmshrinkModule):
         if unread:
             raise OptionError(f"--model.one_shot.{unread[0]} is read by none of --model.prune={prune or []}; "
                               f"remove it")
+        if model_scheme is not None:
+            copies = [name for name in ("students", "sparsities", "quantize", "prune") if self.hparams[name]]
+            if copies:
+                raise OptionError(f"--model.model_scheme={model_scheme} quantizes the audited model itself; "
+                                  f"--model.{copies[0]} would compare copies of a quantized model: set it to []")
+            try:
+                calibrated = check_supported(model_scheme, "cpu").calibrated
+            except ValueError as exc:
+                raise OptionError(f"--model.model_scheme: {exc}") from None
+            if calibrated:
+                raise OptionError(f"--model.model_scheme={model_scheme} needs calibration data; the audit applies "
+                                  f"weight-only and dynamic schemes")
         self.scorer = build_scorer(scorer)
         self.tokenizer = load_tokenizer(model_path, option="model_path")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         teacher = load_causal_lm(model_path)
+        if model_scheme is not None:
+            quantize_model(teacher.eval(), model_scheme, skip_modules=["lm_head"])  # as the audit's copies are
         # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.
         self.variants, self.pruning_records = build_variants(teacher, students, sparsities, quantize, prune,
                                                              self.tokenizer, self.one_shot, rank_zero_info)
@@ -138,8 +156,10 @@ class GenerativeAudit(LmshrinkModule):
             else:
                 more, _ = score_texts(model, self.tokenizer, rows["more"])
                 less, _ = score_texts(model, self.tokenizer, rows["less"])
-                records.pairs += [{"source": source, "group": group, "more": float(m), "less": float(l)}
-                                  for source, group, m, l in zip(rows["source"], rows["group"], more, less)]
+                records.pairs += [{"source": source, "group": group, "position": position, "more": float(m),
+                                   "less": float(l)}
+                                  for source, group, position, m, l in zip(rows["source"], rows["group"],
+                                                                           rows["position"], more, less)]
 
     def _generate(self, model, rows: dict[str, list], records: AuditRecords) -> None:
         hp = self.hparams
@@ -148,8 +168,9 @@ class GenerativeAudit(LmshrinkModule):
                                              seed, hp.top_p, hp.temperature)
         scores = self.scorer([text for texts in continuations for text in texts]).view(len(continuations), -1)
         for index, (prompt, texts) in enumerate(zip(rows["text"], continuations)):
-            records.samples.append({"source": rows["source"][index], "group": rows["group"][index], "prompt": prompt,
-                                    "continuations": texts, "scores": scores[index].tolist()})
+            records.samples.append({"source": rows["source"][index], "group": rows["group"][index],
+                                    "position": rows["position"][index], "prompt": prompt, "continuations": texts,
+                                    "scores": scores[index].tolist()})
 
     # -------------------------------------------------------------------------------------------- report
     def _gathered(self) -> dict[str, AuditRecords]:
@@ -168,11 +189,11 @@ class GenerativeAudit(LmshrinkModule):
         if self.heldout_ids is None:
             return
         windows = perplexity_windows(self.heldout_ids, self.hparams.heldout_window, self.hparams.heldout_windows)
-        shard = windows[self.global_rank::self.trainer.world_size]
+        indices = range(len(windows))[self.global_rank::self.trainer.world_size]
         for name, model in self.variants.items():
-            total, tokens = window_nll(model, shard)
-            self.records[name].window_nll_sum += total
-            self.records[name].window_tokens += tokens
+            nlls = window_nlls(model, windows[indices.start::indices.step])
+            self.records[name].windows += [{"position": index, "nll": float(nll), "tokens": windows.shape[1] - 1}
+                                           for index, nll in zip(indices, nlls)]
 
     def on_test_epoch_end(self) -> None:
         self._windowed_nll()
@@ -201,7 +222,9 @@ class GenerativeAudit(LmshrinkModule):
         if log_dir is not None:
             write_new_json(log_dir, "generative_audit", {
                 "scorer": scorer, "hparams": dict(self.hparams), "models": summaries, "pruning": self.pruning_records,
-                "samples": {name: rec.samples for name, rec in records.items()}})
+                "samples": {name: rec.samples for name, rec in records.items()},
+                "pairs": {name: rec.pairs for name, rec in records.items()},
+                "windows": {name: rec.windows for name, rec in records.items()}})
 
     def _log_tables(self, logger: WandbLogger, summaries, records, scorer) -> None:
         columns = ["model", "source", "group", "prompt", "continuation", "score", "scorer"]

@@ -79,6 +79,12 @@ def test_audit_prunes_copies_one_shot_and_records_how(tiny_llama_dir, tmp_path):
      "--model.one_shot.num_sequences is read by none of"),
     (["--model.prune=[wanda-50%]"], "'wanda-50%': '50%' is neither a sparsity nor an N:M pattern"),
     (["--model.prune=[obs-0.5]"], "is not <method>-<sparsity> or <method>-<N:M>"),
+    (["--model.model_scheme=dynamic-int8"],  # the config's sparsities / quantize would be copies of an int8 model
+     "--model.model_scheme=dynamic-int8 quantizes the audited model itself; --model.sparsities would compare"),
+    (["--model.model_scheme=static-int8-x86", "--model.sparsities=[]", "--model.quantize=[]"],
+     "--model.model_scheme=static-int8-x86 needs calibration data"),
+    (["--model.model_scheme=int3", "--model.sparsities=[]", "--model.quantize=[]"],
+     "--model.model_scheme: scheme='int3' is unknown"),
 ])
 def test_audit_refuses_bad_pruning_options_before_loading_anything(tiny_llama_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):
