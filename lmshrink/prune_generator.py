@@ -49,11 +49,14 @@ def parse(argv: list[str] | None):
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def checked(argv: list[str] | None, check_save_dir: bool = True):
+    """(arguments, one-shot settings), every option checked without loading anything (the study checks its prune
+    stages with it before the first one runs, ``check_save_dir=False``: a finished stage's directory is full); a
+    mistake is an :class:`OptionError` naming the flag."""
     from lmshrink.paths import refuse_non_empty
     from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
 
-    args = parse(argv)
+    args = parse(argv)  # argparse's own errors (unknown flag, bad type) print and exit with 2
     try:
         method = parse_one_shot(args.method)[0]
         settings = OneShotSettings(args.sequences, args.seq_len, args.seed, args.batch_size, args.blocksize,
@@ -65,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         raise OptionError(f"{FLAGS[unread[0]]} is not read by --method={args.method}; remove it")
     if args.heldout_windows < 0 or args.heldout_window < 2:
         raise OptionError("--heldout-windows must be >= 0 and --heldout-window >= 2")
-    refuse_non_empty(args.save_dir, "--save-dir")
+    if check_save_dir:
+        refuse_non_empty(args.save_dir, "--save-dir")
+    return args, settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = checked(argv)
 
     from lmshrink.backbones import is_causal_lm, load_causal_lm, load_tokenizer
     from lmshrink.data.calibration import calibration_ids, heldout_ids

@@ -85,6 +85,7 @@ LONGEST_FIRST = (  # measured with --durations (idle, 2 workers): 150 s, 102 s, 
     "tests/study/test_study.py::test_study_runs_reports_and_resumes",
     "tests/test_backbones_gguf.py::",
     "tests/study/test_study.py::test_a_token_classification_study",  # ~47 s alone
+    "tests/study/test_generative_study.py::test_generative_study_resumes",  # ~30 s alone
     "tests/callbacks/test_quantization.py::test_two_process_ddp",
     "tests/modules/test_distill.py::",
 )

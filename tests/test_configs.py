@@ -19,6 +19,7 @@ EXPERIMENTS = {  # experiment config -> the subcommand it is run with
     "distill/smollm2_half.yaml": "fit",
     "prune/kprune_stereoset.yaml": "validate",
     "generative/toxicity_smollm2.yaml": "test",
+    "generative/study_smollm2.yaml": "test",
     "teacher/conll_minilm.yaml": "fit",
     "distill/conll_minilm_to_3layer.yaml": "fit",
     "prune/kprune_conll.yaml": "validate",
@@ -76,6 +77,10 @@ TINY = {  # experiment -> (tiny model fixture, arguments that point it at that m
         "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
         "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",
         "--data.num_heldout_texts=2"]),
+    "generative/study_smollm2.yaml": ("tiny_llama_dir", [
+        "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
+        "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",
+        "--model.heldout_window=16"]),
     "teacher/conll_minilm.yaml": ("tiny_bert_dir", ["--model.model_path={m}", "--data.tokenizer_path={m}"]),
     "distill/conll_minilm_to_3layer.yaml": ("tiny_tagger_dir", [
         "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lmshrink.errors import MissingInputError, OptionError, run_command
+from lmshrink.study.generative import measure_causal_lm, run_generative_stage
+from lmshrink.study.generative_report import write_generative_report
 from lmshrink.study.report import write_report
 from lmshrink.study.runner import RESULT, run_dir, run_stage
 from lmshrink.study.spec import Stage, StudySpec, load_spec
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report_only is not None:
         return report_from_jsonl(spec, Path(args.report_only or spec.output_dir / "report" / "results.jsonl"))
+    if spec.generative:
+        if args.latency_compiled or args.latency_rounds != parser.get_default("latency_rounds"):
+            raise OptionError("--latency-rounds / --latency-compiled: a generative study measures no latency (time "
+                              "a pruned generator with benchmarks/prune_smollm2.py)")
     check_study(spec)  # every stage's options, before the first one runs
     if args.stage is not None:
         pairs = [(stage, seed) for stage, seed in pairs
@@ -61,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         if not pairs:
             raise OptionError(f"--stage {args.stage} --seed {args.seed}: no such run in {args.config} (--list "
                               f"prints every stage and seed)")
-    from lmshrink.study.measure import StudyMeasure
+    if spec.generative:
+        measure, run = measure_causal_lm, run_generative_stage
+    else:
+        from lmshrink.study.measure import StudyMeasure
 
-    measure = StudyMeasure(spec.eval_config, spec.common_args)
+        measure, run = StudyMeasure(spec.eval_config, spec.common_args), run_stage
     for stage, seed in pairs:
-        run_stage(spec, stage, seed, measure)
+        run(spec, stage, seed, measure)
     if args.stage is not None:
         return 0
     results = []
@@ -74,13 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise MissingInputError(f"stage {stage.name} seed={seed} has no result yet ({path}); run the study first")
         results.append(json.loads(path.read_text()))
+    if spec.generative:
+        return _report(spec, results)
     # Latency of every model side by side, now, in this process: stage-time timings ran under varying load.
     models = {f"{r['stage']}/{r['seed']}": (r["model_dir"], r["scheme"]) for r in results}
     latencies = measure.latencies(models, rounds=args.latency_rounds, compiled=args.latency_compiled)
     for result in results:
         result["latency_ms"] = latencies[f"{result['stage']}/{result['seed']}"]
         result["latency_compiled"] = args.latency_compiled
-    write_report(results, spec.output_dir / "report", f"Who pays? {spec.path.stem}", spec.wandb or None)
+    return _report(spec, results)
+
+
+def _report(spec: StudySpec, results: list[dict]) -> int:
+    write = write_generative_report if spec.generative else write_report
+    write(results, spec.output_dir / "report", f"Who pays? {spec.path.stem}", spec.wandb or None)
     print(f"[study] report: {spec.output_dir / 'report' / 'report.md'}", flush=True)
     return 0
 
@@ -91,9 +107,7 @@ def report_from_jsonl(spec: StudySpec, results_file: Path) -> int:
         raise MissingInputError(f"--report-only: {results_file} does not exist; run the study first, or name a "
                                 f"results.jsonl")
     results = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
-    write_report(results, spec.output_dir / "report", f"Who pays? {spec.path.stem}", spec.wandb or None)
-    print(f"[study] report: {spec.output_dir / 'report' / 'report.md'}", flush=True)
-    return 0
+    return _report(spec, results)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -312,9 +312,7 @@ def write_report(results: list[dict], directory: Path, title: str, wandb_options
 def _log_wandb(rows: list[dict], images: list[Path], directory: Path, options: dict) -> None:
     import wandb
 
-    run = wandb.init(project=options.get("project", "lmshrink"), name=options.get("name", directory.name),
-                     dir=str(directory), mode="offline" if options.get("offline", True) else "online",
-                     reinit="finish_previous")
+    run = wandb_run(options, directory)
     score = SCORES[rows[0]["metric"]]
     groups = list(rows[0]["delta"])
     columns = ["model", "seeds", "params", "size_mb", "gflops", "latency_ms", score.average, f"{score.average}_std",
@@ -327,3 +325,12 @@ def _log_wandb(rows: list[dict], images: list[Path], directory: Path, options: d
     run.log({"study/table": wandb.Table(columns=columns, data=data),
              **{f"study/{path.stem}": wandb.Image(str(path)) for path in images}})
     run.finish()
+
+
+def wandb_run(options: dict, directory: Path):
+    """The study's W&B run (offline unless ``offline: false``), its files under the report directory."""
+    import wandb
+
+    return wandb.init(project=options.get("project", "lmshrink"), name=options.get("name", directory.name),
+                      dir=str(directory), mode="offline" if options.get("offline", True) else "online",
+                      reinit="finish_previous")

@@ -49,6 +49,8 @@ def run_dir(spec: StudySpec, stage: Stage, seed: int | None) -> Path:
 
 def model_of(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[Path, str | None]:
     """(model directory, quantization scheme or None) that a stage produces for ``seed``."""
+    if stage.model is not None:  # a generative study's teacher: given, not built
+        return Path(stage.model), None
     if stage.kind == "quantize":
         source = spec.stage(stage.source)
         base, scheme = model_of(spec, source, _input_seed(spec, source, seed))
@@ -103,25 +105,31 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
     else:
         model = ["--model=lmshrink.modules.Compare", f"--model.model_path={model_dir}",
                  f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher"]
-    args = ["--config", spec.eval_config, *model, *where, *spec.common_args]
+    args = ["--config", spec.eval_config, *model, *where, *spec.common_args, *spec.eval_args]
     if scheme is not None:
         args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}"]
     return args
 
 
 def _train_py(subcommand: str, args: list[str], log: Path) -> None:
+    run_python([str(TRAIN_PY), subcommand, *args], log)
+
+
+def run_python(argv: list[str], log: Path) -> None:
+    """``python argv`` (``train.py ...`` or ``-m module ...``) in a new process, its output appended to ``log``
+    after the command line; a failure names the log."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    shown = " ".join(["train.py" if arg == str(TRAIN_PY) else "python -m" if arg == "-m" else arg for arg in argv])
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as stream:
-        stream.write(f"\n$ train.py {subcommand} {' '.join(args)}\n")
+        stream.write(f"\n$ {shown}\n")
         stream.flush()
-        process = subprocess.run([sys.executable, str(TRAIN_PY), subcommand, *args], stdout=stream,
-                                 stderr=subprocess.STDOUT, env=env)
+        process = subprocess.run([sys.executable, *argv], stdout=stream, stderr=subprocess.STDOUT, env=env)
     if process.returncode != 0:
-        raise RuntimeError(f"train.py {subcommand} failed ({process.returncode}); see {log}")
+        raise RuntimeError(f"{shown.split(' --')[0]} failed ({process.returncode}); see {log}")
 
 
-def _set_aside(directory: Path) -> None:
+def set_aside(directory: Path) -> None:
     if directory.exists():
         target = free_path(directory.parent, directory.name + ".incomplete", "")
         directory.rename(target)
@@ -130,51 +138,66 @@ def _set_aside(directory: Path) -> None:
 
 def _build(spec: StudySpec, stage: Stage, seed: int | None, log: Path) -> None:
     command = build_command(spec, stage, seed)
-    if command is None:
-        return
-    subcommand, args = command
-    directory = run_dir(spec, stage, seed) / "run"
+    if command is not None:
+        subcommand, args = command
+        build_in(run_dir(spec, stage, seed) / "run", [str(TRAIN_PY), subcommand, *args], log, subcommand == "fit")
+
+
+def build_in(directory: Path, argv: list[str], log: Path, fit: bool) -> None:
+    """Run ``argv`` to build a model into ``directory/model`` unless a finished build is there: a killed fit
+    resumes from its ``last.ckpt``; anything else half-done is set aside and started again."""
     if (directory / "model").is_dir() and any((directory / "model").iterdir()) and (directory / "built").exists():
         return
-    if subcommand == "fit" and (directory / "checkpoints" / "last.ckpt").is_file():
-        args = [*args, "--ckpt_path", "last"]  # resume the killed fit where its last checkpoint left it
+    if fit and (directory / "checkpoints" / "last.ckpt").is_file():
+        argv = [*argv, "--ckpt_path", "last"]  # resume the killed fit where its last checkpoint left it
     else:
-        _set_aside(directory)
-    _train_py(subcommand, args, log)
+        set_aside(directory)
+    run_python(argv, log)
     (directory / "built").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def recorded(directory: Path, stage: Stage, seed: int | None, work, indent: int | None = 2) -> dict:
+    """``work(log)``'s result for one (stage, seed), with its wall time, written to ``result.json`` last; a
+    recorded result is returned as it is and never recomputed."""
+    if (directory / RESULT).is_file():
+        print(f"[study] {stage.name} seed={seed}: done, skipped", flush=True)
+        return json.loads((directory / RESULT).read_text())
+    print(f"[study] {stage.name} seed={seed}: running", flush=True)
+    start = time.perf_counter()
+    result = work(directory / "train.log")
+    result["stage_seconds"] = time.perf_counter() - start
+    (directory / RESULT).write_text(json.dumps(result, indent=indent))
+    return result
 
 
 def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
     """Build, evaluate and measure one (stage, seed) unless its result exists; returns the result."""
     directory = run_dir(spec, stage, seed)
-    result_path = directory / RESULT
-    if result_path.is_file():
-        print(f"[study] {stage.name} seed={seed}: done, skipped", flush=True)
-        return json.loads(result_path.read_text())
-    print(f"[study] {stage.name} seed={seed}: running", flush=True)
-    start = time.perf_counter()
-    log = directory / "train.log"
-    _build(spec, stage, seed, log)
-    _set_aside(directory / "eval")
-    _train_py("test", eval_command(spec, stage, seed), log)
-    groups = _the_record(directory / "eval", "group_metrics_test*.json")
-    model_dir, scheme = model_of(spec, stage, seed)
-    metric = groups.get("metric", "accuracy")
-    result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
-              "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "metric": metric,
-              **{key: groups.get(key) for key in RECORD_NUMBERS[metric]},
-              "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS[metric]} for row in groups["groups"]},
-              **measure(model_dir, scheme), "stage_seconds": time.perf_counter() - start}
-    pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
-    if pruning:
-        record = json.loads(pruning[-1].read_text())
-        result["pruning"] = {key: record[key] for key in ("method", "pruning_seconds", "flops_kept",
-                                                          "heads_per_layer", "neurons_per_layer") if key in record}
-    result_path.write_text(json.dumps(result, indent=2))
-    return result
+
+    def work(log: Path) -> dict:
+        _build(spec, stage, seed, log)
+        set_aside(directory / "eval")
+        _train_py("test", eval_command(spec, stage, seed), log)
+        groups = the_record(directory / "eval", "group_metrics_test*.json")
+        model_dir, scheme = model_of(spec, stage, seed)
+        metric = groups.get("metric", "accuracy")
+        result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
+                  "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "metric": metric,
+                  **{key: groups.get(key) for key in RECORD_NUMBERS[metric]},
+                  "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS[metric]}
+                             for row in groups["groups"]},
+                  **measure(model_dir, scheme)}
+        pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
+        if pruning:
+            record = json.loads(pruning[-1].read_text())
+            result["pruning"] = {key: record[key] for key in ("method", "pruning_seconds", "flops_kept",
+                                                              "heads_per_layer", "neurons_per_layer") if key in record}
+        return result
+
+    return recorded(directory, stage, seed, work)
 
 
-def _the_record(directory: Path, pattern: str) -> dict:
+def the_record(directory: Path, pattern: str) -> dict:
     """The one record a fresh evaluation directory holds (it is set aside before every evaluation, so a second
     file would mean two evaluations were mixed: refused instead of guessing by modification time)."""
     paths = sorted(directory.rglob(pattern))

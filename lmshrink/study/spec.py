@@ -3,6 +3,7 @@
     output_dir: runs/study_stereoset_minilm
     seeds: [0, 1, 2]
     common_args: []                  # appended to every train.py call
+    eval_args: []                    # appended to every evaluation (train.py test) only
     stages:
       - {name: teacher, kind: teacher, config: configs/teacher/stereoset_minilm.yaml, seeded: false}
       - {name: distill-3l, kind: distill, from: teacher, config: configs/distill/stereoset_minilm_to_3layer.yaml}
@@ -13,6 +14,22 @@
 Kinds: ``teacher`` (fit a TeacherFineTune, export its final weights), ``distill`` (fit a Distillation from
 ``from``), ``prune`` (a Prune module run, from ``from``), ``quantize`` (``scheme`` applied to ``from`` at test).
 A ``seeded`` stage runs once per seed; an unseeded one once, unless its input is seeded (then once per input).
+
+``task: generative`` studies a causal LM (:mod:`lmshrink.study.generative`): the teacher is a given ``model``
+(nothing trains it), a ``prune`` stage names a one-shot ``method`` (``wanda-0.5``, ``sparsegpt-2:4``,
+``kprune-keep0.9`` ...; ``args`` are ``lmshrink.prune_generator`` flags), ``distill`` fits a causal student from
+its ``config``, and every model is audited once per seed (the sampling seed), so every stage runs per seed; a
+``seeded`` stage also builds with the seed (calibration sample, training), an unseeded one builds the same model
+in every seed's directory.
+
+    task: generative
+    output_dir: runs/study_smollm2_generative
+    seeds: [0, 1, 2]
+    eval_config: configs/generative/study_smollm2.yaml
+    stages:
+      - {name: teacher, kind: teacher, model: smollm2}
+      - {name: wanda-0.5, kind: prune, from: teacher, method: wanda-0.5, args: [--sequences=16]}
+      - {name: int8, kind: quantize, from: teacher, scheme: dynamic-int8}
 """
 
 from __future__ import annotations
@@ -23,7 +40,8 @@ from pathlib import Path
 import yaml
 
 KINDS = ("teacher", "distill", "prune", "quantize")
-STAGE_KEYS = {"name", "kind", "from", "config", "args", "seeded", "scheme"}
+TASKS = ("classification", "generative")
+STAGE_KEYS = {"name", "kind", "from", "config", "args", "seeded", "scheme", "model", "method"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,10 @@ class Stage:
     args: tuple[str, ...] = ()
     seeded: bool = True
     scheme: str | None = None
+    model: str | None = None
+    """Generative teacher: the causal LM audited (a local HF directory or ``smollm2``)."""
+    method: str | None = None
+    """Generative prune: the one-shot method spec of ``lmshrink.prune_generator --method``."""
 
 
 @dataclass(frozen=True)
@@ -44,16 +66,23 @@ class StudySpec:
     seeds: tuple[int, ...]
     stages: tuple[Stage, ...]
     common_args: tuple[str, ...] = ()
+    eval_args: tuple[str, ...] = ()
+    """Appended to every evaluation (``train.py test``) only, e.g. a generative audit's sizes."""
     eval_config: str = "configs/teacher/stereoset_minilm.yaml"
     """The config whose data section every model is evaluated with (one test set for the whole study)."""
     wandb: dict = field(default_factory=dict)
+    task: str = "classification"
+
+    @property
+    def generative(self) -> bool:
+        return self.task == "generative"
 
     def stage(self, name: str) -> Stage:
         return next(stage for stage in self.stages if stage.name == name)
 
     def seeds_of(self, stage: Stage) -> tuple[int | None, ...]:
-        """The seeds a stage runs with (``(None,)``: once)."""
-        if stage.seeded:
+        """The seeds a stage runs with (``(None,)``: once). A generative model is audited with every seed."""
+        if stage.seeded or self.generative:
             return self.seeds
         if stage.source is not None:
             return self.seeds_of(self.stage(stage.source))
@@ -66,9 +95,12 @@ def load_spec(path: str | Path) -> StudySpec:
         raise FileNotFoundError(f"study config {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
     where = f"study config {path}"
-    unknown = set(raw) - {"output_dir", "seeds", "stages", "common_args", "eval_config", "wandb"}
+    unknown = set(raw) - {"output_dir", "seeds", "stages", "common_args", "eval_args", "eval_config", "wandb", "task"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+    task = raw.get("task", "classification")
+    if task not in TASKS:
+        raise ValueError(f"{where}: task {task!r} is not one of {list(TASKS)}")
     if "output_dir" not in raw or not raw.get("stages"):
         raise ValueError(f"{where}: needs output_dir and a non-empty stages list")
     seeds = tuple(raw.get("seeds") or [0])
@@ -89,16 +121,33 @@ def load_spec(path: str | Path) -> StudySpec:
             raise ValueError(f"{label} ({name}): a teacher stage starts from its config, not from another stage")
         if kind != "teacher" and source not in names:
             raise ValueError(f"{label} ({name}): 'from: {source}' must name an earlier stage")
-        if kind == "quantize" and not entry.get("scheme"):
-            raise ValueError(f"{label} ({name}): a quantize stage needs a scheme")
         config = entry.get("config")
-        if kind != "quantize" and (config is None or not Path(config).is_file()):
+        needs = _needed_keys(task, kind)
+        for key in ("config", "model", "method", "scheme"):
+            if key in needs and not entry.get(key):
+                raise ValueError(f"{label} ({name}): a {task} {kind} stage needs '{key}'")
+            if key not in needs and entry.get(key) is not None:
+                raise ValueError(f"{label} ({name}): a {task} {kind} stage takes no '{key}' (it needs "
+                                 f"{sorted(needs) or 'none of config, model, method, scheme'})")
+        if "config" in needs and not Path(config).is_file():
             raise ValueError(f"{label} ({name}): config {config!r} does not exist")
         stages.append(Stage(name, kind, config, source, tuple(entry.get("args") or ()), bool(entry.get("seeded", True)),
-                            entry.get("scheme")))
+                            entry.get("scheme"), entry.get("model"), entry.get("method")))
         names.add(name)
     if stages[0].kind != "teacher":
         raise ValueError(f"{where}: the first stage must be the teacher (the reference of every delta)")
     eval_config = raw.get("eval_config", stages[0].config)
+    if eval_config is None:
+        raise ValueError(f"{where}: a generative study needs eval_config (the GenerativeAudit config every model is "
+                         f"audited with)")
     return StudySpec(path, Path(raw["output_dir"]), seeds, tuple(stages), tuple(raw.get("common_args") or ()),
-                     eval_config, raw.get("wandb") or {})
+                     tuple(raw.get("eval_args") or ()), eval_config, raw.get("wandb") or {}, task)
+
+
+def _needed_keys(task: str, kind: str) -> set[str]:
+    """Which of config / model / method / scheme a stage of this task and kind is defined by."""
+    if kind == "quantize":
+        return {"scheme"}
+    if task == "generative":
+        return {"teacher": {"model"}, "prune": {"method"}, "distill": {"config"}}[kind]
+    return {"config"}

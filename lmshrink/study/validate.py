@@ -18,23 +18,17 @@ from lmshrink.study.spec import StudySpec
 def check_study(spec: StudySpec) -> None:
     """Raise :class:`OptionError` naming the stage and the option of the first mistake in ``spec``."""
     from lmshrink.cli import check_args
-    from lmshrink.quantize.schemes import SCHEMES, check_supported
 
     where = f"study config {spec.path}"
     if not Path(spec.eval_config).is_file():
         raise OptionError(f"{where}: eval_config {spec.eval_config!r} does not exist")
+    if spec.generative:
+        return _check_generative(spec, where)
     for stage in spec.stages:
         label = f"{where}: stage {stage.name!r}"
         if stage.kind == "quantize":
-            if stage.scheme not in SCHEMES:
-                raise OptionError(f"{label}: scheme {stage.scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
-            if SCHEMES[stage.scheme].calibrated:
-                raise OptionError(f"{label}: scheme {stage.scheme!r} is not a study scheme yet (its latency step "
-                                  f"has no calibration data); run it with the Quantize callback")
-            try:
-                check_supported(stage.scheme, _device())
-            except Exception as exc:
-                raise OptionError(f"{label}: scheme {stage.scheme!r}: {exc}") from None
+            _check_scheme(stage.scheme, label, _device(), "is not a study scheme yet (its latency step has no "
+                                                          "calibration data); run it with the Quantize callback")
         bad = [arg for arg in (*stage.args, *spec.common_args) if not str(arg).startswith("--")]
         if bad:
             raise OptionError(f"{label}: argument {bad[0]!r} is not an option (expected --name=value)")
@@ -49,6 +43,59 @@ def check_study(spec: StudySpec) -> None:
                 check_args(subcommand, args)
             except OptionError as exc:
                 raise OptionError(f"{label} ({'evaluation' if subcommand == 'test' else subcommand}): {exc}") from None
+
+
+def _check_scheme(scheme: str, label: str, device, calibrated: str) -> None:
+    """A quantize stage's scheme: known, runnable on ``device``, and not calibrated (``calibrated`` says why)."""
+    from lmshrink.quantize.schemes import SCHEMES, check_supported
+
+    if scheme not in SCHEMES:
+        raise OptionError(f"{label}: scheme {scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
+    if SCHEMES[scheme].calibrated:
+        raise OptionError(f"{label}: scheme {scheme!r} {calibrated}")
+    try:
+        check_supported(scheme, device)
+    except Exception as exc:
+        raise OptionError(f"{label}: scheme {scheme!r}: {exc}") from None
+
+
+def _check_generative(spec: StudySpec, where: str) -> None:
+    """A generative study: every build (``prune_generator`` flags, a distillation's fit) and every audit parsed
+    for the first and the last seed, without loading a model."""
+    from lmshrink.cli import check_args
+    from lmshrink.prune_generator import checked
+    from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, parse_one_shot
+    from lmshrink.study.generative import build_argv, eval_args
+
+    for stage in spec.stages:
+        label = f"{where}: stage {stage.name!r}"
+        if stage.kind == "quantize":  # the audit quantizes on the CPU, whatever the study runs on
+            _check_scheme(stage.scheme, label, "cpu", "needs calibration data; a generative study audits "
+                                                      "weight-only and dynamic schemes")
+        if stage.kind == "prune":
+            try:
+                method = parse_one_shot(stage.method)[0]
+            except ValueError as exc:
+                raise OptionError(f"{label}: method {exc}") from None
+            if stage.seeded and "seed" not in SETTINGS_READ[method]:
+                raise OptionError(f"{label}: {stage.method} draws no calibration sample, so no seed: set "
+                                  f"'seeded: false'")
+        for seed in dict.fromkeys((spec.seeds[0], spec.seeds[-1])):
+            try:
+                argv, audit = build_argv(spec, stage, seed), eval_args(spec, stage, seed)
+            except ValueError as exc:
+                raise OptionError(f"{label}: {exc}") from None
+            try:
+                if argv is not None and argv[0] == "-m":
+                    try:
+                        checked(argv[2:], check_save_dir=False)
+                    except SystemExit:  # argparse printed the flag it refused
+                        raise OptionError(f"lmshrink.prune_generator refused args {list(stage.args)}") from None
+                elif argv is not None:
+                    check_args("fit", argv[2:])
+                check_args("test", audit)
+            except OptionError as exc:
+                raise OptionError(f"{label}: {exc}") from None
 
 
 def _device():

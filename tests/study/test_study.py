@@ -119,7 +119,7 @@ def test_bad_study_configs_are_refused(tmp_path):
     path.write_text(yaml.safe_dump({"output_dir": "x", "stages": [
         {"name": "teacher", "kind": "teacher", "config": "configs/teacher/stereoset_minilm.yaml"},
         {"name": "q", "kind": "quantize", "from": "teacher"}]}))
-    with pytest.raises(ValueError, match="needs a scheme"):
+    with pytest.raises(ValueError, match="a classification quantize stage needs 'scheme'"):
         load_spec(path)
 
 
