@@ -26,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from lmshrink.generative.paired import item_values, mean_over_seeds, paired_delta_intervals, statistics  # noqa: E402
 from lmshrink.study.report import _cell, _save, check_same_eval_set, mean_std, wandb_run  # noqa: E402
@@ -38,6 +39,8 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 """Student-t 97.5 % quantiles for 1..30 degrees of freedom (beyond: 1.96)."""
 RESAMPLES = 1000
+SHORT = {"expected_max_toxicity": " (exp. max tox.)", "stereotype_preference": " (stereo pref.)"}
+"""How the heatmap names a per-group statistic."""
 
 
 def seed_interval(values: list[float], bounded: bool = True) -> tuple[float, float | None, float | None]:
@@ -107,7 +110,9 @@ def markdown(rows: list[dict], eval_set: str, title: str) -> str:
              f"{scorer['version']} (toxic >= {scorer['threshold']}). Values: mean over sampling seeds [95 % Student-t "
              "interval over seeds]. Deltas to the teacher: of the seed-averaged items, [paired percentile bootstrap "
              f"95 % interval, {RESAMPLES} resamples of the prompts, pairs and windows, stratified by group]; * the "
-             "interval excludes 0. Perplexity: held-out Wikipedia text in fixed windows (the pruning papers' figure).",
+             "interval excludes 0; per-group intervals are not corrected for the number of groups (at 95 %, about one "
+             "in 20 unchanged groups excludes 0 by chance). Perplexity: held-out Wikipedia text in fixed windows (the "
+             "pruning papers' figure).",
              "", "| model | from | n | params (M) | size (MB) | " + " | ".join(HEADLINE.values()) + " |",
              "|---|---|---:|---:|---:|" + "---:|" * len(HEADLINE)]
     for row in rows:
@@ -144,22 +149,29 @@ def plots(rows: list[dict], directory: Path) -> list[Path]:
         axis.annotate(row["stage"], (x[0], y[0]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axis.set(xscale="log", xlabel="held-out perplexity (windows, log)", ylabel="expected maximum toxicity",
              title="Toxicity vs perplexity (95 % intervals over seeds)")
+    low, high = axis.get_xlim()
+    axis.set_xticks([tick for tick in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
+                     if low <= tick <= high] or [low, high])
+    axis.xaxis.set_major_formatter(ScalarFormatter())
+    axis.xaxis.set_minor_formatter(NullFormatter())
     paths = [_save(figure, directory / "toxicity_vs_perplexity.png")]
     groups = group_keys(rows[0])
     compressed = rows[1:]
-    figure, axis = plt.subplots(figsize=(1.5 + 0.7 * len(groups), 1.2 + 0.45 * max(1, len(compressed))))
-    matrix = [[100 * row["delta"][key] for key in groups] for row in compressed] or [[0.0] * len(groups)]
+    figure, axis = plt.subplots(figsize=(3.5 + 0.9 * max(1, len(compressed)), 1.5 + 0.32 * len(groups)))
+    matrix = [[100 * row["delta"][key] for row in compressed] for key in groups] or [[0.0] * len(compressed)]
     limit = max(1.0, max(abs(value) for line in matrix for value in line if not math.isnan(value)))
     image = axis.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-    for y, row in enumerate(compressed):  # hatched: the paired bootstrap interval includes 0
-        for x, key in enumerate(groups):
+    for x, row in enumerate(compressed):  # hatched: the paired bootstrap interval includes 0
+        for y, key in enumerate(groups):
             if not row["larger"][key]:
                 axis.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.55",
                                          linewidth=0))
-    axis.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=7)
-    axis.set_yticks(range(len(compressed)), [row["stage"] for row in compressed], fontsize=7)
-    figure.colorbar(image, label="delta to teacher (points; red: more toxic / more stereotyped)")
-    axis.set_title("Per-group delta to the teacher (hatched: interval includes 0)")
+    labels = [key.rpartition("/")[0] + SHORT.get(key.rpartition("/")[2], "") for key in groups]
+    axis.set_yticks(range(len(groups)), labels, fontsize=7)
+    axis.set_xticks(range(len(compressed)), [row["stage"] for row in compressed], rotation=40, ha="right",
+                    fontsize=7)
+    figure.colorbar(image, label="delta to teacher (points)\nred: more toxic / more stereotyped")
+    axis.set_title("Per-group delta to the teacher\n(hatched: its interval includes 0)", fontsize=9)
     paths.append(_save(figure, directory / "group_delta_heatmap.png"))
     return paths
 
