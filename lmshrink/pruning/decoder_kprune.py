@@ -18,9 +18,11 @@ The encoder algorithm (:mod:`~lmshrink.pruning.kprune`, spec §3) with the decod
   blocks have no LayerNorm after the sum: the fitted quantity is ``x + proj(a)``, read at the input of the next
   norm (``post_attention_layernorm``, the next layer's ``input_layernorm`` or the final norm).
 
-The dense teacher's next-token probabilities are kept for the whole sample (tokens x vocabulary floats: 0.4 GB
-for SmolLM2's 49,152-token vocabulary at 2,048 calibration tokens), its residual stream at the target is
-recomputed per batch. Masks, then :func:`~lmshrink.pruning.decoder_structure.slice_decoder`.
+The dense teacher runs a full forward per batch in every pass: its next-token probabilities (tokens x
+vocabulary floats) and its residual stream at the target are recomputed, never kept for the whole sample, so
+memory holds one batch's (keeping them would cost 3.2 GB for SmolLM2's 49,152-token vocabulary at 64 x 256
+calibration tokens; recomputing costs the teacher's layers above the target, about a sixth of a pass). Masks,
+then :func:`~lmshrink.pruning.decoder_structure.slice_decoder`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmshrink.distill.losses import soft_target_kl_from_probs
-from lmshrink.pruning.capture import capture, run_until_stop
+from lmshrink.pruning.capture import capture
 from lmshrink.pruning.decoder_structure import (
     DecoderShape,
     channel_flops,
@@ -97,9 +99,9 @@ def _positions(batch: dict[str, Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def teacher_next_token_probs(teacher: nn.Module, batches: list[dict[str, Tensor]], temperature: float) -> list[Tensor]:
-    return [F.softmax(teacher(**batch).logits[:, :-1][_positions(batch)].float() / temperature, dim=-1)
-            for batch in batches]
+def teacher_next_token_probs(teacher: nn.Module, batch: dict[str, Tensor], temperature: float) -> Tensor:
+    """``[positions, vocabulary]``: the teacher's softened next-token distribution at every scored position."""
+    return F.softmax(teacher(**batch).logits[:, :-1][_positions(batch)].float() / temperature, dim=-1)
 
 
 def decoder_kprune(model: nn.Module, batches: list[dict[str, Tensor]], keep_ratio: float, seq_len: float,
@@ -114,7 +116,6 @@ def decoder_kprune(model: nn.Module, batches: list[dict[str, Tensor]], keep_rati
     shape = decoder_shape(model)
     model.eval().requires_grad_(False)
     teacher = copy.deepcopy(model)
-    probs = teacher_next_token_probs(teacher, batches, settings.temperature)
     f_group, f_channel = group_flops(shape, seq_len), channel_flops(shape, seq_len)
     flops_left = keep_ratio * decoder_flops(shape, seq_len)
     group_keep = torch.ones(shape.num_layers, shape.num_groups, dtype=torch.bool)
@@ -122,8 +123,8 @@ def decoder_kprune(model: nn.Module, batches: list[dict[str, Tensor]], keep_rati
     steps = []
     for target in sublayer_targets(shape.num_layers):
         layer, kind = target
-        group_score, channel_score, problem = _measure(model, teacher, batches, probs, group_keep, channel_keep,
-                                                       target, shape, settings, seq_len)
+        group_score, channel_score, problem = _measure(model, teacher, batches, group_keep, channel_keep, target,
+                                                       shape, settings, seq_len)
         first_group_layer = layer if kind == "attention" else layer + 1
         scores = torch.cat([group_score[first_group_layer:].flatten(), channel_score[layer:].flatten()])
         num_group_candidates = group_score[first_group_layer:].numel()
@@ -148,7 +149,7 @@ def decoder_kprune(model: nn.Module, batches: list[dict[str, Tensor]], keep_rati
     return DecoderKPruneResult(group_keep.float(), channel_keep.float(), steps, time.perf_counter() - start)
 
 
-def _measure(model, teacher, batches, probs, group_keep, channel_keep, target: Target, shape: DecoderShape,
+def _measure(model, teacher, batches, group_keep, channel_keep, target: Target, shape: DecoderShape,
              settings: KPruneSettings, seq_len: float) -> tuple[Tensor, Tensor, NormalEquations]:
     """One knowledge-measurement pass for ``target``: group scores ``[L, G]``, channel scores ``[L, N]`` (layers
     below the target's left at 0) per FLOP, and the target's normal equations."""
@@ -161,10 +162,10 @@ def _measure(model, teacher, batches, probs, group_keep, channel_keep, target: T
     stream = torch.zeros(shape.num_layers, 2)  # energy of the residual stream after each sublayer
     problem, positions, tokens = NormalEquations(), 0, 0
     scored = [t for t in sublayer_targets(shape.num_layers) if t >= target]
-    for batch, batch_probs in zip(batches, probs):
+    for batch in batches:
         mask = batch["attention_mask"].bool()
-        with torch.no_grad(), capture(teacher, [target], target, _decoder_modules) as teacher_store:
-            run_until_stop(teacher, batch)
+        with capture(teacher, [target], modules=_decoder_modules) as teacher_store:
+            batch_probs = teacher_next_token_probs(teacher, batch, settings.temperature)
         group_leaf = group_keep[layer:].float().requires_grad_(True)
         channel_leaf = channel_keep[layer:].float().requires_grad_(True)
         groups = torch.cat([group_keep[:layer].float(), group_leaf])
