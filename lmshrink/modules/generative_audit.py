@@ -189,11 +189,11 @@ class GenerativeAudit(LmshrinkModule):
         if self.heldout_ids is None:
             return
         windows = perplexity_windows(self.heldout_ids, self.hparams.heldout_window, self.hparams.heldout_windows)
-        indices = range(len(windows))[self.global_rank::self.trainer.world_size]
+        rank, world = self.global_rank, self.trainer.world_size
         for name, model in self.variants.items():
-            nlls = window_nlls(model, windows[indices.start::indices.step])
+            nlls = window_nlls(model, windows[rank::world])
             self.records[name].windows += [{"position": index, "nll": float(nll), "tokens": windows.shape[1] - 1}
-                                           for index, nll in zip(indices, nlls)]
+                                           for index, nll in zip(range(rank, len(windows), world), nlls)]
 
     def on_test_epoch_end(self) -> None:
         self._windowed_nll()
