@@ -32,7 +32,7 @@ def parse(argv: list[str] | None):
     from lmshrink.pruning.decoder_oneshot import OneShotSettings
 
     defaults = OneShotSettings()
-    parser = argparse.ArgumentParser(prog="python -m lmshrink.prune_generator", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lmshrink.prune_generator", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="causal LM: a local HF directory or smollm2 (offline)")
     parser.add_argument("--method", required=True,
