@@ -7,13 +7,14 @@ same kind of process (each method runs in a fresh subprocess so peaks are not mi
 seeded --sequences x --seq-len windows of BoolQ dev passages for Wanda and SparseGPT.
 
     python benchmarks/prune_smollm2.py [--sequences 64 --seq-len 256 --windows 16 --window 512]
-        [--structured kprune-keep0.7 --structured-sequences 8 --structured-seq-len 128]
+        [--structured kprune-keep0.7 kwon-keep0.7 --structured-sequences 8 --structured-seq-len 128]
+        [--runs dense]     # only the dense reference (and the structured runs) this time
 
-Structured decoder K-prune (key/value groups and MLP channels, physically sliced) runs on its own, CPU-sized
-calibration sample (its 60 scoring passes cost ~6 s per 1,000 tokens each on 2 cores); its sliced model is
-saved, reloaded from disk and timed against a freshly loaded dense model in the same process (alternating rounds,
-median, batch 1 x --latency-tokens tokens): unstructured zeros run as dense work, so only the sliced model
-changes latency.
+Structured decoder pruning (K-prune and Kwon et al.: key/value groups and MLP channels, physically sliced) runs on
+its own, CPU-sized calibration sample (K-prune's 60 scoring passes cost ~6 s per 1,000 tokens each on 2 cores;
+Kwon's Fisher pass and 60 tuning passes are far cheaper), the same for both; its sliced model is saved, reloaded
+from disk and timed against a freshly loaded dense model in the same process (alternating rounds, median, batch
+1 x --latency-tokens tokens): unstructured zeros run as dense work, so only the sliced model changes latency.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def one_run(spec: str, args) -> dict:
     model = load_causal_lm("smollm2").eval()
     result = {"run": spec, "pruning_seconds": 0.0, "parameters": sum(p.numel() for p in model.parameters())}
     if spec != "dense":
-        structured = spec.startswith("kprune")
+        structured = spec.startswith(("kprune", "kwon"))
         sequences, seq_len = ((args.structured_sequences, args.structured_seq_len) if structured
                               else (args.sequences, args.seq_len))
         settings = OneShotSettings(num_sequences=sequences, seq_len=seq_len)
@@ -93,8 +94,10 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration window (papers: 2048)")
     parser.add_argument("--windows", type=int, default=16, help="held-out windows")
     parser.add_argument("--window", type=int, default=512, help="tokens per held-out window")
-    parser.add_argument("--structured", nargs="*", default=["kprune-keep0.7"],
-                        help="structured decoder K-prune runs (none: skip them)")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS,
+                        help="dense and unstructured runs (dense always runs first: every ratio is to it)")
+    parser.add_argument("--structured", nargs="*", default=["kprune-keep0.7", "kwon-keep0.7"],
+                        help="structured decoder pruning runs (none: skip them)")
     parser.add_argument("--structured-sequences", type=int, default=8, help="their calibration windows")
     parser.add_argument("--structured-seq-len", type=int, default=128, help="their tokens per window")
     parser.add_argument("--latency-tokens", type=int, default=128, help="batch-1 prompt length for latency")
@@ -108,7 +111,7 @@ def main() -> None:
           f"(structured: {args.structured_sequences} x {args.structured_seq_len}); held-out {args.windows} x "
           f"{args.window} tokens", flush=True)
     rows = []
-    for spec in (*RUNS, *args.structured):
+    for spec in dict.fromkeys(["dense", *args.runs, *args.structured]):
         command = [sys.executable, __file__, "--one", spec, "--sequences", str(args.sequences), "--seq-len",
                    str(args.seq_len), "--windows", str(args.windows), "--window", str(args.window),
                    "--structured-sequences", str(args.structured_sequences), "--structured-seq-len",

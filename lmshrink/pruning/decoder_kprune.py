@@ -40,19 +40,21 @@ from lmshrink.distill.losses import soft_target_kl_from_probs
 from lmshrink.pruning.capture import capture
 from lmshrink.pruning.decoder_structure import (
     DecoderShape,
+    Target,
     channel_flops,
     decoder_flops,
     decoder_masked,
+    decoder_modules,
     decoder_shape,
     group_flops,
+    projection_of,
+    sublayer_targets,
 )
 from lmshrink.pruning.kprune import KPruneSettings
 from lmshrink.pruning.least_squares import NormalEquations, solve_never_worse
 from lmshrink.pruning.search import threshold_keep
 
 log = logging.getLogger(__name__)
-
-Target = tuple[int, str]  # (layer, "attention" | "mlp")
 
 MIN_ROWS_PER_FEATURE = 4
 """KPWT re-fits a projection only when the sample has at least this many tokens per surviving input feature. With
@@ -67,29 +69,6 @@ class DecoderKPruneResult:
     channel_mask: Tensor  # [L, N], 0/1
     steps: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def sublayer_targets(num_layers: int) -> list[Target]:
-    return [(layer, kind) for layer in range(num_layers) for kind in ("attention", "mlp")]
-
-
-def _projection(model: nn.Module, target: Target) -> nn.Linear:
-    layer = model.model.layers[target[0]]
-    return layer.self_attn.o_proj if target[1] == "attention" else layer.mlp.down_proj
-
-
-def _sum_reader(model: nn.Module, target: Target) -> nn.Module:
-    """The module whose input is the residual stream right after ``target`` (pre-norm: the next norm)."""
-    layers = model.model.layers
-    layer, kind = target
-    if kind == "attention":
-        return layers[layer].post_attention_layernorm
-    return layers[layer + 1].input_layernorm if layer + 1 < len(layers) else model.model.norm
-
-
-def _decoder_modules(model: nn.Module, target: Target) -> tuple[nn.Module, nn.Module]:
-    """What :func:`~lmshrink.pruning.capture.capture` hooks for a decoder sublayer."""
-    return _projection(model, target), _sum_reader(model, target)
 
 
 def _positions(batch: dict[str, Tensor]) -> Tensor:
@@ -164,13 +143,13 @@ def _measure(model, teacher, batches, group_keep, channel_keep, target: Target, 
     scored = [t for t in sublayer_targets(shape.num_layers) if t >= target]
     for batch in batches:
         mask = batch["attention_mask"].bool()
-        with capture(teacher, [target], modules=_decoder_modules) as teacher_store:
+        with capture(teacher, [target], modules=decoder_modules) as teacher_store:
             batch_probs = teacher_next_token_probs(teacher, batch, settings.temperature)
         group_leaf = group_keep[layer:].float().requires_grad_(True)
         channel_leaf = channel_keep[layer:].float().requires_grad_(True)
         groups = torch.cat([group_keep[:layer].float(), group_leaf])
         channels = torch.cat([channel_keep[:layer].float(), channel_leaf])
-        with decoder_masked(model, groups, channels), capture(model, scored, modules=_decoder_modules) as store:
+        with decoder_masked(model, groups, channels), capture(model, scored, modules=decoder_modules) as store:
             logits = model(**batch).logits[:, :-1][_positions(batch)]
             loss = soft_target_kl_from_probs(logits, batch_probs, settings.temperature)
             group_grad, channel_grad = torch.autograd.grad(loss, [group_leaf, channel_leaf])
@@ -186,9 +165,9 @@ def _measure(model, teacher, batches, group_keep, channel_keep, target: Target, 
         features = record["a"].detach()[mask]
         residual = (record["z"] - record["proj"]).detach()[mask]
         problem.add(features, teacher_store[target]["z"][mask] - residual)
-    column_energy_dims = torch.stack([_projection(model, (l, "attention")).weight.detach().pow(2).mean(0).cpu()
+    column_energy_dims = torch.stack([projection_of(model, (l, "attention")).weight.detach().pow(2).mean(0).cpu()
                                       for l in range(shape.num_layers)])
-    column_energy_channels = torch.stack([_projection(model, (l, "mlp")).weight.detach().pow(2).mean(0).cpu()
+    column_energy_channels = torch.stack([projection_of(model, (l, "mlp")).weight.detach().pow(2).mean(0).cpu()
                                           for l in range(shape.num_layers)])
     # Predictive scores are per gate (a group's gate covers its r heads' dimensions); representational ones per
     # dimension, summed over the group's dimensions (the encoder's mu = d_h weighting of a head's mean).
@@ -207,7 +186,7 @@ def _measure(model, teacher, batches, group_keep, channel_keep, target: Target, 
 def _tune(model: nn.Module, target: Target, survivors: Tensor, problem: NormalEquations, shape: DecoderShape,
           settings: KPruneSettings) -> dict:
     """KPWT: re-fit the surviving columns of the target's output projection."""
-    projection = _projection(model, target)
+    projection = projection_of(model, target)
     columns = survivors.repeat_interleave(shape.group_size * shape.head_dim) if target[1] == "attention" else survivors
     index = columns.nonzero().flatten()
     if len(index) == 0:

@@ -27,9 +27,9 @@ from lmshrink.pruning.wanda import InputNorms, wanda_scores
 
 OneShotMethod = Literal["magnitude", "wanda", "sparsegpt"]
 ONE_SHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
-STRUCTURED_METHODS = ("kprune",)
-"""Structured decoder pruning (:mod:`~lmshrink.pruning.decoder_kprune`), specified by a FLOPs keep ratio:
-``kprune-keep0.7``."""
+STRUCTURED_METHODS = ("kprune", "kwon")
+"""Structured decoder pruning, K-prune (:mod:`~lmshrink.pruning.decoder_kprune`) or Kwon et al.
+(:mod:`~lmshrink.pruning.decoder_kwon`), specified by a FLOPs keep ratio: ``kprune-keep0.7``, ``kwon-keep0.7``."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class OneShotSettings:
 
 SETTINGS_READ = {"magnitude": set(), "wanda": {"num_sequences", "seq_len", "seed", "batch_size"},
                  "kprune": {"num_sequences", "seq_len", "seed", "batch_size"},
+                 "kwon": {"num_sequences", "seq_len", "seed", "batch_size"},
                  "sparsegpt": {"num_sequences", "seq_len", "seed", "batch_size", "blocksize", "percdamp"}}
 """The settings each method reads: one set away from its default that no requested method reads is refused."""
 
@@ -73,7 +74,8 @@ def unread_settings(settings: OneShotSettings, methods: set[str]) -> list[str]:
 
 def parse_one_shot(spec: str) -> tuple[str, float | None, tuple[int, int] | None]:
     """``"wanda-0.5"`` -> ("wanda", 0.5, None); ``"sparsegpt-2:4"`` -> ("sparsegpt", None, (2, 4));
-    ``"kprune-keep0.7"`` -> ("kprune", 0.7, None), the number being the FLOPs share *kept* (structured)."""
+    ``"kprune-keep0.7"`` -> ("kprune", 0.7, None), the number being the FLOPs share *kept* (structured; also
+    ``kwon-keep0.7``)."""
     method, _, amount = spec.partition("-")
     if method in STRUCTURED_METHODS:
         try:
@@ -85,7 +87,7 @@ def parse_one_shot(spec: str) -> tuple[str, float | None, tuple[int, int] | None
         return method, keep, None
     if method not in ONE_SHOT_METHODS or not amount:
         raise ValueError(f"{spec!r} is not <method>-<sparsity> or <method>-<N:M> with a method among "
-                         f"{list(ONE_SHOT_METHODS)} (e.g. wanda-0.5, sparsegpt-2:4), or kprune-keep<ratio>")
+                         f"{list(ONE_SHOT_METHODS)} (e.g. wanda-0.5, sparsegpt-2:4), or kprune-keep<ratio> / kwon-keep<ratio>")
     if ":" in amount:
         return method, None, parse_n_m(amount)
     try:
@@ -176,11 +178,11 @@ def prune_decoder(model: nn.Module, calibration_ids: Tensor | None, method: OneS
 def prune_decoder_spec(model: nn.Module, spec: str, calibration: Callable[[], Tensor],
                        settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
     """:func:`prune_decoder` from a spec such as ``wanda-0.5`` or ``sparsegpt-2:4`` and its settings;
-    ``calibration()`` is only called for the methods that read data (not magnitude). ``kprune-keep0.7``:
-    structured K-prune, the model physically sliced in place (see :func:`prune_decoder_structured`)."""
+    ``calibration()`` is only called for the methods that read data (not magnitude). ``kprune-keep0.7`` /
+    ``kwon-keep0.7``: structured K-prune / Kwon et al., the model physically sliced in place (see :func:`prune_decoder_structured`)."""
     method, sparsity, n_m = parse_one_shot(spec)
     if method in STRUCTURED_METHODS:
-        return prune_decoder_structured(model, calibration(), sparsity, settings, log)
+        return prune_decoder_structured(model, calibration(), method, sparsity, settings, log)
     return prune_decoder(model, None if method == "magnitude" else calibration(), method, sparsity, n_m,
                          settings.batch_size, settings.blocksize, settings.percdamp, log)
 
@@ -190,11 +192,14 @@ def _block_weights(model: nn.Module) -> int:
     return sum(linear.weight.numel() for block in decoder_blocks(model) for linear in block_linears(block).values())
 
 
-def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, keep_ratio: float,
-                             settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
-    """Structured K-prune to ``keep_ratio`` of the decoder FLOPs at the calibration window length, then slice the
-    model in place (key/value groups and MLP channels removed; it becomes a ``PrunedLlamaForCausalLM``)."""
+def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, method: Literal["kprune", "kwon"],
+                             keep_ratio: float, settings: OneShotSettings = OneShotSettings(),
+                             log: Callable[[str], None] = print) -> dict:
+    """Structured K-prune or Kwon et al. to ``keep_ratio`` of the decoder FLOPs at the calibration window length,
+    then slice the model in place (key/value groups and MLP channels removed, Kwon's tuned mask values folded into
+    the output projections; it becomes a ``PrunedLlamaForCausalLM``)."""
     from lmshrink.pruning.decoder_kprune import decoder_kprune
+    from lmshrink.pruning.decoder_kwon import decoder_kwon
     from lmshrink.pruning.decoder_structure import decoder_flops, decoder_shape, slice_decoder
 
     shape = decoder_shape(model)
@@ -203,17 +208,21 @@ def prune_decoder_structured(model: nn.Module, calibration_ids: Tensor, keep_rat
     batches = [{"input_ids": ids[start:start + settings.batch_size],
                 "attention_mask": torch.ones_like(ids[start:start + settings.batch_size])}
                for start in range(0, len(ids), settings.batch_size)]
-    result = decoder_kprune(model, batches, keep_ratio, float(settings.seq_len))
-    groups = [int(count) for count in result.group_mask.sum(1)]
-    channels = [int(count) for count in result.channel_mask.sum(1)]
+    prune = decoder_kprune if method == "kprune" else decoder_kwon
+    result = prune(model, batches, keep_ratio, float(settings.seq_len))
+    groups = [int(count) for count in (result.group_mask != 0).sum(1)]
+    channels = [int(count) for count in (result.channel_mask != 0).sum(1)]
     slice_decoder(model, result.group_mask, result.channel_mask)
     weights_after = _block_weights(model)
-    log(f"[lmshrink] kprune: kept {sum(groups)}/{shape.num_groups * shape.num_layers} key/value groups and "
+    log(f"[lmshrink] {method}: kept {sum(groups)}/{shape.num_groups * shape.num_layers} key/value groups and "
         f"{sum(channels)}/{shape.channels * shape.num_layers} MLP channels, {result.seconds:.0f} s")
-    return {"method": "kprune", "structured": True, "flops_keep_ratio_target": keep_ratio,
+    details = ({"steps": result.steps} if method == "kprune" else
+               {"tuned": [f"{kind} {layer}" for layer, kind in result.tuned],
+                "tuning_stopped_at": None if result.stopped_at is None else "{1} {0}".format(*result.stopped_at)})
+    return {"method": method, "structured": True, "flops_keep_ratio_target": keep_ratio,
             "seq_len": settings.seq_len,
             "flops_kept": (decoder_flops(shape, settings.seq_len, groups, channels)
                            / decoder_flops(shape, settings.seq_len)),
             "groups_per_layer": groups, "channels_per_layer": channels,
-            "sparsity_reached": 1 - weights_after / weights_before, "steps": result.steps,
+            "sparsity_reached": 1 - weights_after / weights_before, **details,
             "calibration": list(calibration_ids.shape), "pruning_seconds": result.seconds}

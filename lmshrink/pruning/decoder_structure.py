@@ -41,6 +41,10 @@ SUPPORTED = ("llama",)
 """Model types whose blocks have ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj`` (SmolLM2 is llama)."""
 
 
+Target = tuple[int, str]
+"""A decoder sublayer: ``(layer, "attention" | "mlp")``."""
+
+
 @dataclass(frozen=True)
 class DecoderShape:
     num_layers: int
@@ -65,6 +69,31 @@ def decoder_shape(model: nn.Module) -> DecoderShape:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return DecoderShape(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
                         config.num_key_value_heads, head_dim, config.intermediate_size)
+
+
+def sublayer_targets(num_layers: int) -> list[Target]:
+    """Bottom-up order: attention_0, mlp_0, attention_1, ..., mlp_{L-1}."""
+    return [(layer, kind) for layer in range(num_layers) for kind in ("attention", "mlp")]
+
+
+def projection_of(model: nn.Module, target: Target) -> nn.Linear:
+    """The sublayer's output projection, whose input the masks gate: ``o_proj`` or ``down_proj``."""
+    layer = model.model.layers[target[0]]
+    return layer.self_attn.o_proj if target[1] == "attention" else layer.mlp.down_proj
+
+
+def _sum_reader(model: nn.Module, target: Target) -> nn.Module:
+    """The module whose input is the residual stream right after ``target`` (pre-norm: the next norm)."""
+    layers = model.model.layers
+    layer, kind = target
+    if kind == "attention":
+        return layers[layer].post_attention_layernorm
+    return layers[layer + 1].input_layernorm if layer + 1 < len(layers) else model.model.norm
+
+
+def decoder_modules(model: nn.Module, target: Target) -> tuple[nn.Module, nn.Module]:
+    """What :func:`~lmshrink.pruning.capture.capture` hooks for a decoder sublayer."""
+    return projection_of(model, target), _sum_reader(model, target)
 
 
 def group_flops(shape: DecoderShape, seq_len: float) -> float:

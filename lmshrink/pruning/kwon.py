@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from lmshrink.pruning.arch import EncoderShape, shape_of
 from lmshrink.pruning.capture import Sublayer, capture, run_until_stop, sublayer_modules, sublayer_order
 from lmshrink.pruning.flops import FlopsBudget, encoder_flops, head_flops, neuron_flops
-from lmshrink.pruning.least_squares import ridge_towards_one
+from lmshrink.pruning.least_squares import ridge_towards_one, scale_normal_equations
 from lmshrink.pruning.masks import masked
 from lmshrink.pruning.search import kwon_search
 
@@ -195,20 +195,11 @@ def _mask_normal_equations(model, batches, teacher_masks, head_mask, neuron_mask
             with masked(model, head_mask, neuron_mask), capture(model, [sublayer], sublayer) as store:
                 run_until_stop(model, batch)
         record = store[sublayer]
-        activations = record["a"][rows].double()
         residual = (record["z"] - record["proj"])[rows].double()
         target = target_output - bias - residual
-        if kind == "mha":
-            context = activations.view(len(activations), shape.num_heads, shape.head_dim)[:, kept]
-            head_weights = weight.view(weight.shape[0], shape.num_heads, shape.head_dim)[:, kept]
-            contributions = torch.einsum("tkd,okd->tko", context, head_weights)  # [T, kept, d]
-            if faithful:
-                contributions = torch.cat([contributions, torch.ones_like(contributions[:, :1])], dim=1)
-            gram += torch.einsum("tio,tjo->ij", contributions, contributions)
-            cross += torch.einsum("tio,to->i", contributions, target)
-        else:
-            hidden = activations[:, kept]  # [T, kept]
-            columns = weight[:, kept]  # [d, kept]
-            gram += (columns.T @ columns) * (hidden.T @ hidden)
-            cross += (hidden * (target @ columns)).sum(0)
+        unit_dim = shape.head_dim if kind == "mha" else 1
+        batch_gram, batch_cross = scale_normal_equations(record["a"][rows], weight, kept, unit_dim, target,
+                                                         ones_column=faithful and kind == "mha")
+        gram += batch_gram
+        cross += batch_cross
     return gram, cross

@@ -119,3 +119,25 @@ def ridge_towards_one(gram: Tensor, cross: Tensor, damping: float = 1.0) -> Tens
     residual = cross - gram @ torch.ones_like(cross)
     system = gram.T @ gram + damping**2 * torch.eye(gram.shape[0], dtype=gram.dtype)
     return 1 + torch.linalg.solve(system, gram.T @ residual)
+
+
+def scale_normal_equations(activations: Tensor, weight: Tensor, kept: Tensor, unit_dim: int, target: Tensor,
+                           ones_column: bool = False) -> tuple[Tensor, Tensor]:
+    """``A^T A`` and ``A^T B`` of Kwon et al.'s mask tuning for one output projection: column i of A is kept unit
+    i's contribution to the projection's output (its ``unit_dim`` input dimensions through their weight columns),
+    flattened over tokens and outputs; B is ``target`` ``[T, d]``. ``activations`` ``[T, units * unit_dim]`` are the
+    projection's inputs, ``weight`` ``[d, units * unit_dim]``. Units of one dimension (neurons, channels) use the
+    factorised form, which never builds the ``[T, kept, d]`` contributions. ``ones_column``: a constant column
+    appended last (the official code's MHA quirk)."""
+    activations, weight, target = activations.double(), weight.double(), target.double()
+    kept = kept.to(weight.device)
+    if unit_dim == 1 and not ones_column:
+        hidden, columns = activations[:, kept], weight[:, kept]  # [T, kept], [d, kept]
+        return (columns.T @ columns) * (hidden.T @ hidden), (hidden * (target @ columns)).sum(0)
+    context = activations.view(len(activations), -1, unit_dim)[:, kept]
+    unit_weights = weight.view(weight.shape[0], -1, unit_dim)[:, kept]
+    contributions = torch.einsum("tkd,okd->tko", context, unit_weights)  # [T, kept, d]
+    if ones_column:
+        contributions = torch.cat([contributions, torch.ones_like(contributions[:, :1])], dim=1)
+    return (torch.einsum("tio,tjo->ij", contributions, contributions),
+            torch.einsum("tio,to->i", contributions, target))

@@ -15,6 +15,17 @@ from tests.pruning.test_decoder_structure import inputs, tiny_llama
 SEQ_LEN = 9.0
 
 
+def assert_sliced_equals_masked(model, group_mask, channel_mask):
+    """The sliced copy of ``model`` computes what ``model`` under the masks does; returns the sliced copy."""
+    batch = inputs()
+    with torch.no_grad(), decoder_masked(model, group_mask, channel_mask):
+        masked = model(**batch).logits
+    sliced = slice_decoder(copy.deepcopy(model), group_mask, channel_mask)
+    with torch.no_grad():
+        torch.testing.assert_close(sliced(**batch).logits, masked, rtol=1e-5, atol=1e-5)
+    return sliced
+
+
 def windows(count: int = 4) -> list[dict]:
     """``count`` batches of 8 x 16 tokens: 4 batches give ~500 tokens, enough rows for the re-fit of 48 features."""
     generator = torch.Generator().manual_seed(3)
@@ -38,12 +49,7 @@ def test_budget_is_respected_and_the_masked_model_equals_the_sliced_one(ratio):
     assert decoder_flops(shape, SEQ_LEN, groups, channels) <= (
         ratio * decoder_flops(shape, SEQ_LEN) + forced * group_flops(shape, SEQ_LEN) + 1e-6)
     assert min(groups) >= 1 and sum(channels) < 2 * shape.channels
-    batch = inputs()
-    with torch.no_grad(), decoder_masked(model, result.group_mask, result.channel_mask):
-        masked = model(**batch).logits
-    sliced = slice_decoder(copy.deepcopy(model), result.group_mask, result.channel_mask)
-    with torch.no_grad():
-        torch.testing.assert_close(sliced(**batch).logits, masked, rtol=1e-5, atol=1e-5)
+    sliced = assert_sliced_equals_masked(model, result.group_mask, result.channel_mask)
     assert sliced.config.lmshrink_kv_groups_per_layer == groups
 
 
