@@ -39,6 +39,7 @@ from lmshrink.errors import MissingInputError, OptionError, OutputExistsError, d
 from lmshrink.metrics.gate import GateFailure
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, refuse_non_empty
+from lmshrink.quiet import show_progress
 
 WANDB_ID_FILE = "wandb_run_id"
 """Holds the W&B run id of a run directory, so that ``--ckpt_path last`` continues the same W&B run."""
@@ -458,16 +459,6 @@ def own_wandb_service() -> None:
     in ``WANDB_SERVICE``): a run killed under a shared service keeps its id "in use" there for as long as the
     parent lives, and the resume of that run would be refused. Called by ``train.py`` at start."""
     os.environ.pop("WANDB_SERVICE", None)
-
-
-def show_progress() -> None:
-    """Print lmshrink's progress messages (e.g. one line per pruned sublayer) to stderr, once."""
-    logger = logging.getLogger("lmshrink")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[lmshrink] %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> LmshrinkCLI:

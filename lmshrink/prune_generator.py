@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lmshrink.errors import OptionError, run_command
+from lmshrink.quiet import show_progress
 
 
 FLAGS = {"num_sequences": "--sequences", "seq_len": "--seq-len", "seed": "--seed", "batch_size": "--batch-size",
@@ -77,6 +78,7 @@ def checked(argv: list[str] | None, check_save_dir: bool = True):
 
 def main(argv: list[str] | None = None) -> int:
     args, settings = checked(argv)
+    show_progress()  # the structured methods log one line per sublayer
 
     from lmshrink.backbones import is_causal_lm, load_causal_lm, load_tokenizer
     from lmshrink.data.calibration import calibration_ids, heldout_ids

@@ -1,4 +1,4 @@
-"""Silence third-party start-up noise that does not concern an lmshrink user, for the command-line entry points.
+"""What the command-line entry points print: third-party start-up noise silenced, lmshrink's progress shown.
 
 Every command used to open with torchao's "Failed to load ..._C_mxfp8.so" (CUDA kernels absent on a CPU
 build), two torch ``_pytree`` deprecation warnings, W&B's "git root ... does not exist" and transformers'
@@ -47,3 +47,13 @@ def quiet_third_party() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+
+
+def show_progress() -> None:
+    """Print lmshrink's progress messages (e.g. one line per pruned sublayer) to stderr, once."""
+    logger = logging.getLogger("lmshrink")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[lmshrink] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
