@@ -87,7 +87,8 @@ def parse_one_shot(spec: str) -> tuple[str, float | None, tuple[int, int] | None
         return method, keep, None
     if method not in ONE_SHOT_METHODS or not amount:
         raise ValueError(f"{spec!r} is not <method>-<sparsity> or <method>-<N:M> with a method among "
-                         f"{list(ONE_SHOT_METHODS)} (e.g. wanda-0.5, sparsegpt-2:4), or kprune-keep<ratio> / kwon-keep<ratio>")
+                         f"{list(ONE_SHOT_METHODS)} (e.g. wanda-0.5, sparsegpt-2:4), or kprune-keep<ratio> / "
+                         f"kwon-keep<ratio>")
     if ":" in amount:
         return method, None, parse_n_m(amount)
     try:
@@ -179,7 +180,8 @@ def prune_decoder_spec(model: nn.Module, spec: str, calibration: Callable[[], Te
                        settings: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print) -> dict:
     """:func:`prune_decoder` from a spec such as ``wanda-0.5`` or ``sparsegpt-2:4`` and its settings;
     ``calibration()`` is only called for the methods that read data (not magnitude). ``kprune-keep0.7`` /
-    ``kwon-keep0.7``: structured K-prune / Kwon et al., the model physically sliced in place (see :func:`prune_decoder_structured`)."""
+    ``kwon-keep0.7``: structured K-prune / Kwon et al., the model physically sliced in place (see
+    :func:`prune_decoder_structured`)."""
     method, sparsity, n_m = parse_one_shot(spec)
     if method in STRUCTURED_METHODS:
         return prune_decoder_structured(model, calibration(), method, sparsity, settings, log)

@@ -79,8 +79,8 @@ def test_budget_is_respected_and_the_masked_model_equals_the_sliced_one(ratio):
     channels = [int(count) for count in (result.channel_mask != 0).sum(1)]
     forced = shape.num_layers * group_flops(shape, SEQ_LEN)
     assert decoder_flops(shape, SEQ_LEN, groups, channels) <= ratio * decoder_flops(shape, SEQ_LEN) + forced
-    assert decoder_flops(shape, SEQ_LEN, groups, channels) > (ratio * decoder_flops(shape, SEQ_LEN)
-                                                              - group_flops(shape, SEQ_LEN) - channel_flops(shape, SEQ_LEN))
+    slack = group_flops(shape, SEQ_LEN) + channel_flops(shape, SEQ_LEN)  # the budget is used up to one unit
+    assert decoder_flops(shape, SEQ_LEN, groups, channels) > ratio * decoder_flops(shape, SEQ_LEN) - slack
     assert min(groups) >= 1
     assert result.tuned and bool(((result.channel_mask != 0) & (result.channel_mask != 1)).any())  # real scales
     assert_sliced_equals_masked(model, result.group_mask, result.channel_mask)
