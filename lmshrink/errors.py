@@ -7,6 +7,7 @@ Tracebacks stay for bugs, and for everything when ``LMSHRINK_DEBUG=1``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
@@ -23,6 +24,15 @@ class UserError(Exception):
 
 class OptionError(UserError, ValueError):
     """An option value that cannot work (out of range, ignored by the chosen method, inconsistent)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for lmshrink's ``python -m`` commands: its own mistakes (an unknown or misspelt flag, a bad type, a
+    missing argument) become an :class:`OptionError` naming the flag, so the command prints one ``error:`` line
+    like every other mistake instead of the usage block (and a caller that checks arguments can catch it)."""
+
+    def error(self, message: str):
+        raise OptionError(f"{message} (see {self.prog} --help)")
 
 
 class InputFileError(UserError, ValueError):

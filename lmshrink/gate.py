@@ -18,13 +18,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lmshrink.errors import MissingInputError, OptionError, message, user_error
+from lmshrink.errors import MissingInputError, OneLineParser, OptionError, message, user_error
 from lmshrink.metrics.gate import GateThresholds, gate_failures
 from lmshrink.paths import write_new_json
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m lmshrink.gate", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m lmshrink.gate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="the model compared with (HF directory, hub id, .ckpt)")
     parser.add_argument("--candidate", required=True, help="the model that must not lose (same forms)")
     parser.add_argument("--config", required=True, help="train.py config whose data (and test split) is used")
@@ -76,8 +76,8 @@ def gate_option_names(text: str) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    args, extra = parse(argv)
     try:
+        args, extra = parse(argv)
         failures = run(args, extra)
     except Exception as exc:
         mistake = user_error(exc)

@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from lmshrink.errors import OptionError, run_command
+from lmshrink.errors import OneLineParser, OptionError, run_command
 from lmshrink.quiet import show_progress
 
 
@@ -34,8 +34,8 @@ def parse(argv: list[str] | None):
     from lmshrink.pruning.decoder_oneshot import OneShotSettings
 
     defaults = OneShotSettings()
-    parser = argparse.ArgumentParser(prog="python -m lmshrink.prune_generator", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m lmshrink.prune_generator", description=__doc__, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="causal LM: a local HF directory or smollm2 (offline)")
     parser.add_argument("--method", required=True,
                         help="wanda-0.5, sparsegpt-0.5, magnitude-0.5, wanda-2:4, ..., kprune-keep0.7 or "
@@ -59,7 +59,7 @@ def checked(argv: list[str] | None, check_save_dir: bool = True):
     from lmshrink.paths import refuse_non_empty
     from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
 
-    args = parse(argv)  # argparse's own errors (unknown flag, bad type) print and exit with 2
+    args = parse(argv)  # argparse's own mistakes (unknown flag, bad type) are OptionErrors too
     try:
         method = parse_one_shot(args.method)[0]
         settings = OneShotSettings(args.sequences, args.seq_len, args.seed, args.batch_size, args.blocksize,

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lmshrink.cli import main
+from lmshrink.errors import run_command
 from tests.helpers import REPO, run_train_py, tiny_run_args
 
 MAX_SECONDS = 60  # generous for a loaded CI machine; the point is "before any training", not a benchmark
@@ -250,3 +251,42 @@ def test_resume_with_a_changed_config_is_refused_naming_the_key(tiny_bert_dir, t
     assert len(list(root.rglob("config*.yaml"))) == 1  # the refused resume left no config of its own
     main([*resume, "--allow_resume_changes=[learning_rate]"])  # said explicitly: allowed
     assert len(list(root.rglob("config*.yaml"))) == 2 and (tmp_path / "export2" / "model.safetensors").is_file()
+
+
+def _prune_generator(argv):
+    from lmshrink.prune_generator import main as prune_main
+
+    return run_command(prune_main, argv)
+
+
+def _study(argv):
+    from lmshrink.study.__main__ import cli
+
+    return cli(argv)
+
+
+def _gate(argv):
+    from lmshrink.gate import cli
+
+    return cli(argv)
+
+
+@pytest.mark.parametrize("command, argv, expected", [
+    (_prune_generator, ["--method", "wanda-0.5", "--save-dir", "out", "--sequence", "8"],
+     "error: unrecognized arguments: --sequence 8 (see python -m lmshrink.prune_generator --help)"),
+    (_study, ["configs/study/smollm2_generative.yaml", "--seed", "one"],
+     "error: argument --seed: invalid int value: 'one' (see python -m lmshrink.study --help)"),
+    (_gate, ["--reference", "a"],
+     "error: the following arguments are required: --candidate, --config (see python -m lmshrink.gate --help)"),
+], ids=["prune_generator", "study", "gate"])
+def test_argparse_mistakes_of_the_python_m_commands_are_one_line(command, argv, expected, capsys, tmp_path,
+                                                                  monkeypatch):
+    """An unknown flag, a bad type or a missing argument: one ``error:`` line naming it and exit code 2, not the
+    usage block; nothing is written. ``--help`` still prints the help and exits with 0."""
+    monkeypatch.chdir(REPO)
+    assert command(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert not (REPO / "out").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        command(["--help"])
+    assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out

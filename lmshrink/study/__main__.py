@@ -15,7 +15,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from lmshrink.errors import MissingInputError, OptionError, run_command
+from lmshrink.quiet import quiet_third_party
+
+quiet_third_party()  # an entry point: before the imports below load torchao, torch and transformers (as train.py)
+
+from lmshrink.errors import MissingInputError, OneLineParser, OptionError, run_command
 from lmshrink.study.generative import measure_causal_lm, run_generative_stage
 from lmshrink.study.generative_report import write_generative_report
 from lmshrink.study.report import write_report
@@ -30,8 +34,8 @@ def depth(spec: StudySpec, stage: Stage) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmshrink.study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m lmshrink.study", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--stage", help="run only this stage")
     parser.add_argument("--seed", type=int, help="with --stage: run only this seed")

@@ -87,10 +87,7 @@ def _check_generative(spec: StudySpec, where: str) -> None:
                 raise OptionError(f"{label}: {exc}") from None
             try:
                 if argv is not None and argv[0] == "-m":
-                    try:
-                        checked(argv[2:], check_save_dir=False)
-                    except SystemExit:  # argparse printed the flag it refused
-                        raise OptionError(f"lmshrink.prune_generator refused args {list(stage.args)}") from None
+                    checked(argv[2:], check_save_dir=False)  # its mistakes are OptionErrors naming the flag
                 elif argv is not None:
                     check_args("fit", argv[2:])
                 check_args("test", audit)
