@@ -95,6 +95,8 @@ class AuditPromptsDataModule(LightningDataModule):
         loaders = []
         for name in LOADERS:
             dataset = self.datasets[name]
+            if len(dataset) == 0:  # e.g. num_heldout_texts: 0 (rows say their kind, so positions do not matter)
+                continue
             size = self.hparams.generation_batch_size if name == "generation" else self.hparams.batch_size
             loaders.append(DataLoader(dataset, batch_size=size, sampler=EvalShardSampler(dataset, world_size, rank),
                                       collate_fn=collate_rows))

@@ -43,6 +43,16 @@ def test_audit_reports_every_model_and_metric(tiny_llama_dir, tmp_path):
     assert len(samples) == 14 and all(len(s["scores"]) == 2 == len(s["continuations"]) for s in samples)
 
 
+def test_a_source_turned_off_runs_no_empty_loader(tiny_llama_dir, tmp_path, recwarn):
+    """``num_heldout_texts: 0`` (the study's audit config): no empty test loader, so no Lightning warning asking
+    whether that was intended; the windowed perplexity is still measured."""
+    main(["test", *audit_args(tiny_llama_dir, tmp_path, "--data.num_heldout_texts=0", "--model.sparsities=[]",
+                              "--model.quantize=[]")])
+    assert not [w for w in recwarn if "Total length of `DataLoader`" in str(w.message)]
+    teacher = audit_record(tmp_path)["models"]["teacher"]
+    assert teacher["heldout_tokens"] == 0 and teacher["windowed_perplexity"] > 1
+
+
 def test_two_process_ddp_audit_counts_each_example_once(tiny_llama_dir, tmp_path):
     args = lambda root: audit_args(tiny_llama_dir, root, "--model.sparsities=[]", "--model.quantize=[]")
     main(["test", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])
