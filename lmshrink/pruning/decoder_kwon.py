@@ -86,7 +86,10 @@ def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> 
     model.eval().requires_grad_(False)
     group_grads, channel_grads = [], []
     for sequence in sequences(batches):
-        labels = sequence["input_ids"].masked_fill(~_scored(sequence["attention_mask"]), -100)
+        scored = _scored(sequence["attention_mask"])
+        if not scored.any():  # nothing to predict (all padding): no gradient, not a Fisher row
+            continue
+        labels = sequence["input_ids"].masked_fill(~scored, -100)
         groups = torch.ones(shape.num_layers, shape.num_groups, requires_grad=True)
         channels = torch.ones(shape.num_layers, shape.channels, requires_grad=True)
         with decoder_masked(model, groups, channels):

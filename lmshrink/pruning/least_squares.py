@@ -117,7 +117,7 @@ def ridge_towards_one(gram: Tensor, cross: Tensor, damping: float = 1.0) -> Tens
     i.e. ``min_y ||G y - (c - G 1)||^2 + damp^2 ||y||^2``, in closed form: ``y = (G^T G + damp^2 I)^-1 G^T r``."""
     gram, cross = gram.double(), cross.double().flatten()
     residual = cross - gram @ torch.ones_like(cross)
-    system = gram.T @ gram + damping**2 * torch.eye(gram.shape[0], dtype=gram.dtype)
+    system = gram.T @ gram + damping**2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     return 1 + torch.linalg.solve(system, gram.T @ residual)
 
 

@@ -61,6 +61,15 @@ def test_fisher_gradient_is_the_derivative_of_the_next_token_loss_in_a_gate():
         assert float(grads[0, layer, unit]) == pytest.approx(numeric, rel=1e-6)
 
 
+def test_a_sequence_with_nothing_to_predict_is_no_fisher_row():
+    batch = windows(1)[0]
+    batch["attention_mask"][3] = 0
+    batch["attention_mask"][5, :-1] = 0  # one real token: it predicts nothing
+    group_grads, channel_grads = fisher_gradients(tiny_llama(), [batch])
+    assert len(group_grads) == len(channel_grads) == 6
+    assert bool(torch.isfinite(group_grads).all()) and bool(torch.isfinite(channel_grads).all())
+
+
 def test_search_keeps_one_group_per_layer_and_fits_the_budget():
     groups = torch.tensor([[5.0, 4.0], [0.1, 0.2]])  # layer 1's groups are the least important
     channels = torch.arange(96, dtype=torch.float64).view(2, 48)
