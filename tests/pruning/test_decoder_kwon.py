@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from lmshrink.pruning import decoder_kwon as decoder_kwon_module
 from lmshrink.pruning.decoder_kwon import (
     decoder_kwon,
     decoder_kwon_search,
@@ -143,3 +144,21 @@ def test_units_that_contribute_nothing_are_pruned_first():
     assert result.channel_mask[0].tolist() == [0.0] * 6 + [1.0] * 42 and bool(result.channel_mask[1].all())
     with pytest.raises(ValueError, match="faithful"):
         decoder_kwon(tiny_llama(), windows(1), 0.5, SEQ_LEN, KwonSettings(faithful=True))
+
+
+def test_the_tuning_teacher_is_the_search_at_sqrt_keep(monkeypatch):
+    """Kwon et al. tune towards the search-only mask at the looser ratio sqrt(keep), as the encoder does."""
+    seen = {}
+
+    def record(model, batches, teacher_masks, group_mask, channel_mask, shape):
+        seen["teacher"] = teacher_masks
+        return [], None
+
+    monkeypatch.setattr(decoder_kwon_module, "tune_decoder_masks", record)
+    model, batches = tiny_llama(), windows(1)
+    result = decoder_kwon(model, batches, 0.49, SEQ_LEN)
+    shape = decoder_shape(model)
+    expected = decoder_kwon_search(result.group_importance, result.channel_importance,
+                                   0.7 * decoder_flops(shape, SEQ_LEN), group_flops(shape, SEQ_LEN),
+                                   channel_flops(shape, SEQ_LEN))
+    assert [mask.tolist() for mask in seen["teacher"]] == [keep.float().tolist() for keep in expected]
