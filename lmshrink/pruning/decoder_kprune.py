@@ -47,6 +47,7 @@ from lmshrink.pruning.decoder_structure import (
     decoder_modules,
     decoder_shape,
     group_flops,
+    predicting_positions,
     projection_of,
     sublayer_targets,
 )
@@ -71,16 +72,12 @@ class DecoderKPruneResult:
     seconds: float = 0.0
 
 
-def _positions(batch: dict[str, Tensor]) -> Tensor:
-    """Positions whose next token is predicted and not padding: ``mask[:, t] & mask[:, t + 1]``."""
-    mask = batch["attention_mask"].bool()
-    return mask[:, :-1] & mask[:, 1:]
-
-
 @torch.no_grad()
-def teacher_next_token_probs(teacher: nn.Module, batch: dict[str, Tensor], temperature: float) -> Tensor:
-    """``[positions, vocabulary]``: the teacher's softened next-token distribution at every scored position."""
-    return F.softmax(teacher(**batch).logits[:, :-1][_positions(batch)].float() / temperature, dim=-1)
+def teacher_next_token_probs(teacher: nn.Module, batch: dict[str, Tensor], predicting: Tensor,
+                             temperature: float) -> Tensor:
+    """``[positions, vocabulary]``: the teacher's softened next-token distribution at the ``predicting``
+    positions (:func:`~lmshrink.pruning.decoder_structure.predicting_positions`)."""
+    return F.softmax(teacher(**batch).logits[:, :-1][predicting].float() / temperature, dim=-1)
 
 
 def decoder_kprune(model: nn.Module, batches: list[dict[str, Tensor]], keep_ratio: float, seq_len: float,
@@ -143,14 +140,15 @@ def _measure(model, teacher, batches, group_keep, channel_keep, target: Target, 
     scored = [t for t in sublayer_targets(shape.num_layers) if t >= target]
     for batch in batches:
         mask = batch["attention_mask"].bool()
+        predicting = predicting_positions(mask)
         with capture(teacher, [target], modules=decoder_modules) as teacher_store:
-            batch_probs = teacher_next_token_probs(teacher, batch, settings.temperature)
+            batch_probs = teacher_next_token_probs(teacher, batch, predicting, settings.temperature)
         group_leaf = group_keep[layer:].float().requires_grad_(True)
         channel_leaf = channel_keep[layer:].float().requires_grad_(True)
         groups = torch.cat([group_keep[:layer].float(), group_leaf])
         channels = torch.cat([channel_keep[:layer].float(), channel_leaf])
         with decoder_masked(model, groups, channels), capture(model, scored, modules=decoder_modules) as store:
-            logits = model(**batch).logits[:, :-1][_positions(batch)]
+            logits = model(**batch).logits[:, :-1][predicting]
             loss = soft_target_kl_from_probs(logits, batch_probs, settings.temperature)
             group_grad, channel_grad = torch.autograd.grad(loss, [group_leaf, channel_leaf])
         pred_group[layer:] += 0.5 * group_grad.pow(2).cpu()
@@ -159,7 +157,7 @@ def _measure(model, teacher, batches, group_keep, channel_keep, target: Target, 
             energy = record["a"].detach()[mask].pow(2).sum(0).cpu()
             (rep_dims if kind == "attention" else rep_channel)[sub_layer] += energy
             stream[sub_layer, kind == "mlp"] += float(record["z"].detach()[mask].pow(2).sum())
-        positions += int(_positions(batch).sum())
+        positions += int(predicting.sum())
         tokens += int(mask.sum())
         record = store[target]
         features = record["a"].detach()[mask]

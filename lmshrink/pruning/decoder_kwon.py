@@ -45,6 +45,7 @@ from lmshrink.pruning.decoder_structure import (
     decoder_modules,
     decoder_shape,
     group_flops,
+    predicting_positions,
     projection_of,
     sublayer_targets,
 )
@@ -72,12 +73,6 @@ def sequences(batches: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
             for batch in batches for index in range(len(batch["input_ids"]))]
 
 
-def _scored(attention_mask: Tensor) -> Tensor:
-    """Labels that count: token j where j and j - 1 are not padding (a padding position predicts nothing)."""
-    mask = attention_mask.bool()
-    return torch.cat([torch.zeros_like(mask[:, :1]), mask[:, 1:] & mask[:, :-1]], dim=1)
-
-
 def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
     """``[S, L, G]`` and ``[S, L, N]``: per calibration sequence, the gradient of the next-token cross-entropy
     (HF's mean loss with ``labels=input_ids``, over the positions where neither the token nor its predecessor is
@@ -86,10 +81,11 @@ def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> 
     model.eval().requires_grad_(False)
     group_grads, channel_grads = [], []
     for sequence in sequences(batches):
-        scored = _scored(sequence["attention_mask"])
+        scored = predicting_positions(sequence["attention_mask"])  # label j + 1 is predicted at position j
         if not scored.any():  # nothing to predict (all padding): no gradient, not a Fisher row
             continue
-        labels = sequence["input_ids"].masked_fill(~scored, -100)
+        ids = sequence["input_ids"]
+        labels = torch.cat([torch.full_like(ids[:, :1], -100), ids[:, 1:].masked_fill(~scored, -100)], dim=1)
         groups = torch.ones(shape.num_layers, shape.num_groups, requires_grad=True)
         channels = torch.ones(shape.num_layers, shape.channels, requires_grad=True)
         with decoder_masked(model, groups, channels):

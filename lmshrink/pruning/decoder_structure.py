@@ -91,6 +91,13 @@ def _sum_reader(model: nn.Module, target: Target) -> nn.Module:
     return layers[layer + 1].input_layernorm if layer + 1 < len(layers) else model.model.norm
 
 
+def predicting_positions(attention_mask: Tensor) -> Tensor:
+    """``[B, T - 1]``: the positions t whose next token is scored, neither being padding (``mask[:, t] &
+    mask[:, t + 1]``); a padding position predicts nothing and nothing predicts a padding token."""
+    mask = attention_mask.bool()
+    return mask[:, :-1] & mask[:, 1:]
+
+
 def decoder_modules(model: nn.Module, target: Target) -> tuple[nn.Module, nn.Module]:
     """What :func:`~lmshrink.pruning.capture.capture` hooks for a decoder sublayer."""
     return projection_of(model, target), _sum_reader(model, target)
