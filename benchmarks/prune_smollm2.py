@@ -50,7 +50,7 @@ def one_run(spec: str, args) -> dict:
     """Load, prune (unless dense), measure; in this process."""
     tokenizer = load_tokenizer("smollm2")
     model = load_causal_lm("smollm2").eval()
-    result = {"run": spec, "pruning_seconds": 0.0, "parameters": sum(p.numel() for p in model.parameters())}
+    result = {"run": spec, "pruning_seconds": 0.0}
     if spec != "dense":
         structured = spec.startswith(("kprune", "kwon"))
         sequences, seq_len = ((args.structured_sequences, args.structured_seq_len) if structured
@@ -64,9 +64,9 @@ def one_run(spec: str, args) -> dict:
         result["calibration"] = [sequences, seq_len]
         if structured:
             result["flops_kept"] = record["flops_kept"]
-            result["parameters"] = sum(p.numel() for p in model.parameters())
     else:
         result["sparsity"] = decoder_sparsity(model)
+    result["parameters"] = sum(p.numel() for p in model.parameters())  # fewer only where the model was sliced
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result |= windowed_perplexity(model, heldout_ids(tokenizer), args.window, args.windows, batch_size=2)
     if "flops_kept" in result:  # sliced: timed against dense after the peak memory was read
