@@ -33,7 +33,11 @@ class _DropLines(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLines(LIGHTNING_NOISE))
+    """Idempotent: entry points may call it more than once (``python -m lmshrink.study`` before its imports and
+    again in :func:`~lmshrink.errors.run_command`)."""
+    lightning = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(existing, _DropLines) for existing in lightning.filters):  # one filter, not one per call
+        lightning.addFilter(_DropLines(LIGHTNING_NOISE))
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # lightning vs torch 2.13
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # every resume
     logging.getLogger("torchao").setLevel(logging.ERROR)
