@@ -76,3 +76,15 @@ def test_static_int8_is_refused_where_it_cannot_work(tmp_path):
     with pytest.raises(OptionError, match="calibration_samples is read only by calibrated schemes"):
         Quantize(scheme="bf16", calibration_samples=64)
     assert Quantize(scheme="static-int8-x86").compile and not Quantize(scheme="bf16").compile
+
+
+def test_static_int8_exports_eager_attention_and_gives_the_model_back_as_it_was():
+    """The graph has HF's eager attention (softmax between two matmuls, which inductor fuses) instead of SDPA's
+    CPU flash kernel, and the float source keeps its own attention implementation afterwards."""
+    model = tiny_bert()
+    assert model.config._attn_implementation == "sdpa"
+    graph, _ = quantize_static(model, "static-int8-x86", batches(1, 4, 12, 0), ["classifier"], compile_model=False)
+    targets = [str(node.target) for node in graph.graph.nodes]
+    assert not [target for target in targets if "scaled_dot_product" in target]
+    assert [target for target in targets if "softmax" in target]
+    assert model.config._attn_implementation == "sdpa"
