@@ -8,7 +8,11 @@ tokens, Kwon's in sentences: ``--kwon-samples`` defaults to the sentence count o
 Needs the teacher exported by ``python train.py fit --config configs/teacher/stereoset_minilm.yaml``:
 
     python benchmarks/prune_minilm.py [--teacher runs/teacher_stereoset_minilm/model] [--tokens 100000]
-        [--ratios 0.4 0.5 0.6 0.7 0.8 0.9] [--out runs/bench_prune_minilm.json]
+        [--ratios 0.4 0.5 0.6 0.7 0.8 0.9] [--out runs/bench_prune_minilm.json] [--flop-floor]
+
+``--flop-floor`` prunes a second time while counting the FLOPs of every matrix product per dtype, and prints the
+least time they take at this CPU's measured GEMM rates (fp32 and fp64, the model's Linear shapes at 32 x 64 rows):
+no implementation of the same arithmetic in the same dtypes prunes faster on this machine.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from lmshrink.metrics.report import summary
 from lmshrink.paths import write_new_json
 from lmshrink.pruning.run import prune_encoder
 from lmshrink.pruning.sample import draw_sample, samples_for_tokens
-from lmshrink.quantize.measure import alternating_latency_ms
+from lmshrink.quantize.measure import MatmulFlops, alternating_latency_ms, gemm_rate, linear_shapes
 
 
 @torch.inference_mode()
@@ -47,6 +51,22 @@ def evaluate(model: torch.nn.Module, loader, inputs: list[str], num_groups: int)
     return summary(metric.compute())
 
 
+def flop_floor(row: dict, dense: torch.nn.Module, sample: list[dict], method: str, seq_len: float, ratio: float,
+               rates: dict[torch.dtype, float]) -> str:
+    """Prune again under :class:`MatmulFlops`; record the FLOPs per dtype and their least time in ``row``."""
+    with MatmulFlops() as flops:
+        prune_encoder(copy.deepcopy(dense), sample, method, seq_len, ratio)
+    unknown = set(flops.by_dtype) - set(rates)
+    if unknown:
+        raise RuntimeError(f"matrix products in {sorted(map(str, unknown))}: no GEMM rate measured for them")
+    row["matmul_flops"] = {str(dtype).removeprefix("torch."): count for dtype, count in flops.by_dtype.items()}
+    row["flop_floor_s"] = sum(count / rates[dtype] for dtype, count in flops.by_dtype.items())
+    return ("matrix products: " + ", ".join(f"{str(dtype).removeprefix('torch.')} {count / 1e12:.2f} TFLOP at "
+                                             f"{rates[dtype] / 1e9:.0f} GFLOP/s" for dtype, count in
+                                             flops.by_dtype.items())
+            + f": at least {row['flop_floor_s']:.1f} s of the {row['pruning_seconds']:.1f} s measured")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/teacher_stereoset_minilm/model")
@@ -56,6 +76,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["kprune", "kwon"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default="runs/bench_prune_minilm.json")
+    parser.add_argument("--flop-floor", action="store_true", help="count the matrix products' FLOPs (a second "
+                        "pruning per row) and print the least time they take at this CPU's GEMM rates")
     args = parser.parse_args()
     if not Path(args.teacher).exists():
         sys.exit(f"--teacher {args.teacher} does not exist: run `python train.py fit --config "
@@ -79,6 +101,8 @@ def main() -> None:
     baseline = evaluate(dense, loader, inputs, num_groups)
     print(f"dense: avg_acc {baseline['avg_acc']:.4f} worst_group_acc {baseline['worst_group_acc']:.4f}; "
           f"s = {seq_len:.2f}; sample: K-prune {len(kprune_rows)} sentences, Kwon {len(kwon_rows)}", flush=True)
+    rates = {dtype: gemm_rate(linear_shapes(dense), 32 * 64, dtype) for dtype in (torch.float32, torch.float64)} \
+        if args.flop_floor else {}
     rows = []
     print(f"{'method':7} {'keep':>5} {'FLOPs kept':>10} {'avg acc':>8} {'worst grp':>9} {'dense ms':>9} "
           f"{'pruned ms':>9} {'speedup':>7} {'prune s':>8}", flush=True)
@@ -102,6 +126,8 @@ def main() -> None:
             print(f"{method:7} {ratio:5.2f} {row['flops_kept']:10.3f} {row['avg_acc']:8.4f} "
                   f"{row['worst_group_acc']:9.4f} {dense_ms:9.1f} {pruned_ms:9.1f} {row['speedup']:7.2f} "
                   f"{row['pruning_seconds']:8.1f}  masks {row['mask_digest']}", flush=True)
+            if args.flop_floor:
+                print("        " + flop_floor(row, dense, samples[method], method, seq_len, ratio, rates), flush=True)
             if row["stage_seconds"]:
                 print("        stages (s): " + ", ".join(f"{stage} {seconds:.1f}"
                                                       for stage, seconds in row["stage_seconds"].items()), flush=True)

@@ -1,13 +1,15 @@
-"""Size and CPU latency of a model, quantized or not, measured the same way for every scheme."""
+"""Size, CPU latency and compute of a model, quantized or not, measured the same way for every scheme."""
 
 from __future__ import annotations
 
 import io
 import statistics
 import time
+from collections import Counter
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def _tensor_bytes(tensor: torch.Tensor, seen: set[int]) -> int:
@@ -116,3 +118,24 @@ def gemm_rate(shapes: list[tuple[int, int]], tokens: int, dtype: torch.dtype, re
         run()
         times.append(time.perf_counter() - start)
     return sum(2 * tokens * fan_in * fan_out for fan_in, fan_out in shapes) / statistics.median(times)
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Counts the FLOPs (2 per multiply-add) of the matrix products run inside the block, per dtype, forward and
+    backward alike: ``with MatmulFlops() as flops: ...``, then ``flops.by_dtype``. It answers how fast a workload
+    could be at best: its FLOPs divided by :func:`gemm_rate` of their dtype. Unlike torch's ``FlopCounterMode``
+    it keeps dtypes apart (an fp64 least-squares product costs several fp32 ones) and counts in-place products
+    (``addmm_``); attention kernels are not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_dtype: Counter[torch.dtype] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        operands = {torch.ops.aten.mm: (0, 1), torch.ops.aten.bmm: (0, 1), torch.ops.aten.addmm: (1, 2),
+                    torch.ops.aten.addmm_: (1, 2), torch.ops.aten.baddbmm: (1, 2)}.get(packet)
+        if operands is not None:
+            left, right = args[operands[0]], args[operands[1]]
+            self.by_dtype[left.dtype] += 2 * left.numel() * right.shape[-1]
+        return func(*args, **(kwargs or {}))

@@ -261,3 +261,19 @@ def test_linear_flops_count_every_gemm_of_a_forward_and_skip_pruned_away_layers(
     assert len(linear_shapes(model)) == 2 * 6 + 2 - 2 and linear_flops(model, 10) == 10 * (per_token - 2 * 2 * 64 * 128)
     assert all(rate > 0 for rate in (gemm_rate([(64, 128)], 32, dtype, repeats=1)
                                      for dtype in (torch.float32, torch.bfloat16, torch.int8)))
+
+
+def test_matmul_flops_count_forward_and_backward_products_per_dtype():
+    from lmshrink.quantize.measure import MatmulFlops, linear_flops
+
+    model = tiny_bert().eval()  # SDPA attention: not a counted product, so only the Linears count
+    pooler_and_head = 2 * (64 * 64 + 64 * 3)
+    left = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    with MatmulFlops() as flops, torch.no_grad():
+        model(input_ids=torch.randint(5, 500, (2, 5)))
+    with MatmulFlops() as flops64:
+        (left @ torch.randn(4, 5, dtype=torch.float64)).sum().backward()  # forward, then the gradient of `left`
+        torch.zeros(4, 4, dtype=torch.float64).addmm_(left.detach().T, left.detach())  # in place
+    # 10 tokens through the encoder; the pooler and the head see one token per sequence
+    assert flops.by_dtype == {torch.float32: linear_flops(model, 10) - 8 * pooler_and_head}
+    assert flops64.by_dtype == {torch.float64: 2 * (3 * 4 * 5) * 2 + 2 * 4 * 3 * 4}
