@@ -9,11 +9,15 @@ Rows (``--rows``):
   the first call per batch size (compilation) is a column of its own, never part of the latency;
 - ``pruned``: K-prune at FLOPs keep 0.5 (sliced), then fp32, bf16, dynamic int8 + int8 embeddings, static int8.
 
-For each row: memory, latency at batch 1 and 32 (64 tokens, median of repeated runs) as ratios to fp32 eager and
-to bf16 eager of the same run, and accuracy / worst-group accuracy / per-group deltas to fp32 on the StereoSet
-test split. "Hardware bound": plain GEMMs of the model's own Linear shapes at 32 x 64 tokens in fp32, bf16 and
-int8 (``torch._int_mm``) give this CPU's GEMM throughput; ``bound`` is the share of a row's batch-32 latency that
-its Linears would take at that throughput (1.0 = nothing but GEMMs at the kernel's speed).
+For each row: memory, latency at batch 1 and 32 (64 tokens) as ratios to fp32 eager and to bf16 eager, and
+accuracy / worst-group accuracy / per-group deltas to fp32 on the StereoSet test split. "Hardware bound": plain
+GEMMs of the model's own Linear shapes at 32 x 64 tokens in fp32, bf16 and int8 (``torch._int_mm``) give this CPU's
+GEMM throughput; ``bound`` is the share of a row's batch-32 latency that its Linears would take at that throughput
+(1.0 = nothing but GEMMs at the kernel's speed).
+
+Latency is paired: every row is timed in alternating rounds with fp32 eager and bf16 eager (``--rounds`` rounds of
+``--repeats`` calls each, medians), and its ratios are to those references timed beside it, so that a drift in the
+machine's speed over the run's 20 minutes hits a row and its references alike (``fp32 ms`` shows the reference).
 
 Needs the teacher checkpoint from ``python train.py fit --config configs/teacher/stereoset_minilm.yaml``:
 
@@ -46,7 +50,7 @@ from lmshrink.pruning.run import prune_encoder
 from lmshrink.pruning.sample import draw_sample, samples_for_tokens
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model
 from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
-from lmshrink.quantize.measure import gemm_rate, latency_ms, linear_flops, linear_shapes, memory_bytes
+from lmshrink.quantize.measure import alternating_latency_ms, gemm_rate, linear_flops, linear_shapes, memory_bytes
 from lmshrink.quantize.schemes import KEEP_IN_FLOAT, quantize_static
 
 WITH_EMBEDDINGS = ("dynamic-int8", "torchao-int8-dynamic", "torchao-int8-weight", "bf16")
@@ -99,7 +103,8 @@ def build(source: torch.nn.Module, scheme: str | None, embeddings: str, compiled
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="TeacherFineTune checkpoint (default: the teacher run's best)")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per row and batch size")
+    parser.add_argument("--repeats", type=int, default=3, help="calls per model and round (median over all)")
     parser.add_argument("--rows", nargs="+", choices=["eager", "compiled", "pruned"],
                         default=["eager", "compiled", "pruned"])
     parser.add_argument("--prune-tokens", type=int, default=100_000, help="K-prune sample for the pruned rows")
@@ -157,6 +162,9 @@ def main() -> None:
             print(f"{row[0]}: skipped ({reason})")
     rows_wanted = runnable_here
     sources = {None: float_model}
+    references = {"fp32": float_model}
+    if any(row[1] == "bf16" for row in rows_wanted):
+        references["bf16"] = build(float_model, "bf16", "float", False, calibration)[0]
     rows = {}
     for name, scheme, embeddings, compiled, source in rows_wanted:
         if source not in sources:  # pruned once, when its first row comes
@@ -167,8 +175,14 @@ def main() -> None:
                "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
         row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
             if compiled else 0.0
+        if name == "bf16":  # the eager bf16 row is the bf16 reference itself
+            references["bf16"] = runnable
         for size, batch in latency_inputs.items():
-            row[f"lat{size}_ms"] = latency_ms(runnable, batch, repeats=args.repeats)
+            timed = alternating_latency_ms({"row": (runnable, batch)} | {
+                reference: (model, batch) for reference, model in references.items() if model is not runnable},
+                rounds=args.rounds, repeats=args.repeats)
+            row[f"lat{size}_ms"] = timed["row"]
+            row |= {f"{reference}_lat{size}_ms": timed.get(reference, timed["row"]) for reference in references}
         row |= evaluate(module, runnable, loader, len(dm.group_names))
         row["bound_dtype"] = BOUND_DTYPE.get(scheme, torch.float32)
         rows[name] = row
@@ -178,22 +192,24 @@ def main() -> None:
     rates = {dtype: gemm_rate(shapes, 32 * LATENCY_TOKENS, dtype, device=device)
              for dtype in (torch.float32, torch.bfloat16, torch.int8)}
     dense_flops = linear_flops(float_model, 32 * LATENCY_TOKENS)
-    base, bf16 = rows["fp32"], rows.get("bf16")
+    base = rows["fp32"]
     print(f"\nMiniLM teacher {os.path.basename(ckpt)}, StereoSet test ({len(dm.datasets['test'])} examples, "
           f"{len(dm.group_names)} groups), {device}, {torch.get_num_threads()} CPU threads; ratios are to fp32 eager "
-          f"(and bf16 eager) in this run")
+          f"(and bf16 eager) timed beside each row")
     print("hardware bound, GEMMs of the model's Linear shapes at 32 x 64 tokens: " + ", ".join(
         f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.0f} GFLOP/s ({dense_flops / rate * 1000:.1f} ms for the "
         f"dense model's Linears)" for dtype, rate in rates.items()))
     print(f"{'path':38s} {'mem MB':>7s} {'ratio':>6s} {'lat1 ms':>8s} {'ratio':>6s} {'lat32 ms':>8s} {'ratio':>6s} "
-          f"{'vs bf16':>7s} {'bound':>6s} {'compile s':>9s} {'avg acc':>7s} {'worst':>6s} {'d worst':>7s}")
+          f"{'vs bf16':>7s} {'fp32 ms':>7s} {'bound':>6s} {'compile s':>9s} {'avg acc':>7s} {'worst':>6s} "
+          f"{'d worst':>7s}")
     for name, row in rows.items():
         bound = row["linear_flops"] / rates[row["bound_dtype"]] * 1000 / row["lat32_ms"]
-        versus_bf16 = f"{row['lat32_ms'] / bf16['lat32_ms']:7.2f}" if bf16 else f"{'':>7s}"
+        versus_bf16 = f"{row['lat32_ms'] / row['bf16_lat32_ms']:7.2f}" if "bf16" in references else f"{'':>7s}"
         print(f"{name:38s} {row['memory_mb']:7.1f} {row['memory_mb'] / base['memory_mb']:6.2f} {row['lat1_ms']:8.1f} "
-              f"{row['lat1_ms'] / base['lat1_ms']:6.2f} {row['lat32_ms']:8.1f} "
-              f"{row['lat32_ms'] / base['lat32_ms']:6.2f} "
-              f"{versus_bf16} {bound:6.2f} {row['first_call_s']:9.1f} {row['avg_acc']:7.4f} "
+              f"{row['lat1_ms'] / row['fp32_lat1_ms']:6.2f} {row['lat32_ms']:8.1f} "
+              f"{row['lat32_ms'] / row['fp32_lat32_ms']:6.2f} "
+              f"{versus_bf16} {row['fp32_lat32_ms']:7.1f} {bound:6.2f} {row['first_call_s']:9.1f} "
+              f"{row['avg_acc']:7.4f} "
               f"{row['worst_group_acc']:6.4f} {row['worst_group_acc'] - base['worst_group_acc']:+7.4f}")
     print("\nper-group accuracy delta to fp32 (points): " + ", ".join(
         f"{index}={group}" for index, group in enumerate(dm.group_names)))
