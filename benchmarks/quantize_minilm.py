@@ -175,8 +175,8 @@ def main() -> None:
                "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
         row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
             if compiled else 0.0
-        if name == "bf16":  # the eager bf16 row is the bf16 reference itself
-            references["bf16"] = runnable
+        if name in references:  # the eager fp32 and bf16 rows are the references themselves
+            references[name] = runnable
         for size, batch in latency_inputs.items():
             timed = alternating_latency_ms({"row": (runnable, batch)} | {
                 reference: (model, batch) for reference, model in references.items() if model is not runnable},
