@@ -35,7 +35,7 @@ from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.pruning.sample import draw_sample
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
 from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
-from lmshrink.quantize.measure import disk_bytes, latency_ms, memory_bytes
+from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 from lmshrink.quantize.embeddings import EmbeddingBits
 from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName, quantize_static
 
@@ -98,7 +98,10 @@ class Quantize(Callback):
             compare_to_float: Also run the float model on every batch and report per-group deltas.
             latency_batch_sizes: Batch sizes timed (synthetic inputs of ``latency_seq_len`` tokens); default [1, 32].
             latency_seq_len: Tokens per sequence in the latency measurement.
-            latency_repeats: Timed forward passes per measurement (the median is reported).
+            latency_repeats: Timed forward passes per model and batch size (the median is reported). With
+                ``compare_to_float`` (the default) the float and the quantized model are timed call by call in
+                alternation, so that a drift in the machine's speed hits both alike; without it the float model
+                is timed before quantization.
             save_dir: Save the quantized model there (an empty or new directory) for reloading.
             bootstrap_resamples: Resamples for the intervals of the worst-group accuracy and the per-group deltas
                 to float (as GroupMetrics); 0 turns the bootstrap off.
@@ -165,15 +168,23 @@ class Quantize(Callback):
         return {name: inputs[name].to(pl_module.device) for name in _input_names(pl_module)}
 
     def _measure(self, model: torch.nn.Module, pl_module: LightningModule, stored: torch.nn.Module,
-                 compiled: bool = False) -> dict:
-        """Size of ``stored`` (the module holding the weights), latency of ``model`` (maybe its compiled form)."""
+                 compiled: bool = False, beside: torch.nn.Module | None = None) -> tuple[dict, dict]:
+        """Size of ``stored`` (the module holding the weights) and latency of ``model`` (maybe its compiled form);
+        with ``beside``, the latency of that model too, timed in alternation with ``model`` (its stats second)."""
         stats = {"memory_mb": memory_bytes(stored) / 2**20, "disk_mb": disk_bytes(stored) / 2**20}
+        stats_beside = {}
         for batch_size in self.latency_batch_sizes:
             inputs = self._latency_inputs(pl_module, batch_size)
             if compiled:  # compilation happens on the first call of each shape: reported apart
                 stats[f"first_call_s_bs{batch_size}"] = first_call_seconds(model, inputs)
-            stats[f"latency_ms_bs{batch_size}"] = latency_ms(model, inputs, repeats=self.latency_repeats)
-        return stats
+            if beside is None:
+                stats[f"latency_ms_bs{batch_size}"] = latency_ms(model, inputs, repeats=self.latency_repeats)
+                continue
+            timed = alternating_latency_ms({"model": (model, inputs), "beside": (beside, inputs)},
+                                           rounds=self.latency_repeats, repeats=1)
+            stats[f"latency_ms_bs{batch_size}"] = timed["model"]
+            stats_beside[f"latency_ms_bs{batch_size}"] = timed["beside"]
+        return stats, stats_beside
 
     def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> list[dict]:
         """A seeded sample of the training split (the same on every rank), batched in a fixed order."""
@@ -187,7 +198,11 @@ class Quantize(Callback):
         model = pl_module.model.eval()
         if self.compare_to_float:
             self.float_model = copy.deepcopy(model)
-        float_stats = self._measure(model, pl_module, model) if trainer.is_global_zero else {}
+        float_stats = {}
+        if trainer.is_global_zero:  # sizes now, before quantizing in place; latency beside the quantized model
+            float_stats = {"memory_mb": memory_bytes(model) / 2**20, "disk_mb": disk_bytes(model) / 2**20}
+            if self.float_model is None:
+                float_stats = self._measure(model, pl_module, model)[0]
         if SCHEMES[self.scheme].calibrated:  # the same seeded sample on every rank: the same quantized model
             pl_module.model, result = quantize_static(model, self.scheme, self._calibration(trainer, pl_module),
                                                       self.skip_modules, self.embeddings)
@@ -196,8 +211,11 @@ class Quantize(Callback):
             if self.compile:
                 pl_module.model = compile_for_inference(model)
         quantized = pl_module.model
-        quant_stats = (self._measure(quantized, pl_module, weights_of(quantized), self.compile)
-                       if trainer.is_global_zero else {})
+        quant_stats = {}
+        if trainer.is_global_zero:
+            quant_stats, float_latency = self._measure(quantized, pl_module, weights_of(quantized), self.compile,
+                                                       beside=self.float_model)
+            float_stats |= float_latency
         rank_zero_info(
             f"Quantize[{self.scheme}]: {len(result.quantized)} Linear layers and {len(result.embeddings)} embedding "
             f"tables quantized; kept in float: "

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from lmshrink.callbacks import Quantize
+from lmshrink.callbacks import Quantize, quantization
 from lmshrink.cli import main
+from lmshrink.quantize.measure import alternating_latency_ms
 from tests.helpers import group_record, run_train_py, tiny_run_args
 
 
@@ -23,9 +24,18 @@ def quant_record(root, scheme: str) -> dict:
     return json.loads(paths[0].read_text())
 
 
-def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_path):
+def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_path, monkeypatch):
+    timings = []
+
+    def timed_in_alternation(runs, rounds, repeats):
+        timings.append((sorted(runs), rounds, repeats))
+        return alternating_latency_ms(runs, rounds, repeats)
+
+    monkeypatch.setattr(quantization, "alternating_latency_ms", timed_in_alternation)
     main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "float")])
     main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "q"), *quantize_args("torchao-int8-dynamic")])
+    # float and quantized latencies are timed call by call in alternation, at batch 1 and at batch 32
+    assert timings == [(["beside", "model"], 2, 1)] * 2
     record = quant_record(tmp_path / "q", "torchao-int8-dynamic")
     quantized_groups = group_record(tmp_path / "q", "test")  # GroupMetrics saw the quantized model
     float_groups = group_record(tmp_path / "float", "test")
