@@ -167,12 +167,15 @@ class Quantize(Callback):
         }
         return {name: inputs[name].to(pl_module.device) for name in _input_names(pl_module)}
 
+    @staticmethod
+    def _sizes(stored: torch.nn.Module) -> dict:
+        return {"memory_mb": memory_bytes(stored) / 2**20, "disk_mb": disk_bytes(stored) / 2**20}
+
     def _measure(self, model: torch.nn.Module, pl_module: LightningModule, stored: torch.nn.Module,
                  compiled: bool = False, beside: torch.nn.Module | None = None) -> tuple[dict, dict]:
         """Size of ``stored`` (the module holding the weights) and latency of ``model`` (maybe its compiled form);
         with ``beside``, the latency of that model too, timed in alternation with ``model`` (its stats second)."""
-        stats = {"memory_mb": memory_bytes(stored) / 2**20, "disk_mb": disk_bytes(stored) / 2**20}
-        stats_beside = {}
+        stats, stats_beside = self._sizes(stored), {}
         for batch_size in self.latency_batch_sizes:
             inputs = self._latency_inputs(pl_module, batch_size)
             if compiled:  # compilation happens on the first call of each shape: reported apart
@@ -200,9 +203,8 @@ class Quantize(Callback):
             self.float_model = copy.deepcopy(model)
         float_stats = {}
         if trainer.is_global_zero:  # sizes now, before quantizing in place; latency beside the quantized model
-            float_stats = {"memory_mb": memory_bytes(model) / 2**20, "disk_mb": disk_bytes(model) / 2**20}
-            if self.float_model is None:
-                float_stats = self._measure(model, pl_module, model)[0]
+            float_stats = self._sizes(model) if self.float_model is not None else \
+                self._measure(model, pl_module, model)[0]
         if SCHEMES[self.scheme].calibrated:  # the same seeded sample on every rank: the same quantized model
             pl_module.model, result = quantize_static(model, self.scheme, self._calibration(trainer, pl_module),
                                                       self.skip_modules, self.embeddings)

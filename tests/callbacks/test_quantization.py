@@ -112,3 +112,23 @@ def test_static_int8_is_calibrated_compiled_and_compared_to_float(tiny_bert_vari
     assert record["reference_name"] == "float" and record["float"]["avg_acc"] != pytest.approx(1 / 3)
     assert record["flip_rate"] < 0.1  # int8 with calibrated scales: nearly the float model's predictions
     assert sum(group["n"] for group in record["groups"]) >= len(record["groups"])
+
+
+def test_latency_is_timed_alone_or_in_alternation_with_the_float_model():
+    """Without a float copy (``compare_to_float=False``) a model is timed alone; with one, both are timed."""
+
+    class Network(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, input_ids, attention_mask):
+            return self.linear(input_ids.float())
+
+    callback = Quantize(scheme="bf16", latency_batch_sizes=[1, 2], latency_seq_len=4, latency_repeats=1)
+    module = type("Module", (), {"device": torch.device("cpu")})()
+    network = Network()
+    alone, nothing = callback._measure(network, module, network)
+    timed, beside = callback._measure(network, module, network, beside=Network())
+    assert set(alone) == set(timed) == {"memory_mb", "disk_mb", "latency_ms_bs1", "latency_ms_bs2"} and not nothing
+    assert set(beside) == {"latency_ms_bs1", "latency_ms_bs2"} and min(beside.values()) > 0
