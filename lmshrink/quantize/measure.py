@@ -120,6 +120,11 @@ def gemm_rate(shapes: list[tuple[int, int]], tokens: int, dtype: torch.dtype, re
     return sum(2 * tokens * fan_in * fan_out for fan_in, fan_out in shapes) / statistics.median(times)
 
 
+_PRODUCT_OPERANDS = {torch.ops.aten.mm: (0, 1), torch.ops.aten.bmm: (0, 1), torch.ops.aten.addmm: (1, 2),
+                     torch.ops.aten.addmm_: (1, 2), torch.ops.aten.baddbmm: (1, 2)}
+"""The matrix products :class:`MatmulFlops` counts: aten op -> positions of its two factors in ``args``."""
+
+
 class MatmulFlops(TorchDispatchMode):
     """Counts the FLOPs (2 per multiply-add) of the matrix products run inside the block, per dtype, forward and
     backward alike: ``with MatmulFlops() as flops: ...``, then ``flops.by_dtype``. It answers how fast a workload
@@ -132,9 +137,7 @@ class MatmulFlops(TorchDispatchMode):
         self.by_dtype: Counter[torch.dtype] = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        packet = func.overloadpacket
-        operands = {torch.ops.aten.mm: (0, 1), torch.ops.aten.bmm: (0, 1), torch.ops.aten.addmm: (1, 2),
-                    torch.ops.aten.addmm_: (1, 2), torch.ops.aten.baddbmm: (1, 2)}.get(packet)
+        operands = _PRODUCT_OPERANDS.get(func.overloadpacket)
         if operands is not None:
             left, right = args[operands[0]], args[operands[1]]
             self.by_dtype[left.dtype] += 2 * left.numel() * right.shape[-1]
