@@ -50,6 +50,19 @@ def run_train_py(subcommand: str, args: list[str], check: bool = True, timeout: 
     return proc
 
 
+def run_python_here(argv: list[str], log: Path) -> None:
+    """Stand-in for :func:`lmshrink.study.runner.run_python` (monkeypatch it): the study's ``train.py ...`` and
+    ``-m lmshrink.prune_generator ...`` run in this process, seconds instead of a Python start each. The real
+    subprocess path stays covered by the study test that kills a running study."""
+    from lmshrink.cli import main as cli_main
+    from lmshrink.prune_generator import main as prune_main
+
+    if argv[0] == "-m":
+        assert prune_main(argv[2:]) == 0
+    else:
+        cli_main(argv[1:])
+
+
 def group_record(root: Path, stage: str) -> dict:
     """The newest ``group_metrics_<stage>.json`` under a run directory."""
     paths = sorted(root.rglob(f"group_metrics_{stage}*.json"), key=lambda p: p.stat().st_mtime_ns)

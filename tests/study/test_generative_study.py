@@ -12,15 +12,13 @@ import pytest
 import torch
 import yaml
 
-from lmshrink.cli import main as cli_main
 from lmshrink.errors import OptionError
 from lmshrink.generative.paired import item_values, paired_delta_intervals, statistics, stratified_weights
-from lmshrink.prune_generator import main as prune_main
 from lmshrink.study import generative, runner
 from lmshrink.study.__main__ import main as study_main
 from lmshrink.study.generative_report import seed_interval
 from lmshrink.study.spec import load_spec
-from tests.helpers import REPO
+from tests.helpers import REPO, run_python_here
 
 CSV_LOGS = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
             "--trainer.enable_progress_bar=false"]
@@ -58,10 +56,7 @@ def test_generative_study_resumes_and_reports_the_audits_numbers(tiny_llama_dir,
         if die["at"] and die["at"] in calls[-1]:
             die["at"] = None
             raise RuntimeError("killed")
-        if argv[0] == "-m":
-            assert prune_main(argv[2:]) == 0
-        else:
-            cli_main(argv[1:])
+        run_python_here(argv, log)
 
     monkeypatch.setattr(runner, "run_python", in_process)
     monkeypatch.setattr(generative, "run_python", in_process)

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmshrink.study import runner
 from lmshrink.study.__main__ import main as study_main
 from lmshrink.study.report import aggregate, check_same_eval_set
 from lmshrink.study.spec import load_spec
-from tests.helpers import REPO
+from tests.helpers import REPO, run_python_here
 
 
 def write_study(tmp_path: Path, model_dir: Path) -> Path:
@@ -59,7 +60,9 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
     teacher_result = study / "teacher" / "once" / "result.json"
     assert teacher_result.is_file() and not (study / "kprune" / "seed0" / "result.json").exists()
     finished_at = teacher_result.stat().st_mtime_ns
-    # 2) rerun: the teacher is not recomputed, the rest completes, the report is written
+    # 2) rerun: the teacher is not recomputed, the rest completes, the report is written (its train.py runs in this
+    # process: the subprocess path ran above)
+    monkeypatch.setattr(runner, "run_python", run_python_here)
     assert study_main([str(config)]) == 0
     assert teacher_result.stat().st_mtime_ns == finished_at
     assert (study / "teacher" / "once" / "train.log").read_text().count("$ train.py") == 2  # fit + eval, once
@@ -240,6 +243,7 @@ def test_a_token_classification_study_reports_entity_f1_per_group_and_type(tiny_
         {"name": "kprune", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_conll.yaml",
          "args": ["--model.flops_keep_ratio=0.5"]}]}  # quantize stages: the StereoSet study test
     (tmp_path / "ner.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(runner, "run_python", run_python_here)
     assert study_main([str(tmp_path / "ner.yaml"), "--latency-rounds=1", "--latency-compiled"]) == 0
     report = tmp_path / "study" / "report"
     assert "every model compiled (torch.compile" in (report / "report.md").read_text()  # the StereoSet test: eager
