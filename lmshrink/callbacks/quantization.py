@@ -202,9 +202,11 @@ class Quantize(Callback):
         if self.compare_to_float:
             self.float_model = copy.deepcopy(model)
         float_stats = {}
-        if trainer.is_global_zero:  # sizes now, before quantizing in place; latency beside the quantized model
-            float_stats = self._sizes(model) if self.float_model is not None else \
-                self._measure(model, pl_module, model)[0]
+        if trainer.is_global_zero:  # measured now, before quantizing in place
+            if self.float_model is not None:  # its latency comes later, timed beside the quantized model
+                float_stats = self._sizes(model)
+            else:
+                float_stats = self._measure(model, pl_module, model)[0]
         if SCHEMES[self.scheme].calibrated:  # the same seeded sample on every rank: the same quantized model
             pl_module.model, result = quantize_static(model, self.scheme, self._calibration(trainer, pl_module),
                                                       self.skip_modules, self.embeddings)
