@@ -276,6 +276,8 @@ class LmshrinkCLI(LightningCLI):
         refuse_to_overwrite(self.trainer, self._ckpt_path())
         self._check_outputs()
         self._check_resume()
+        if self.datamodule is not None:  # read and check the data before the W&B run starts (setup is cached:
+            self.datamodule.setup("fit")  # the trainer's own call returns at once)
         root = Path(self.trainer.default_root_dir)
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and logger._wandb_init.get("id"):

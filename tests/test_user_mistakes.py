@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmshrink import cli
+from lmshrink.cli import _start_wandb_run as start_wandb_run
 from lmshrink.cli import main
 from lmshrink.errors import run_command
 from tests.helpers import REPO, run_train_py, tiny_run_args
@@ -185,9 +187,10 @@ def test_fit_into_a_used_run_directory_is_refused(tiny_bert_dir, tmp_path, capsy
     assert re.search(r"error: .* belongs to an earlier run. Resume it with --ckpt_path last", capsys.readouterr().err)
 
 
-def test_bad_file_with_the_shipped_wandb_logger_leaves_nothing_and_reruns(tiny_bert_dir, tmp_path, files, capsys):
-    """The shipped config (offline W&B run created before the data is read): a bad file removes the W&B run and
-    the config again, and the same command with the file fixed then runs in the same directory."""
+def test_bad_file_with_the_shipped_wandb_logger_leaves_nothing_and_reruns(tiny_bert_dir, tmp_path, files, capsys,
+                                                                          monkeypatch):
+    """The shipped config (offline W&B logger): a bad file fails before the W&B run starts and leaves no config,
+    and the same command with the file fixed then runs in the same directory."""
     root = tmp_path / "run"
     broken = tmp_path / "data.csv"
     broken.write_text(files["extra_fields"].read_text())
@@ -195,9 +198,13 @@ def test_bad_file_with_the_shipped_wandb_logger_leaves_nothing_and_reruns(tiny_b
             f"--data.tokenizer_path={tiny_bert_dir}", f"--trainer.default_root_dir={root}",
             "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
             "--trainer.val_check_interval=1.0", *user_csv(broken)]
+    started = []
+    monkeypatch.setattr(cli, "_start_wandb_run", lambda logger: started.append(logger) or start_wandb_run(logger))
     fails_cleanly(capsys, args, r"data.csv: line 4 \(1-based\) has 4 fields", root)
+    assert not started, "the W&B run was started before the data was read"
     broken.write_text(files["good"].read_text())  # the user fixes the file and runs the same command again
     main(args)
+    assert len(started) == 1
     assert (root / "config.yaml").is_file() and (root / "model" / "model.safetensors").is_file()
     assert len(list((root / "wandb").glob("offline-run-*"))) == 1
 
