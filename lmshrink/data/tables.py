@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from lmshrink.data.text_files import decode_utf8, json_objects
 from lmshrink.errors import InputFileError, MissingInputError
 
 BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -29,15 +30,6 @@ def show(value) -> str:
         except (ValueError, AttributeError):
             pass
     return repr(value)
-
-
-def _decoded(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputFileError(f"{path}: line {line} (1-based) is not UTF-8 (byte 0x{data[exc.start]:02x}); "
-                             f"save the file as UTF-8") from None
 
 
 def _check_csv(path: Path, text: str) -> None:
@@ -68,20 +60,7 @@ def _check_json_lines(path: Path, text: str) -> None:
             whole = None  # JSON lines in a .json file: checked line by line below
         if isinstance(whole, (list, dict)):
             return
-    rows = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(f"{path}: line {number} (1-based) is not valid JSON ({exc.msg} at column "
-                                 f"{exc.colno})") from None
-        if not isinstance(record, dict):
-            raise InputFileError(f"{path}: line {number} (1-based) is {type(record).__name__}, expected a JSON object "
-                                 f"with one key per column")
-        rows += 1
-    if rows == 0:
+    if not json_objects(path, text.splitlines()):
         raise InputFileError(f"{path}: the file has no rows")
 
 
@@ -99,7 +78,7 @@ def read_table(path: str | Path, option: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: the file is empty (0 bytes)")
     if builder != "parquet":
-        text = _decoded(path, path.read_bytes())
+        text = decode_utf8(path, path.read_bytes())
         (_check_csv if builder == "csv" else _check_json_lines)(path, text)
     try:
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True)

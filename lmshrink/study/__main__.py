@@ -11,7 +11,6 @@ with its depth, which ``scripts/slurm/submit_study.sh`` turns into one array job
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from lmshrink.quiet import quiet_third_party
 
 quiet_third_party()  # an entry point: before the imports below load torchao, torch and transformers (as train.py)
 
-from lmshrink.errors import MissingInputError, OneLineParser, OptionError, run_command
+from lmshrink.data.text_files import read_json, read_json_lines
+from lmshrink.errors import InputFileError, MissingInputError, OneLineParser, OptionError, run_command
 from lmshrink.study.generative import measure_causal_lm, run_generative_stage
 from lmshrink.study.generative_report import write_generative_report
 from lmshrink.study.report import write_report
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         path = run_dir(spec, stage, seed) / RESULT
         if not path.is_file():
             raise MissingInputError(f"stage {stage.name} seed={seed} has no result yet ({path}); run the study first")
-        results.append(json.loads(path.read_text()))
+        results.append(read_json(path))
     if spec.generative:
         return _report(spec, results)
     # Latency of every model side by side, now, in this process: stage-time timings ran under varying load.
@@ -110,7 +110,14 @@ def report_from_jsonl(spec: StudySpec, results_file: Path) -> int:
     if not results_file.is_file():
         raise MissingInputError(f"--report-only: {results_file} does not exist; run the study first, or name a "
                                 f"results.jsonl")
-    results = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+    results = read_json_lines(results_file)
+    if not results:
+        raise InputFileError(f"--report-only: {results_file} holds no result")
+    kinds = {"generative" if result.get("task") == "generative" else "classification" for result in results}
+    wanted = "generative" if spec.generative else "classification"
+    if kinds != {wanted}:
+        raise InputFileError(f"--report-only: {results_file} holds results of a {' and a '.join(sorted(kinds))} "
+                             f"study, but {spec.path} is a {wanted} study: pass the results of this study")
     return _report(spec, results)
 
 

@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 from lmshrink.paths import free_path
+from lmshrink.data.text_files import read_json
 from lmshrink.study.spec import Stage, StudySpec
 
 RESULT = "result.json"
 RECORD_NUMBERS = {
     "accuracy": ("avg_acc", "worst_group_acc", "macro_f1", "worst_group_acc_ci", "ece", "brier", "flip_rate",
-                 "kl_to_reference", "reliability", "significant_groups"),
+                 "kl_to_reference", "reliability", "significant_groups", "interval_methods"),
     "f1": ("f1", "precision", "recall", "worst_group_f1", "macro_f1", "worst_group_f1_ci", "group_gap", "types",
            "significant_groups"),
 }
@@ -97,7 +98,7 @@ def teacher_of(spec: StudySpec, seed: int | None) -> Path:
 
 def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
     """``train.py test`` arguments: the teacher alone; every other model against its teacher on the same examples
-    (``lmshrink.modules.Compare``: paired deltas, flips, McNemar/Holm, bootstrap intervals)."""
+    (``lmshrink.modules.Compare``: paired deltas, flips, McNemar/Holm, paired intervals)."""
     model_dir, scheme = model_of(spec, stage, seed)
     where = [f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}"]
     if stage.kind == "teacher":
@@ -161,7 +162,7 @@ def recorded(directory: Path, stage: Stage, seed: int | None, work, indent: int 
     recorded result is returned as it is and never recomputed."""
     if (directory / RESULT).is_file():
         print(f"[study] {stage.name} seed={seed}: done, skipped", flush=True)
-        return json.loads((directory / RESULT).read_text())
+        return read_json(directory / RESULT)
     print(f"[study] {stage.name} seed={seed}: running", flush=True)
     start = time.perf_counter()
     result = work(directory / "train.log")
@@ -189,7 +190,7 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
                   **measure(model_dir, scheme)}
         pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
         if pruning:
-            record = json.loads(pruning[-1].read_text())
+            record = read_json(pruning[-1])
             result["pruning"] = {key: record[key] for key in ("method", "pruning_seconds", "flops_kept",
                                                               "heads_per_layer", "neurons_per_layer") if key in record}
         return result
@@ -204,4 +205,4 @@ def the_record(directory: Path, pattern: str) -> dict:
     if len(paths) != 1:
         raise FileNotFoundError(f"expected one {pattern} under {directory}, found {[str(p) for p in paths]}: the "
                                 f"evaluation did not report, or several did")
-    return json.loads(paths[0].read_text())
+    return read_json(paths[0])

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from lmshrink.data.text_files import decode_utf8
+
 KINDS = ("teacher", "distill", "prune", "quantize")
 TASKS = ("classification", "generative")
 STAGE_KEYS = {"name", "kind", "from", "config", "args", "seeded", "scheme", "model", "method"}
@@ -93,8 +95,17 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
     where = f"study config {path}"
+    try:
+        raw = yaml.safe_load(decode_utf8(path, path.read_bytes())) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{where}:{line} is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping of keys (output_dir, seeds, stages, ...), got a "
+                         f"{type(raw).__name__}")
+    _check_types(raw, where)
     unknown = set(raw) - {"output_dir", "seeds", "stages", "common_args", "eval_args", "eval_config", "wandb", "task"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -111,6 +122,9 @@ def load_spec(path: str | Path) -> StudySpec:
         label = f"{where}: stages[{index}]"
         if not isinstance(entry, dict) or set(entry) - STAGE_KEYS:
             raise ValueError(f"{label}: expected a mapping with keys among {sorted(STAGE_KEYS)}, got {entry!r}")
+        if not _is_list_of(entry.get("args", []), str):
+            raise ValueError(f"{label}: args must be a list of options such as [--sequences=16], got "
+                             f"{entry.get('args')!r}")
         name, kind = entry.get("name"), entry.get("kind")
         if not name or "/" in str(name) or name in names:
             raise ValueError(f"{label}: name {name!r} is missing, contains '/', or is used twice")
@@ -142,6 +156,26 @@ def load_spec(path: str | Path) -> StudySpec:
                          f"audited with)")
     return StudySpec(path, Path(raw["output_dir"]), seeds, tuple(stages), tuple(raw.get("common_args") or ()),
                      tuple(raw.get("eval_args") or ()), eval_config, raw.get("wandb") or {}, task)
+
+
+def _is_list_of(value, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(item, kind) and not isinstance(item, bool) for item in value)
+
+
+def _check_types(raw: dict, where: str) -> None:
+    """Each top-level field has the type it is read as: a mistake such as ``seeds: 3`` (for ``[0, 1, 2]``) or
+    ``common_args: --x`` is named, not met later as a traceback or a string split into characters."""
+    expected = {"seeds": (lambda v: _is_list_of(v, int), "a list of integers, e.g. [0, 1, 2]"),
+                "stages": (lambda v: isinstance(v, list), "a list of stages"),
+                "common_args": (lambda v: _is_list_of(v, str), "a list of options such as [--trainer.devices=2]"),
+                "eval_args": (lambda v: _is_list_of(v, str), "a list of options"),
+                "output_dir": (lambda v: isinstance(v, str), "a directory path"),
+                "eval_config": (lambda v: isinstance(v, str), "a config path"),
+                "wandb": (lambda v: isinstance(v, dict), "a mapping such as {project: lmshrink, offline: true}"),
+                "task": (lambda v: isinstance(v, str), "a task name")}
+    for key, (fits, what) in expected.items():
+        if raw.get(key) is not None and not fits(raw[key]):
+            raise ValueError(f"{where}: {key} must be {what}, got {raw[key]!r}")
 
 
 def _needed_keys(task: str, kind: str) -> set[str]:

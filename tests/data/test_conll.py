@@ -77,3 +77,18 @@ def test_bad_jsonl_lines_are_refused_naming_file_and_line(tmp_path, record, mess
     path = _jsonl(tmp_path / "ner.jsonl", [{"tokens": ["Abuja"], "ner_tags": ["B-LOC"]}, record])
     with pytest.raises(InputFileError, match=message):
         read_tagged_jsonl(path, "tokens", "ner_tags", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], [])
+
+
+def test_a_byte_order_mark_is_stripped_and_bad_bytes_are_named(tmp_path):
+    """Issue 28: with a UTF-8 BOM, ``-DOCSTART-`` was read as a one-word sentence and every document group shifted
+    by one; bytes that are not UTF-8 were a decoder traceback naming no file."""
+    text = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\n"
+    plain = read_conll(_write(tmp_path / "plain.conll", text))
+    path = tmp_path / "bom.conll"
+    path.write_bytes("\ufeff".encode() + text.encode())
+    with_bom = read_conll(path)
+    assert len(with_bom) == 2 and list(with_bom["document"]) == list(plain["document"])
+    latin1 = tmp_path / "latin1.conll"
+    latin1.write_bytes(b"EU NNP B-NP B-ORG\n\nCaf\xe9 NNP B-NP B-ORG\n")
+    with pytest.raises(ValueError, match=r"latin1.conll: line 3 \(1-based\) is not UTF-8 \(byte 0xe9\)"):
+        read_conll(latin1)
