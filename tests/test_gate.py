@@ -84,7 +84,7 @@ def test_gate_as_a_group_metrics_option_fails_the_test_run(models, tmp_path, cap
     overlay = tmp_path / "gate_callbacks.yaml"
     overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
         "class_path": "lmshrink.callbacks.GroupMetrics",
-        "init_args": {"bootstrap_resamples": 0, "gate": {"max_group_drop": 0.05}}}]}}))
+        "init_args": {"gate": {"max_group_drop": 0.05}}}]}}))
     args = ["test", "--config", str(REPO / "configs/teacher/stereoset_minilm.yaml"), "--config", str(overlay),
             "--model=lmshrink.modules.Compare",
             f"--model.model_path={no_class_0}", f"--model.reference_path={reference}",

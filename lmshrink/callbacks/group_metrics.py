@@ -21,9 +21,10 @@ metrics are logged as ``<stage>/teacher_<metric>``, every group's accuracy diffe
 
 The final table (terminal, W&B, JSON) adds per group the Wilson 95 % interval of the accuracy, ECE, Brier score,
 and against the reference the flip rate, the discordant counts, the exact McNemar p-value and its Holm
-correction over groups, and the paired bootstrap interval of the delta; overall, the bootstrap interval of the
-worst-group accuracy (:mod:`lmshrink.metrics.beyond_accuracy`). All of it is exact under DDP: counts are summed
-and per-example outcomes gathered and ordered by example before anything is divided or resampled.
+correction over groups, and Tango's paired score interval of the delta; overall, the simultaneous
+Clopper-Pearson interval of the worst-group accuracy (:mod:`lmshrink.metrics.beyond_accuracy`; the record's
+``interval_methods`` names each). All of it is exact under DDP: counts are summed across ranks before anything is
+divided. Taggers report entity F1 with sentence-bootstrap intervals (:mod:`lmshrink.metrics.entity_comparison`).
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmshrink.errors import OptionError
 from lmshrink.metrics.calibration import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.metrics.entity_comparison import GroupEntityComparison
 from lmshrink.metrics.gate import GateFailure, GateThresholds, gate_failures
+from lmshrink.metrics.significance import METHODS
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import write_new_json
 
 STAGES = ("val", "test")
+DEFAULT_RESAMPLES = 1000
+"""Resamples of the sentences behind entity F1's intervals and randomization test, unless set."""
 
 
 def _fingerprint(datamodule, stage: str) -> str | None:
@@ -50,11 +55,18 @@ def _fingerprint(datamodule, stage: str) -> str | None:
     return fingerprint(stage) if fingerprint is not None else None
 
 
-def comparison_for(datamodule, reference: str | None, calibration_bins: int = N_BINS):
-    """The per-group comparison of the datamodule's task: entity F1 for token classification (NER), accuracy and
-    calibration for sequence classification."""
+def comparison_for(datamodule, reference: str | None, calibration_bins: int = N_BINS, resamples: int | None = None,
+                   seed: int | None = None, owner: str = "GroupMetrics"):
+    """The per-group comparison of the datamodule's task: entity F1 for token classification (NER), with
+    ``resamples`` of the sentences (default 1000, seeded by ``seed``); accuracy and calibration for sequence
+    classification, whose intervals are closed-form: resampling options given there are refused by name."""
     if getattr(datamodule, "task", "sequence") == "token":
-        return GroupEntityComparison(datamodule.group_names, datamodule.label_names, reference)
+        return GroupEntityComparison(datamodule.group_names, datamodule.label_names, reference,
+                                     DEFAULT_RESAMPLES if resamples is None else resamples, seed or 0)
+    given = [name for name, value in (("bootstrap_resamples", resamples), ("bootstrap_seed", seed)) if value is not None]
+    if given:
+        raise OptionError(f"{owner}.{given[0]} resamples sentences for entity F1 (token tagging); accuracy's intervals "
+                          f"are closed-form ({METHODS['delta_ci']}, {METHODS['worst_group_acc_ci']}): remove it")
     return GroupComparison(datamodule.group_names, datamodule.num_labels, reference, calibration_bins)
 
 
@@ -63,15 +75,17 @@ class GroupMetrics(Callback):
     (exact under DDP), and against the module's reference model flips, divergence and per-group deltas with their
     paired tests and intervals; tables to the terminal, W&B and JSON."""
 
-    def __init__(self, log_per_group: bool = True, write_json: bool = True, bootstrap_resamples: int = 1000,
-                 bootstrap_seed: int = 0, calibration_bins: int = N_BINS, gate: GateThresholds | None = None) -> None:
+    def __init__(self, log_per_group: bool = True, write_json: bool = True, bootstrap_resamples: int | None = None,
+                 bootstrap_seed: int | None = None, calibration_bins: int = N_BINS,
+                 gate: GateThresholds | None = None) -> None:
         """
         Args:
             log_per_group: Log one curve per group and metric (``<stage>/acc/<group>``, ...) at every evaluation.
             write_json: Write the final per-group table to ``group_metrics_<stage>.json`` in the log directory.
-            bootstrap_resamples: Resamples of the examples for the intervals of the worst-group accuracy and of
-                each group's delta to the reference (final table only); 0 turns the bootstrap off.
-            bootstrap_seed: Seed of the resampling (the intervals are reproducible).
+            bootstrap_resamples: Token tagging (entity F1) only: resamples of the sentences for the F1 intervals
+                and the randomization test (default 1000; 0 turns them off). Accuracy's intervals are closed-form,
+                so with sequence classification this option is refused.
+            bootstrap_seed: Token tagging only: seed of the resampling (default 0).
             calibration_bins: Equal-width confidence bins of the ECE (15, torchmetrics' default).
             gate: Fail the run (exit 1) at the end of ``test`` when a group's drop to the reference is larger than
                 these thresholds and significant (:mod:`lmshrink.metrics.gate`); needs a module with a reference.
@@ -101,7 +115,8 @@ class GroupMetrics(Callback):
         if self.gate is not None and not self.reference:
             raise ValueError(f"GroupMetrics(gate=...) compares with a reference model, and {type(pl_module).__name__} "
                              f"evaluates none: use lmshrink.modules.Compare (or a distillation / pruning)")
-        self.comparisons = {s: comparison_for(datamodule, self.reference, self.calibration_bins) for s in STAGES}
+        self.comparisons = {s: comparison_for(datamodule, self.reference, self.calibration_bins,
+                                              self.bootstrap_resamples, self.bootstrap_seed) for s in STAGES}
 
     def _start(self, stage: str, pl_module: LightningModule) -> None:
         self.comparisons[stage] = self.comparisons[stage].to(pl_module.device)
@@ -159,8 +174,7 @@ class GroupMetrics(Callback):
     def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
         comparison = self.comparisons[stage]
         report = comparison.report(self.last_results[stage],
-                                   f"Per-group {stage} {comparison.metric} (step {trainer.global_step})",
-                                   self.bootstrap_resamples, self.bootstrap_seed)
+                                   f"Per-group {stage} {comparison.metric} (step {trainer.global_step})")
         rank_zero_info("\n" + report.table)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -34,10 +34,11 @@ from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.pruning.sample import draw_sample
 from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
+from lmshrink.quantize.checkpoint import NOT_RELOADABLE
 from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
 from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 from lmshrink.quantize.embeddings import EmbeddingBits
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName, quantize_static
+from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName, check_skip_modules, quantize_static
 
 EVAL_FNS = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}
 
@@ -75,8 +76,8 @@ class Quantize(Callback):
         latency_seq_len: int = 64,
         latency_repeats: int = 10,
         save_dir: str | None = None,
-        bootstrap_resamples: int = 1000,
-        bootstrap_seed: int = 0,
+        bootstrap_resamples: int | None = None,
+        bootstrap_seed: int | None = None,
         calibration_bins: int = N_BINS,
     ) -> None:
         """
@@ -103,9 +104,9 @@ class Quantize(Callback):
                 alternation, so that a drift in the machine's speed hits both alike; without it the float model
                 is timed before quantization.
             save_dir: Save the quantized model there (an empty or new directory) for reloading.
-            bootstrap_resamples: Resamples for the intervals of the worst-group accuracy and the per-group deltas
-                to float (as GroupMetrics); 0 turns the bootstrap off.
-            bootstrap_seed: Seed of the resampling.
+            bootstrap_resamples: Token tagging (entity F1) only, as GroupMetrics: resamples of the sentences for
+                the F1 intervals (default 1000); refused with sequence classification (closed-form intervals).
+            bootstrap_seed: Token tagging only: seed of the resampling (default 0).
             calibration_bins: Equal-width confidence bins of the ECE.
         """
         check_comparison_options(bootstrap_resamples, calibration_bins, "Quantize")
@@ -120,6 +121,9 @@ class Quantize(Callback):
         if calibrated and save_dir is not None:
             raise OptionError(f"Quantize: save_dir with scheme {scheme}: a compiled graph cannot be saved and "
                               f"reloaded; keep the float checkpoint and quantize again")
+        if save_dir is not None and scheme in NOT_RELOADABLE:  # refused now, not after quantizing and timing
+            raise OptionError(f"Quantize: save_dir with scheme {scheme}: {NOT_RELOADABLE[scheme]}; drop save_dir "
+                              f"or choose a scheme that reloads")
         if not calibrated and (calibration_samples is not None or calibration_seed is not None):
             option = "calibration_samples" if calibration_samples is not None else "calibration_seed"
             raise OptionError(f"Quantize: {option} is read only by calibrated schemes (static-int8-x86), not {scheme}")
@@ -130,6 +134,7 @@ class Quantize(Callback):
         self.calibration_samples = calibration_samples or 128
         self.calibration_seed = calibration_seed or 0
         self.skip_modules = list(KEEP_IN_FLOAT) if skip_modules is None else list(skip_modules)
+        self.skip_modules_given = skip_modules is not None
         self.embeddings = embeddings
         self.compare_to_float = compare_to_float
         self.latency_batch_sizes = latency_batch_sizes or [1, 32]
@@ -149,9 +154,19 @@ class Quantize(Callback):
                 "lmshrink.callbacks.QuantizationAwareTraining"
             )
         check_supported(self.scheme, trainer.strategy.root_device)
+        if isinstance(pl_module, LmshrinkModule) and pl_module.is_causal_lm:
+            raise OptionError(f"Quantize measures classifiers per group; {type(pl_module).__name__} works on a causal "
+                              f"LM: quantize it with the module's own options (GenerativeAudit: --model.quantize or "
+                              f"--model.model_scheme)")
         if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
-            raise TypeError(f"{type(pl_module).__name__} has no `model` network for Quantize to quantize")
+            raise OptionError(f"Quantize: {type(pl_module).__name__} has no `model` network to quantize")
         refuse_non_empty(self.save_dir, "save_dir")
+        if self.skip_modules_given:  # a misspelt name would keep nothing in float, silently
+            check_skip_modules(pl_module.model, self.skip_modules, "Quantize.skip_modules")
+        # built now, so that an option the data's comparison does not read is refused before any work
+        self.comparison = comparison_for(trainer.datamodule, "float" if self.compare_to_float else None,
+                                         self.calibration_bins, self.bootstrap_resamples, self.bootstrap_seed,
+                                         owner="Quantize")
         if SCHEMES[self.scheme].calibrated and not hasattr(trainer.datamodule, "rows_as_batches"):
             raise OptionError(f"Quantize: scheme {self.scheme} calibrates on the training split of an lmshrink "
                               f"datamodule; {type(trainer.datamodule).__name__} has none")
@@ -225,9 +240,7 @@ class Quantize(Callback):
             f"tables quantized; kept in float: "
             + (", ".join(f"{name} ({why})" for name, why in result.skipped.items()) or "none")
         )
-        datamodule = trainer.datamodule
-        self.comparison = comparison_for(datamodule, "float" if self.compare_to_float else None,
-                                         self.calibration_bins).to(pl_module.device)
+        self.comparison = self.comparison.to(pl_module.device)
         scheme = SCHEMES[self.scheme]
         self.record = {
             "scheme": self.scheme, "backend": scheme.backend, "description": scheme.description,
@@ -296,8 +309,7 @@ class Quantize(Callback):
     def _write(self, trainer: Trainer, stage: str, log_dir: str | None, results: dict) -> None:
         report = self.comparison.report(
             results,
-            f"Per-group {stage} {self.comparison.metric}, {self.scheme} (float = the model before quantization)",
-            self.bootstrap_resamples, self.bootstrap_seed)
+            f"Per-group {stage} {self.comparison.metric}, {self.scheme} (float = the model before quantization)")
         record = self.record | report.record
         float_stats, quant_stats = record["size_latency"]["float"], record["size_latency"]["quantized"]
         ratios = {f"{key}_ratio": quant_stats[key] / float_stats[key] for key in float_stats}

@@ -8,10 +8,8 @@ float model), on the same examples, per group and overall:
 - ``model_only_correct`` / ``reference_only_correct``: the two discordant counts of McNemar's test;
 - ``kl_to_reference``: mean ``KL(reference || model)`` of the predicted class distributions.
 
-Counts and sums are states reduced with ``sum`` (exact under DDP). :class:`ExampleOutcomes` keeps the
-per-example outcomes (right or wrong, for the model and its reference) with each example's dataset index, for
-the bootstrap of :mod:`lmshrink.metrics.significance`; its ``compute`` orders them by that index, so every rank,
-and a run with any number of processes, resamples the same examples.
+Counts and sums are states reduced with ``sum`` (exact under DDP); the intervals and tests of
+:mod:`lmshrink.metrics.significance` need nothing more than these counts.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from lmshrink.metrics.groups import IGNORE_INDEX, as_membership
 
@@ -68,39 +65,3 @@ class GroupAgreement(Metric):
             "reference_only_correct": self.reference_only_correct[0],
             "group_reference_only_correct": self.reference_only_correct[1:],
         }
-
-
-class ExampleOutcomes(Metric):
-    """Per-example outcomes for the bootstrap. ``update(preds, target, groups, index, reference_preds=None)``:
-    class ids ``[B]``, ``index`` ``[B]`` the examples' dataset indices (unique within a split). ``compute()``:
-    ``correct`` ``[N]``, ``reference_correct`` ``[N]`` (all False without a reference), ``membership``
-    ``[N, G]``, ``index`` ``[N]``, ordered by index (gathered from every rank under DDP)."""
-
-    full_state_update = False
-
-    def __init__(self, num_groups: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_groups = num_groups
-        for name in ("index", "correct", "reference_correct", "membership"):
-            self.add_state(name, [], dist_reduce_fx="cat")
-
-    def update(self, preds: Tensor, target: Tensor, groups: Tensor, index: Tensor,
-               reference_preds: Tensor | None = None) -> None:
-        keep = target != IGNORE_INDEX
-        target = target[keep]
-        reference = reference_preds[keep] == target if reference_preds is not None else torch.zeros_like(target).bool()
-        # integer tensors: gloo gathers no bool
-        self.index.append(index[keep].long())
-        self.correct.append((preds[keep] == target).long())
-        self.reference_correct.append(reference.long())
-        self.membership.append(as_membership(groups[keep], self.num_groups).long())
-
-    def compute(self) -> dict[str, Tensor]:
-        if isinstance(self.index, list) and not self.index:  # nothing seen (after a DDP sync a state is a tensor)
-            empty = torch.zeros(0, dtype=torch.bool, device=self.device)
-            return {"index": empty.long(), "correct": empty, "reference_correct": empty,
-                    "membership": torch.zeros(0, self.num_groups, dtype=torch.bool, device=self.device)}
-        index = dim_zero_cat(self.index)
-        order = torch.argsort(index)
-        return {"index": index[order], **{name: dim_zero_cat(getattr(self, name))[order].bool()
-                                          for name in ("correct", "reference_correct", "membership")}}

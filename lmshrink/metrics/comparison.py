@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from lmshrink.metrics.agreement import ExampleOutcomes, GroupAgreement
+from lmshrink.metrics.agreement import GroupAgreement
 from lmshrink.metrics.beyond_accuracy import beyond_accuracy
 from lmshrink.metrics.calibration import N_BINS, GroupCalibration
 from lmshrink.metrics.groups import GroupAccuracy
@@ -25,9 +25,9 @@ DETAIL_COLUMNS = ("ci_low", "ci_high", "ece", "brier", "flip_rate", "model_only_
 """Per-group columns beyond accuracy in the W&B table and the JSON record (those measured in the run)."""
 
 
-def check_comparison_options(bootstrap_resamples: int, calibration_bins: int, option: str) -> None:
+def check_comparison_options(bootstrap_resamples: int | None, calibration_bins: int, option: str) -> None:
     """Refuse impossible settings of a comparison at construction; ``option`` names where they were given."""
-    if bootstrap_resamples < 0:
+    if bootstrap_resamples is not None and bootstrap_resamples < 0:
         raise ValueError(f"{option}.bootstrap_resamples={bootstrap_resamples} must be >= 0")
     if calibration_bins < 1:
         raise ValueError(f"{option}.calibration_bins={calibration_bins} must be >= 1")
@@ -49,8 +49,9 @@ class GroupComparison(nn.Module):
     with flips, divergence, paired tests and intervals between the two (see :mod:`lmshrink.metrics.beyond_accuracy`).
 
     ``update`` takes class ids ``preds`` ``[B]``, ``logits`` ``[B, C]`` (None: no calibration), ``labels`` ``[B]``
-    (``IGNORE_INDEX`` rows skipped), ``groups`` ``[B]`` or ``[B, G]``, the examples' dataset ``index`` ``[B]``
-    (None: no bootstrap), and, with a reference, ``reference_preds`` / ``reference_logits``.
+    (``IGNORE_INDEX`` rows skipped), ``groups`` ``[B]`` or ``[B, G]``, and, with a reference, ``reference_preds`` /
+    ``reference_logits``. Every interval and test is computed from counts summed across ranks
+    (:mod:`lmshrink.metrics.significance`), so nothing per example is kept.
     """
 
     metric = "accuracy"
@@ -61,21 +62,18 @@ class GroupComparison(nn.Module):
         self.group_names, self.reference = list(group_names), reference
         num_groups = len(self.group_names)
         metrics = {"model": GroupAccuracy(num_groups, num_classes),
-                   "calibration": GroupCalibration(num_groups, num_classes, calibration_bins),
-                   "outcomes": ExampleOutcomes(num_groups)}
+                   "calibration": GroupCalibration(num_groups, num_classes, calibration_bins)}
         if reference:
             metrics |= {"reference": GroupAccuracy(num_groups, num_classes),
                         "reference_calibration": GroupCalibration(num_groups, num_classes, calibration_bins),
                         "agreement": GroupAgreement(num_groups)}
         self.metrics = nn.ModuleDict(metrics)
 
-    def update(self, preds: Tensor, logits: Tensor | None, labels: Tensor, groups: Tensor, index: Tensor | None = None,
+    def update(self, preds: Tensor, logits: Tensor | None, labels: Tensor, groups: Tensor,
                reference_preds: Tensor | None = None, reference_logits: Tensor | None = None) -> None:
         self.metrics["model"].update(preds, labels, groups)
         if logits is not None:
             self.metrics["calibration"].update(logits, labels, groups)
-        if index is not None:
-            self.metrics["outcomes"].update(preds, labels, groups, index, reference_preds)
         if self.reference:
             self.metrics["reference"].update(reference_preds, labels, groups)
             if logits is not None and reference_logits is not None:
@@ -84,7 +82,7 @@ class GroupComparison(nn.Module):
 
     def observe(self, outputs: dict, batch: dict) -> None:
         """:meth:`update` from a validation/test step's outputs and its batch (the ``GroupMetrics`` contract)."""
-        self.update(outputs["preds"], outputs.get("logits"), batch["labels"], batch["groups"], batch.get("index"),
+        self.update(outputs["preds"], outputs.get("logits"), batch["labels"], batch["groups"],
                     outputs.get("reference_preds"), outputs.get("reference_logits"))
 
     def compute(self) -> dict[str, dict]:
@@ -120,12 +118,12 @@ class GroupComparison(nn.Module):
                     scalars[f"{prefix}/group_flip_rate/{name}"] = float(results["agreement"]["group_flip_rate"][g])
         return {key: value for key, value in scalars.items() if not math.isnan(value)}
 
-    def report(self, results: dict, title: str, resamples: int = 1000, seed: int = 0) -> ComparisonReport:
-        """The final per-group report of one evaluation (the bootstrap runs here, on already gathered outcomes)."""
+    def report(self, results: dict, title: str) -> ComparisonReport:
+        """The final per-group report of one evaluation (intervals and tests from the gathered counts)."""
         rows = group_rows(self.group_names, results["model"])
         scalars = summary(results["model"])
         overall, details = beyond_accuracy(self.group_names, results["model"], results["calibration"],
-                                           results["outcomes"], results.get("agreement"), resamples, seed)
+                                           results.get("agreement"))
         columns, data = list(TABLE_COLUMNS), [[row.group, row.n, row.accuracy, row.delta_to_avg] for row in rows]
         reference_record, reference_rows, reference_scalars, deltas = {}, None, None, []
         if self.reference:

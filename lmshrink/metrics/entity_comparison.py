@@ -45,8 +45,12 @@ class GroupEntityComparison(nn.Module):
 
     metric = "f1"
 
-    def __init__(self, group_names: list[str], tag_names: list[str], reference: str | None = None) -> None:
+    def __init__(self, group_names: list[str], tag_names: list[str], reference: str | None = None,
+                 resamples: int = 1000, seed: int = 0) -> None:
+        """``resamples`` (seeded by ``seed``) of the sentences drive the F1 intervals and the randomization test:
+        F1 has no closed-form interval, and sentences are the unit the errors cluster in."""
         super().__init__()
+        self.resamples, self.seed = resamples, seed
         if "O" not in tag_names:
             raise ValueError(f"the tag set {tag_names} has no 'O' tag")
         self.group_names, self.tag_names, self.reference = list(group_names), list(tag_names), reference
@@ -93,9 +97,10 @@ class GroupEntityComparison(nn.Module):
                                                               - results["reference"]["scores"]["group_f1"][g])
         return {key: value for key, value in scalars.items() if not math.isnan(value)}
 
-    def report(self, results: dict, title: str, resamples: int = 1000, seed: int = 0) -> ComparisonReport:
+    def report(self, results: dict, title: str) -> ComparisonReport:
         """The final report: per group F1 / precision / recall with their interval (and against the reference its
         F1, the delta, its paired interval and Holm-corrected randomization p), per type, overall."""
+        resamples, seed = self.resamples, self.seed
         model = results["model"]
         scores, membership = model["scores"], model["membership"]
         reference = results.get("reference")

@@ -88,8 +88,7 @@ def format_group_table(rows: list[GroupRow], title: str, scalars: dict[str, floa
                  if overall.get(key) is not None]
         if "worst_group_acc_ci" in overall:
             low, high = overall["worst_group_acc_ci"]
-            parts.insert(0, f"worst_group_acc 95% CI=[{low:.4f}, {high:.4f}] ({overall['bootstrap_resamples']} "
-                            f"bootstrap resamples)")
+            parts.insert(0, f"worst_group_acc 95% CI=[{low:.4f}, {high:.4f}] (simultaneous Clopper-Pearson)")
         if "significant_groups" in overall:
             parts.append(f"groups changed at Holm p<0.05: {', '.join(overall['significant_groups']) or 'none'}")
         lines.append("  ".join(parts))

@@ -5,7 +5,7 @@
 
 Nothing trains. Every evaluation batch goes through both networks; the candidate's and the reference's
 logits go to :class:`~lmshrink.callbacks.GroupMetrics`, which reports per group the accuracy, the delta to the
-reference with its paired bootstrap interval, flips, the exact McNemar p-value with Holm's correction, and
+reference with its paired (Tango) interval, flips, the exact McNemar p-value with Holm's correction, and
 calibration. This is what ``python -m lmshrink.gate`` runs, and what a user runs to compare any two fine-tuned
 classifiers (a HF directory, a pruned directory or a ``TeacherFineTune`` checkpoint) that share a tokenizer.
 The Quantize callback works on it too (it quantizes the candidate).
@@ -58,6 +58,10 @@ class Compare(LmshrinkModule):
     @property
     def reference(self) -> nn.Module:
         return self.__dict__["_reference"]
+
+    def given_models(self) -> dict[str, tuple[str, nn.Module]]:
+        return {"model_path": (str(self.hparams.model_path), self.model),
+                "reference_path": (str(self.hparams.reference_path), self.reference)}
 
     @property
     def source_model(self) -> str:

@@ -92,6 +92,17 @@ def matches_any(name: str, patterns: list[str]) -> bool:
     return any(name == pattern or name.startswith(pattern + ".") or name.endswith("." + pattern) for pattern in patterns)
 
 
+def check_skip_modules(model: nn.Module, skip_modules: list[str] | None, option: str = "skip_modules") -> None:
+    """Every ``skip_modules`` entry must match a module of ``model`` (:func:`matches_any`): a misspelt name would
+    otherwise keep nothing in float, silently."""
+    names = [name for name, _ in model.named_modules() if name]
+    unmatched = [pattern for pattern in skip_modules or [] if not any(matches_any(name, [pattern]) for name in names)]
+    if unmatched:
+        heads = sorted({name.split(".")[0] for name in names})
+        raise ValueError(f"{option}: {unmatched[0]!r} matches no module of the model (its top-level modules: "
+                         f"{heads}); name a module or a name suffix such as 'classifier' or 'lm_head'")
+
+
 def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None = None,
                    embeddings: EmbeddingBits = "float") -> QuantizationResult:
     """Quantize the ``nn.Linear`` layers of ``model`` in place with ``scheme`` (``bf16``: cast the whole model),

@@ -6,8 +6,8 @@ classifiers, entity F1 (exact spans) for token classifiers; a study mixing them 
 against the teacher: paired, each compressed model against its own seed's teacher on the same examples, then
 mean ± std over seeds (older results without paired deltas: difference of the means). A delta is marked
 significant (``*``) when its Holm-corrected paired test (exact McNemar for accuracy, approximate randomization over
-sentences for F1) has p below 0.05 in every seed; "who pays" lists only those, with their paired bootstrap
-intervals.
+sentences for F1) has p below 0.05 in every seed; "who pays" lists only those, with their paired intervals
+(Tango's score interval for accuracy, the bootstrap over sentences for F1).
 """
 
 from __future__ import annotations
@@ -133,7 +133,19 @@ def _interval(bounds: tuple[float | None, float | None]) -> str:
     return "–" if low is None or high is None else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
-def markdown(rows: list[dict], eval_set: str, title: str) -> str:
+BOOTSTRAP_DELTA = "paired bootstrap 95 %"
+"""The delta interval of results recorded before ``interval_methods`` was (and of entity F1 still)."""
+
+
+def delta_interval_method(results: list[dict]) -> str:
+    """How the results' per-group delta intervals were computed, as their records say (``interval_methods``; the
+    shipped results predate it: the paired bootstrap)."""
+    methods = {(result.get("interval_methods") or {}).get("delta_ci", BOOTSTRAP_DELTA) for result in results
+               if result.get("from") is not None}
+    return " / ".join(sorted(methods)) or BOOTSTRAP_DELTA
+
+
+def markdown(rows: list[dict], eval_set: str, title: str, interval: str = BOOTSTRAP_DELTA) -> str:
     score = SCORES[rows[0]["metric"]]
     name = "accuracy" if score.metric == "accuracy" else "entity F1"
     extra_header, extra_rule = (" ECE | flips |", "---:|---:|") if score.calibration else ("", "")
@@ -167,7 +179,7 @@ def markdown(rows: list[dict], eval_set: str, title: str) -> str:
         lines += _type_table(rows)
     lines += ["", "## Who pays (significant changes only)", "",
               f"A per-group delta counts here only when the {score.test} of that group's paired change, "
-              "Holm-corrected over the groups, has p < 0.05 in every seed; intervals are the paired bootstrap 95 % "
+              f"Holm-corrected over the groups, has p < 0.05 in every seed; intervals are the {interval} "
               "intervals of the delta, one per seed (points).", ""]
     for row in rows[1:]:
         if not row["tested"]:  # results written before the study compared each model with its teacher
@@ -302,7 +314,7 @@ def write_report(results: list[dict], directory: Path, title: str, wandb_options
     eval_set = results[0]["eval_set"]
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.jsonl").write_text("".join(json.dumps(result) + "\n" for result in results))
-    (directory / "report.md").write_text(markdown(rows, eval_set, title))
+    (directory / "report.md").write_text(markdown(rows, eval_set, title, delta_interval_method(results)))
     images = plots(rows, directory)
     if wandb_options is not None:
         _log_wandb(rows, images, directory, wandb_options)

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from lightning.pytorch import LightningDataModule, Trainer
 
 from lmshrink.callbacks import GroupMetrics
+from lmshrink.metrics.significance import tango_interval, worst_group_interval
 from lmshrink.modules.base import LmshrinkModule
 
 LABELS = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
@@ -75,7 +76,7 @@ def test_group_metrics_against_hand_counts(tmp_path):
 
 
 def test_beyond_accuracy_live_and_in_the_record(tmp_path):
-    callback = GroupMetrics(bootstrap_resamples=200)
+    callback = GroupMetrics()
     trainer = Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback], enable_progress_bar=False,
                       enable_model_summary=False, accelerator="cpu")
     trainer.validate(FixedPredictions(), datamodule=ThreeGroups(), verbose=False)
@@ -99,8 +100,18 @@ def test_beyond_accuracy_live_and_in_the_record(tmp_path):
     assert a["p_holm"] == pytest.approx(min(1.0, 2 * 0.5)) and "p_holm" not in c  # two groups present
     wilson = binomtest(3, 5).proportion_ci(method="wilson")
     assert (a["ci_low"], a["ci_high"]) == (pytest.approx(wilson.low), pytest.approx(wilson.high))
-    assert a["delta_ci_low"] <= -0.4 <= a["delta_ci_high"] <= 0
-    low, high = record["worst_group_acc_ci"]
-    assert 0 <= low <= high <= 1 and record["bootstrap_resamples"] == 200
+    assert (a["delta_ci_low"], a["delta_ci_high"]) == tango_interval(0, 2, 5)  # a: 0 model-only, 2 teacher-only
+    assert a["delta_ci_low"] <= -0.4 <= a["delta_ci_high"]
+    assert record["worst_group_acc_ci"] == list(worst_group_interval([3, 1], [5, 3]))  # c has no example
+    assert record["interval_methods"]["worst_group_acc_ci"].startswith("simultaneous Clopper-Pearson")
     assert record["flip_rate"] == pytest.approx(0.5) and record["significant_groups"] == []
     assert record["ece"] == pytest.approx(0.3725, abs=1e-6)
+
+
+def test_resampling_options_are_refused_for_accuracy(tmp_path):
+    """Accuracy's intervals are closed-form: bootstrap_resamples would change nothing, so it is refused by name
+    (it still drives entity F1's intervals for taggers)."""
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, callbacks=[GroupMetrics(bootstrap_resamples=200)],
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(ValueError, match=r"GroupMetrics.bootstrap_resamples resamples sentences for entity F1"):
+        trainer.validate(FixedPredictions(), datamodule=ThreeGroups(), verbose=False)

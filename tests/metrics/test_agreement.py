@@ -1,5 +1,4 @@
-"""GroupAgreement against a direct computation per group, and ExampleOutcomes ordered by example however the
-examples arrive (what makes the DDP bootstrap equal the single-process one)."""
+"""GroupAgreement against a direct computation per group."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmshrink.metrics.agreement import ExampleOutcomes, GroupAgreement
+from lmshrink.metrics.agreement import GroupAgreement
 from lmshrink.metrics.groups import IGNORE_INDEX
 
 
@@ -33,15 +32,3 @@ def test_flips_discordant_counts_and_kl_per_overlapping_group():
         assert int(pick(result[f"{prefix}model_only_correct"])) == int((right & ~reference_right)[rows].sum())
         assert int(pick(result[f"{prefix}reference_only_correct"])) == int((reference_right & ~right)[rows].sum())
         assert float(pick(result[f"{prefix}kl_to_reference"])) == pytest.approx(float(kl[rows].mean()), rel=1e-5)
-
-
-def test_outcomes_come_back_in_example_order_without_padding():
-    preds, target = torch.tensor([1, 0, 1, 1, 0]), torch.tensor([1, 1, 1, 0, IGNORE_INDEX])
-    index = torch.tensor([3, 0, 4, 1, 2])  # shuffled, as a DistributedSampler shard is
-    metric = ExampleOutcomes(num_groups=2)
-    metric.update(preds[:2], target[:2], torch.tensor([0, 1]), index[:2])
-    metric.update(preds[2:], target[2:], torch.tensor([1, 1, 0]), index[2:], reference_preds=preds[2:])
-    result = metric.compute()
-    assert result["index"].tolist() == [0, 1, 3, 4]  # index 2 was a padding row
-    assert result["correct"].tolist() == [False, False, True, True]
-    assert result["membership"][:, 1].tolist() == [True, True, False, True]

@@ -130,11 +130,11 @@ def test_comparison_report_against_a_reference_with_holm_and_intervals():
     gold = _random_sentences(80, seed=5)
     good, bad = _ids(gold), _ids([["O"] * len(s) if i % 2 else s for i, s in enumerate(gold)])
     groups = torch.tensor([[i % 2 == 0, i % 2 == 1] for i in range(80)])
-    comparison = GroupEntityComparison(["even", "odd"], TAGS, reference="teacher")
+    comparison = GroupEntityComparison(["even", "odd"], TAGS, reference="teacher", resamples=300)
     starts = torch.where(good != IGNORE_INDEX, torch.arange(good.shape[1]).expand_as(good), -1)
     batch = {"word_labels": good, "word_starts": starts, "groups": groups, "index": torch.arange(80)}
     comparison.observe({"preds": bad, "reference_preds": good}, batch)
-    report = comparison.report(comparison.compute(), "test", resamples=300)
+    report = comparison.report(comparison.compute(), "test")
     even, odd = report.record["groups"]
     assert even["delta_to_reference"] == 0.0 and even["p_value"] == 1.0
     assert odd["f1"] == 0.0 and odd["reference_f1"] == 1.0 and odd["delta_to_reference"] == -1.0

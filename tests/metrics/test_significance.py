@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from scipy.stats import binomtest
 
-from lmshrink.metrics.significance import bootstrap_intervals, holm, mcnemar_exact_p, wilson_interval
+from lmshrink.metrics.significance import (
+    _tango_statistic,
+    clopper_pearson,
+    holm,
+    mcnemar_exact_p,
+    tango_interval,
+    wilson_interval,
+    worst_group_interval,
+)
 
 
 @pytest.mark.parametrize("successes, total", [(3, 5), (0, 16), (16, 16), (1, 3), (57, 100), (900, 1000)])
@@ -33,48 +40,54 @@ def test_holm_by_hand():
     assert holm([0.6, 0.5]) == [1.0, 1.0]  # capped at 1
 
 
-def test_bootstrap_is_seeded_paired_and_brackets_the_estimate():
-    generator = torch.Generator().manual_seed(0)
-    membership = torch.zeros(300, 3, dtype=torch.bool)
-    membership[:200, 0], membership[200:280, 1], membership[280:, 2] = True, True, True
-    correct = torch.rand(300, generator=generator) < torch.tensor([0.9] * 200 + [0.7] * 80 + [0.5] * 20)
-    first = bootstrap_intervals(correct, membership, correct.clone(), resamples=400, seed=5)
-    again = bootstrap_intervals(correct, membership, correct.clone(), resamples=400, seed=5)
-    assert first == again  # seeded: reproducible
-    # paired: a reference identical to the model differs by exactly 0 in every resample (unpaired would not)
-    assert all(interval == (0.0, 0.0) for interval in first.group_delta)
-    worst = min(float(correct[membership[:, g]].float().mean()) for g in range(3))
-    low, high = first.worst_group_acc
-    assert low < worst < high
-    # a group of 20 at p=0.5: the bootstrap interval is about as wide as the binomial one (+-0.22)
-    group_low, group_high = wilson_interval(int(correct[280:].sum()), 20)
-    assert high - low == pytest.approx(group_high - group_low, rel=0.35)
-    shifted = correct.clone()
-    shifted[:100] = True  # the model right on 100 more examples of group 0 than the reference
-    delta = bootstrap_intervals(shifted, membership, correct, resamples=400, seed=5).group_delta
-    assert delta[0][0] > 0 and delta[1] == (0.0, 0.0)
+@pytest.mark.parametrize("b, c, n, expected", [
+    (1, 7, 21, (-0.5172, -0.0260)),  # Bentur et al. 2009, Fagerland, Lydersen & Laake (2017) table 8.6: Tango
+    (6, 16, 161, (-0.1240, -0.0054)),  # Cavo et al. 2012, the same book's second example
+])
+def test_tango_interval_equals_the_published_examples(b, c, n, expected):
+    low, high = tango_interval(b, c, n)
+    assert (round(low, 4), round(high, 4)) == expected
 
 
-def test_bootstrap_equals_a_numpy_loop_over_the_same_draws():
-    """The same resampled indices (torch's seeded generator, drawn in the same chunks), counted in plain numpy."""
-    import numpy as np
+@pytest.mark.parametrize("b, c, n", [(0, 0, 16), (1, 0, 16), (3, 9, 40), (40, 20, 160), (16, 0, 16), (0, 5, 5)])
+def test_tango_limits_are_where_the_score_test_just_rejects(b, c, n):
+    """An independent check of the bisection: at each finite limit the score statistic equals -+z (scipy's root
+    finder on the same statistic agrees), the estimate lies inside, and no-discordance gives a two-sided interval
+    (the bootstrap's [0, 0] was the defect of issue 28)."""
+    from scipy.optimize import brentq
 
-    generator = torch.Generator().manual_seed(1)
-    n, resamples, chunk = 40, 30, 100
-    membership = torch.zeros(n, 2, dtype=torch.bool)
-    membership[:25, 0], membership[25:, 1] = True, True
-    correct = torch.rand(n, generator=generator) < 0.7
-    reference = torch.rand(n, generator=generator) < 0.7
-    ours = bootstrap_intervals(correct, membership, reference, resamples=resamples, seed=9, chunk=chunk)
-    draws = torch.randint(n, (resamples, n), generator=torch.Generator().manual_seed(9)).numpy()
-    member, right, reference_right = membership.numpy(), correct.numpy(), reference.numpy()
-    worst, deltas = [], []
-    for sample in draws:
-        accuracy = [right[sample][member[sample, g]].mean() for g in range(2)]
-        reference_accuracy = [reference_right[sample][member[sample, g]].mean() for g in range(2)]
-        worst.append(min(accuracy))
-        deltas.append([a - r for a, r in zip(accuracy, reference_accuracy)])
-    assert ours.worst_group_acc == pytest.approx(tuple(np.quantile(worst, [0.025, 0.975])), abs=1e-12)
-    for g in range(2):
-        column = [row[g] for row in deltas]
-        assert ours.group_delta[g] == pytest.approx(tuple(np.quantile(column, [0.025, 0.975])), abs=1e-12)
+    low, high = tango_interval(b, c, n)
+    assert low <= (b - c) / n <= high
+    z = 1.959963984540054
+    for limit, target in ((low, z), (high, -z)):
+        if abs(limit) < 1:
+            assert _tango_statistic(b, c, n, limit) == pytest.approx(target, abs=1e-6)
+            root = brentq(lambda d: _tango_statistic(b, c, n, d) - target, -1 + 1e-12, 1 - 1e-12, xtol=1e-14)
+            assert limit == pytest.approx(root, abs=1e-9)
+    if b == c == 0:
+        assert low == pytest.approx(-high) and high == pytest.approx(z**2 / (n + z**2))
+
+
+def test_clopper_pearson_equals_scipy_and_the_worst_group_interval_takes_minima():
+    for k, n in [(0, 16), (12, 16), (16, 16), (57, 100)]:
+        expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert clopper_pearson(k, n, 0.05) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    # three groups: each interval at 1 - 0.05/3; the minimum's interval is [min of lows, min of highs]
+    parts = [binomtest(k, n).proportion_ci(confidence_level=1 - 0.05 / 3, method="exact")
+             for k, n in [(12, 16), (30, 40), (90, 100)]]
+    low, high = worst_group_interval([12, 30, 90, 0], [16, 40, 100, 0])  # an empty group is left out
+    assert (low, high) == pytest.approx((min(p.low for p in parts), min(p.high for p in parts)), abs=1e-12)
+    assert all(math.isnan(value) for value in worst_group_interval([0], [0]))
+
+
+def test_exact_mcnemar_equals_the_exact_sum_and_scipy_at_twenty_thousand_pairs():
+    """The exact value, as a sum of binomial coefficients in integers (the former implementation), against the CDF:
+    the same to 1e-12 (relative). The former took about 3 minutes at this size; benchmarks/significance.py times
+    both side by side."""
+    from fractions import Fraction
+
+    b, c = 2_900, 3_100
+    n = b + c
+    exact = Fraction(2 * sum(math.comb(n, i) for i in range(b + 1)), 2**n)
+    assert mcnemar_exact_p(b, c) == pytest.approx(float(exact), rel=1e-12)
+    assert mcnemar_exact_p(20_000, 20_500) == pytest.approx(binomtest(20_000, 40_500).pvalue, rel=1e-9)
