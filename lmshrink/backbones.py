@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
+from lmshrink.model_fit import Job, check_fits, check_lengths, check_loaded, head_labels, model_kind
 from lmshrink.pruning.sliced_modeling import head_task, is_sliced, pruned_class
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -202,24 +203,17 @@ TASK_HEADS = {"sequence": AutoModelForSequenceClassification, "token": AutoModel
 """The transformers auto class of each task: one label per example (``sequence``) or per token (``token``)."""
 
 
-def _architecture_suffix(task: str) -> str:
-    return "For" + TASK_HEADS[task].__name__.removeprefix("AutoModelFor")
-
-
 def has_classifier_head(name_or_path: str | Path, num_labels: int, option: str = "model_path",
                         task: str = "sequence") -> bool:
     """Whether a model directory holds a ``task`` classification head with ``num_labels`` outputs (a fine-tuned
     model), from its config alone: a base encoder has none and gets a newly initialised one."""
-    config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
-    architectures = config.get("architectures") or []
-    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-    return any(name.endswith(_architecture_suffix(task)) for name in architectures) and labels == num_labels
+    config = model_config(name_or_path, option)
+    return model_kind(config.get("architectures")) == task and head_labels(config) == num_labels
 
 
 def classifier_task(name_or_path: str | Path, option: str = "model_path") -> str:
     """``token`` when a model directory holds a token-classification head, else ``sequence``."""
-    config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
-    return head_task(config.get("architectures") or [])
+    return head_task(model_config(name_or_path, option).get("architectures") or [])
 
 
 def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
@@ -228,55 +222,87 @@ def load_tokenizer(name_or_path: str | Path, option: str = "tokenizer_path"):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
+def model_config(name_or_path: str | Path, option: str = "model_path") -> dict:
+    """A model's ``config.json`` as a dict (no weights read): what :mod:`lmshrink.model_fit` checks."""
+    path = resolve_model_dir(name_or_path, option)
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"{option}={str(name_or_path)!r}: {path / 'config.json'} is not valid JSON "
+                             f"({exc})") from None
+
+
 def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: str = "model_path",
-                             task: str = "sequence") -> PreTrainedModel:
+                             task: str = "sequence", new_head: bool = False) -> PreTrainedModel:
     """An ``AutoModelForSequenceClassification`` (``task="token"``: ``AutoModelForTokenClassification``) with
-    ``num_labels`` outputs from a local directory.
+    ``num_labels`` outputs from a local directory, checked against the job first (:func:`~lmshrink.model_fit.check_fits`).
 
     Works for any encoder architecture transformers maps to a classification head (BERT, MiniLM, RoBERTa,
-    DistilBERT, ...), including sequence classifiers physically pruned by lmshrink. A checkpoint with a different
-    number of labels gets a freshly initialised head.
+    DistilBERT, ...), including sequence classifiers physically pruned by lmshrink. Only with ``new_head`` (a job
+    that trains the head: fine-tuning, a distillation student) may the model lack the head or have one of another
+    size; the head is then newly initialised (the caller says so in one line). Otherwise a model whose head
+    does not fit is refused, and no weight may be missing or re-initialised.
     """
     path = resolve_model_dir(name_or_path, option)
+    replaced = check_fits(model_config(path, option), Job(task, num_labels, new_head), option,
+                          str(name_or_path))
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     # A model pruned by lmshrink has per-layer widths: its own class builds them (no trust_remote_code needed).
-    saved_task = head_task(config.architectures or [])
-    if is_sliced(config) and saved_task != task:
-        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned {saved_task} classifier; it has no {task} "
-                          f"classification head")
     model_class = pruned_class(config.model_type, task) if is_sliced(config) else TASK_HEADS[task]
-    return model_class.from_pretrained(path, config=config, local_files_only=True, ignore_mismatched_sizes=True)
+    model, info = model_class.from_pretrained(path, config=config, local_files_only=True,
+                                              ignore_mismatched_sizes=replaced, output_loading_info=True)
+    if not replaced:
+        check_loaded(info, option, str(name_or_path))
+    return model
 
 
 def is_causal_lm(name_or_path: str | Path, option: str = "model_path") -> bool:
     """Whether a model directory holds a causal (generative) LM, from its config's architectures."""
-    config = json.loads((resolve_model_dir(name_or_path, option) / "config.json").read_text())
-    return any(name.endswith("ForCausalLM") for name in config.get("architectures") or [])
+    return model_kind(model_config(name_or_path, option).get("architectures")) == "causal_lm"
 
 
-def load_causal_lm(name_or_path: str | Path, option: str = "model_path") -> PreTrainedModel:
-    """An ``AutoModelForCausalLM`` in fp32 from a local directory or an offline default (``smollm2``); a decoder
-    structurally pruned by lmshrink (per-layer widths) through its own class, without ``trust_remote_code``."""
+def check_causal_lm(name_or_path: str | Path, option: str = "model_path",
+                    lengths: dict[str, int | None] | None = None) -> Path:
+    """The directory of a causal LM that fits the job, from its config alone (no weights read): anything else (a
+    fine-tuned encoder would get a fresh LM head) is refused, and so is any of the job's sequence ``lengths``
+    (``{option name: tokens}``) beyond its context."""
+    path = resolve_model_dir(name_or_path, option)
+    saved = model_config(path, option)
+    check_fits(saved, Job("causal_lm"), option, str(name_or_path))
+    check_lengths(saved, lengths or {}, option, str(name_or_path))
+    return path
+
+
+def load_causal_lm(name_or_path: str | Path, option: str = "model_path",
+                   lengths: dict[str, int | None] | None = None) -> PreTrainedModel:
+    """An ``AutoModelForCausalLM`` in fp32 from a local directory or an offline default (``smollm2``), checked by
+    :func:`check_causal_lm` first; a decoder structurally pruned by lmshrink (per-layer widths) through its own
+    class, without ``trust_remote_code``. No weight may be missing from its files."""
     from lmshrink.pruning.sliced_decoder_modeling import PrunedLlamaForCausalLM, is_sliced_decoder
 
-    path = resolve_model_dir(name_or_path, option)
+    path = check_causal_lm(name_or_path, option, lengths)
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model_class = PrunedLlamaForCausalLM if is_sliced_decoder(config) else AutoModelForCausalLM
-    return model_class.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    model, info = model_class.from_pretrained(path, local_files_only=True, dtype=torch.float32,
+                                              output_loading_info=True)
+    check_loaded(info, option, str(name_or_path))
+    return model
 
 
-def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_path") -> tuple[PreTrainedModel, str]:
+def load_finetuned(teacher_path: str, num_labels: int, option: str = "teacher_path",
+                   allow_causal_lm: bool = False) -> tuple[PreTrainedModel, str]:
     """(fine-tuned network, directory of its tokenizer) from a HF directory or a TeacherFineTune checkpoint:
-    the input of distillation (as teacher) and of pruning.
+    the input of distillation (as teacher), of pruning and of Compare. A HF directory must hold a classifier whose
+    head fits ``num_labels``, or, with ``allow_causal_lm`` (distillation), a causal LM.
 
     A checkpoint is read directly (its ``model.*`` weights on top of the base model it names) rather than
     through ``load_from_checkpoint``, which re-runs the CLI's instantiator for checkpoints written by
     ``train.py`` and loses plain access to the hyperparameters. ``option`` names the option in error messages.
     """
     if not str(teacher_path).endswith(".ckpt"):
-        if is_causal_lm(teacher_path, option):
+        if allow_causal_lm and is_causal_lm(teacher_path, option):
             return load_causal_lm(teacher_path, option), teacher_path
         return load_sequence_classifier(teacher_path, num_labels, option, classifier_task(teacher_path, option)), \
             teacher_path

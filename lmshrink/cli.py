@@ -35,8 +35,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from lmshrink.datamodules.splits import SplitsDataModule
 from lmshrink.errors import MissingInputError, OptionError, OutputExistsError, debug, message, user_error
 from lmshrink.metrics.gate import GateFailure
+from lmshrink.model_fit import check_against_data, check_checkpoint
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, refuse_non_empty
 from lmshrink.quiet import show_progress
@@ -157,6 +159,28 @@ def _add_console_callbacks(config: Namespace) -> None:
     trainer.callbacks = callbacks
 
 
+def check_checkpoint_source(checkpoint, config: Namespace, where: str) -> None:
+    """The checkpoint was written by a run of the configured module class and of the data's task."""
+    import importlib
+
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise OptionError(f"{where}: not a Lightning checkpoint (no state_dict; it holds {keys}); pass a .ckpt "
+                          f"written by train.py fit")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    saved_class, configured = hparams.get("_class_path"), config.model.get("class_path")
+    if saved_class and configured and saved_class != configured:
+        raise OptionError(f"{where} holds a {saved_class.rsplit('.', 1)[-1]} checkpoint, but the config runs "
+                          f"{configured.rsplit('.', 1)[-1]}: pass the config of the run that wrote it")
+    module_name, _, class_name = str(config.data.get("class_path") or "").rpartition(".")
+    data_task = getattr(getattr(importlib.import_module(module_name), class_name, None), "task", None) \
+        if module_name else None
+    if hparams.get("task") and data_task and hparams["task"] != data_task:
+        raise OptionError(f"{where} is a checkpoint of a {hparams['task']} classification run; the data "
+                          f"({class_name}) is {data_task} classification: evaluate it with the config of the run "
+                          f"that wrote it")
+
+
 def refuse_to_overwrite(trainer: Trainer, ckpt_path: str | None) -> None:
     """A fresh fit must not write into the checkpoints or config of an earlier run."""
     if ckpt_path is not None or trainer.fast_dev_run:
@@ -201,6 +225,21 @@ class LmshrinkCLI(LightningCLI):
                             help="hyperparameters a resumed fit may change from its checkpoint, e.g. "
                                  "'[learning_rate]' (any other difference is refused)")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning merges a given checkpoint's hyperparameters (and module class) into the config here. The file is
+        read and checked first: a truncated file, a file that is no Lightning checkpoint, or one of another module
+        class or task is one line naming ``--ckpt_path`` and what the file holds, not a traceback or a model
+        silently replaced by the checkpoint's (whose task then contradicts the data)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = given_ckpt_path(self.config[subcommand].get("ckpt_path")) if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            from lmshrink.backbones import read_checkpoint
+
+            self._read_checkpoints = {ckpt_path: read_checkpoint(ckpt_path, "--ckpt_path")}
+            check_checkpoint_source(self._read_checkpoints[ckpt_path], self.config[subcommand],
+                                    f"--ckpt_path {ckpt_path}")
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         _fill_run_dirs(config)
@@ -239,17 +278,29 @@ class LmshrinkCLI(LightningCLI):
                 f"--ckpt_path of a fine-tuning run, a fine-tuned --model.model_path, or --ckpt_path none to evaluate "
                 f"the untrained head on purpose")
 
-    def _check_resume(self) -> None:
-        """A resume whose config changes the run (another model, teacher, temperature, data) is refused, naming
-        the keys, unless ``--allow_resume_changes`` lists them."""
+    def _checkpoint(self) -> dict | None:
+        """The checkpoint ``--ckpt_path`` names, read once and checked against this run's module (readable, of its
+        task, with its weights' names and shapes) before any work; None when none is given."""
         directories = [Path(callback.dirpath) for callback in self.trainer.checkpoint_callbacks
                        if getattr(callback, "dirpath", None)]
         ckpt_path = resolve_checkpoint(self._ckpt_path(), directories)
         if ckpt_path is None:
-            return
+            return None
         from lmshrink.backbones import read_checkpoint
 
-        checkpoint = read_checkpoint(ckpt_path, "--ckpt_path")
+        read = getattr(self, "_read_checkpoints", {})  # read at parse time when given as a file
+        checkpoint = read.get(str(ckpt_path)) or read_checkpoint(ckpt_path, "--ckpt_path")
+        if isinstance(self.model, LmshrinkModule):
+            shapes = {name: tuple(value.shape) for name, value in self.model.state_dict().items()}
+            check_checkpoint(checkpoint, self.model.task, shapes, f"--ckpt_path {self._ckpt_path()}")
+        return checkpoint
+
+    def _check_resume(self) -> None:
+        """A resume whose config changes the run (another model, teacher, temperature, data) is refused, naming
+        the keys, unless ``--allow_resume_changes`` lists them."""
+        checkpoint = self._checkpoint()
+        if checkpoint is None:
+            return
         data_hparams = dict(self.datamodule.hparams) if self.datamodule is not None else {}
         allowed = set(self.config[self.subcommand].get("allow_resume_changes") or [])
         differences = {key: text for key, text in resume_mismatches(checkpoint, dict(self.model.hparams),
@@ -271,8 +322,16 @@ class LmshrinkCLI(LightningCLI):
         raise OptionError(f"{type(self.model).__name__}: the model ({self.model.source_model}) is a {model_task} "
                           f"classifier, but {data}; give it a {data_task} classifier or the matching data")
 
+    def _check_models_fit_data(self) -> None:
+        """The trained models a module was given read this data: their class names and context fit it."""
+        if isinstance(self.model, LmshrinkModule) and isinstance(self.datamodule, SplitsDataModule):
+            models = {option: (value, network.config.to_dict())
+                      for option, (value, network) in self.model.given_models().items()}
+            check_against_data(models, self.datamodule.label_names, self.datamodule.hparams.max_length)
+
     def before_fit(self) -> None:
         self._check_task()
+        self._check_models_fit_data()
         refuse_to_overwrite(self.trainer, self._ckpt_path())
         self._check_outputs()
         self._check_resume()
@@ -296,17 +355,16 @@ class LmshrinkCLI(LightningCLI):
                 print(f"[lmshrink] W&B run {logger.experiment.id} ({mode}): {run_dir}\n"
                       f"[lmshrink] watch it live: wandb leet {run_dir}", flush=True)
 
-    def before_validate(self) -> None:
+    def _before_evaluation(self) -> None:
+        """``validate`` and ``test``: every check before the first batch."""
         self._check_task()
+        self._check_models_fit_data()
+        self._checkpoint()
         self._check_evaluable()
         self._check_outputs()
         self._announce_wandb()
 
-    def before_test(self) -> None:
-        self._check_task()
-        self._check_evaluable()
-        self._check_outputs()
-        self._announce_wandb()
+    before_validate = before_test = _before_evaluation
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)

@@ -13,14 +13,16 @@ candidate passes, 1 naming each failed group, 2 for a usage mistake (one ``error
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from lmshrink.data.text_files import read_json
 from lmshrink.errors import MissingInputError, OneLineParser, OptionError, message, user_error
 from lmshrink.metrics.gate import GateThresholds, gate_failures
 from lmshrink.paths import write_new_json
+from lmshrink.quiet import quiet_third_party
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
     if len(records) != 1:
         raise MissingInputError(f"the evaluation wrote {len(records)} group_metrics_test.json under {output}: add "
                                 f"lmshrink.callbacks.GroupMetrics (once) to the callbacks of {args.config}")
-    record = json.loads(records[0].read_text())
+    record = read_json(records[0])
     failures = gate_failures(record, thresholds)
     verdict = {"passed": not failures, "failures": failures, "thresholds": asdict(thresholds),
                "record": str(records[0]), "reference": args.reference, "candidate": args.candidate}
@@ -63,19 +65,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return failures
 
 
-GATE_OPTIONS = {"model_path=": "--candidate=", "reference_path=": "--reference="}
+GATE_OPTIONS = {"model_path": "--candidate", "reference_path": "--reference"}
 """Compare's option names, as train.py errors spell them, and the gate options the user actually typed."""
 
 
 def gate_option_names(text: str) -> str:
-    """An error about ``model_path=...`` names ``--candidate=...`` here (the gate passes it as Compare's model_path)."""
-    for compare_option, gate_option in GATE_OPTIONS.items():
-        if text.startswith(compare_option):
-            return gate_option + text[len(compare_option):]
-    return text
+    """An error about ``model_path=...`` names ``--candidate=...`` here (the gate passes it as Compare's model_path),
+    wherever in the line it is named."""
+    return re.sub(r"(?<![\w.-])(?:--model\.)?(model_path|reference_path)(?=[= ])",
+                  lambda match: GATE_OPTIONS[match.group(1)], text)
 
 
 def cli(argv: list[str] | None = None) -> int:
+    quiet_third_party()  # as train.py: no Lightning hardware lines, W&B git warning or deprecations first
     try:
         args, extra = parse(argv)
         failures = run(args, extra)
@@ -96,4 +98,8 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    quiet_third_party()  # before lmshrink.cli imports torchao (its "Failed to load" lines)
+    from lmshrink.cli import own_wandb_service
+
+    own_wandb_service()  # as train.py: the evaluation's W&B run under this process's own service
     sys.exit(cli())

@@ -24,7 +24,7 @@ def test_hub_id_fails_fast_without_network():
 def test_model_dir_without_weights(tiny_bert_dir, tmp_path):
     (tmp_path / "config.json").write_text((tiny_bert_dir / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match=r"no weights in .*model.safetensors"):
-        load_sequence_classifier(tmp_path, num_labels=3)
+        load_sequence_classifier(tmp_path, num_labels=3, new_head=True)
 
 
 def test_dir_without_config(tmp_path):
@@ -33,5 +33,5 @@ def test_dir_without_config(tmp_path):
 
 
 def test_classifier_head_gets_requested_labels(tiny_bert_dir):
-    model = load_sequence_classifier(tiny_bert_dir, num_labels=5)
+    model = load_sequence_classifier(tiny_bert_dir, num_labels=5, new_head=True)  # fine-tuning: a new head
     assert model.config.num_labels == 5 and model.classifier.out_features == 5

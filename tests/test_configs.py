@@ -76,7 +76,7 @@ TINY = {  # experiment -> (tiny model fixture, arguments that point it at that m
     "generative/toxicity_smollm2.yaml": ("tiny_llama_dir", [
         "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
         "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",
-        "--data.num_heldout_texts=2"]),
+        "--data.num_heldout_texts=2", "--model.heldout_window=64"]),  # the tiny Llama's context is 256 tokens
     "generative/study_smollm2.yaml": ("tiny_llama_dir", [
         "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
         "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",

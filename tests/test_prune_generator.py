@@ -77,3 +77,13 @@ def test_a_used_save_dir_and_a_classifier_are_refused(tiny_llama_dir, tiny_bert_
     assert "--save-dir=" in capsys.readouterr().err and (used / "mine.txt").read_text() == "keep"
     assert run_command(main, ["--model", str(tiny_bert_dir), "--method", "wanda-0.5", "--save-dir", str(tmp_path / "o")]) == 2
     assert "is not a causal LM" in capsys.readouterr().err
+
+
+def test_a_save_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert run_command(main, ["--model", str(tmp_path / "nowhere"), "--method", "magnitude-0.5",
+                              "--save-dir", str(target)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --save-dir={str(target)!r} is a file, not a directory; "
+                                                    f"name a new directory (nothing was overwritten)"]
+    assert target.read_text() == "mine"

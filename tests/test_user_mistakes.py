@@ -86,7 +86,29 @@ def broken_models(tiny_bert_dir, tmp_path_factory) -> dict[str, Path]:
     (no_weights / "config.json").write_text((tiny_bert_dir / "config.json").read_text())
     corrupt = directory / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint" * 10)
-    return {"truncated": truncated, "no_weights": no_weights, "corrupt_ckpt": corrupt}
+    made = {"truncated": truncated, "no_weights": no_weights, "corrupt_ckpt": corrupt}
+    # checkpoints that load but do not fit a sequence-classification run of the tiny BERT
+    from transformers import BertForSequenceClassification
+
+    weights = {f"model.{key}": value for key, value in
+               BertForSequenceClassification.from_pretrained(tiny_bert_dir).state_dict().items()}
+    foreign = {"plain_dict": {"weights": torch.zeros(2)},
+               "tagger_ckpt": {"state_dict": weights, "hyper_parameters": {
+                   "task": "token", "_class_path": "lmshrink.modules.TeacherFineTune"}},
+               "distill_ckpt": {"state_dict": weights, "hyper_parameters": {
+                   "_class_path": "lmshrink.modules.Distillation", "teacher_path": "x"}},
+               "nine_class_ckpt": {"state_dict": weights | {"model.classifier.weight": torch.zeros(9, 32),
+                                                            "model.classifier.bias": torch.zeros(9)}},
+               "other_module_ckpt": {"state_dict": weights | {"objective.projection.weight": torch.zeros(4, 4)}}}
+    for name, content in foreign.items():
+        torch.save(content, directory / f"{name}.ckpt")
+        made[name] = directory / f"{name}.ckpt"
+    full = directory / "full.ckpt"
+    torch.save({"state_dict": weights, "hyper_parameters": {"task": "sequence"}}, full)
+    truncated_ckpt = directory / "truncated.ckpt"
+    truncated_ckpt.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    made["truncated_ckpt"] = truncated_ckpt
+    return made
 
 
 def user_csv(path: Path) -> list[str]:
@@ -133,6 +155,16 @@ MISTAKES = [
     ("no-weights", "fit", ["--model.model_path={model:no_weights}"], r"no_weights'?: no weights in"),
     ("export-dir-not-empty", "fit", ["--model.export_dir={model:no_weights}"], r"--model.export_dir=.*no_weights' is not empty; nothing was overwritten"),
     ("quantize-scheme", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.Quantize", "--trainer.callbacks.scheme=int3"], r"--trainer.callbacks.scheme: Expected a typing.Literal\['bnb-int8'.*Got value: int3$"),
+    ("truncated-ckpt", "test", ["--ckpt_path={model:truncated_ckpt}"], r"--ckpt_path='.*truncated.ckpt': not a readable checkpoint"),
+    ("not-a-lightning-ckpt", "test", ["--ckpt_path={model:plain_dict}"], r"--ckpt_path .*plain_dict.ckpt: not a Lightning checkpoint \(no state_dict; it holds \['weights'\]\)"),
+    ("tagger-ckpt", "test", ["--ckpt_path={model:tagger_ckpt}"], r"--ckpt_path .*tagger_ckpt.ckpt is a checkpoint of a token classification run; the data \(GroupedTextDataModule\) is sequence classification"),
+    ("nine-class-ckpt", "test", ["--ckpt_path={model:nine_class_ckpt}"], r"--ckpt_path .*nine_class_ckpt.ckpt holds weights of another model: 2 differ in shape \(e.g. model.classifier.bias: \[9\] in the file, \[3\] in this run's model\)"),
+    ("other-module-ckpt", "fit", ["--ckpt_path={model:other_module_ckpt}"], r"--ckpt_path .*other_module_ckpt.ckpt was written by another kind of run \(0 weights missing, 1 unexpected; the file's objective.projection.weight"),
+    ("other-class-ckpt", "test", ["--ckpt_path={model:distill_ckpt}"], r"--ckpt_path .*distill_ckpt.ckpt holds a Distillation checkpoint, but the config runs TeacherFineTune"),
+    ("quantize-save-unsaveable", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.Quantize", "--trainer.callbacks.scheme=bnb-nf4", "--trainer.callbacks.save_dir={tmp}/nf4"], r"Quantize: save_dir with scheme bnb-nf4: bitsandbytes 4-bit states do not reload"),
+    ("quantize-skip-typo", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.Quantize", "--trainer.callbacks.scheme=dynamic-int8", "--trainer.callbacks.skip_modules=[clasifier]"], r"Quantize.skip_modules: 'clasifier' matches no module of the model"),
+    ("quantize-save-dir-is-a-file", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.Quantize", "--trainer.callbacks.scheme=dynamic-int8", "--trainer.callbacks.save_dir={file:good}"], r"save_dir='.*good.csv' is a file, not a directory"),
+    ("bootstrap-for-accuracy", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.GroupMetrics", "--trainer.callbacks.bootstrap_resamples=10"], r"GroupMetrics.bootstrap_resamples resamples sentences for entity F1"),
 ]
 
 

@@ -33,6 +33,9 @@ class SplitsDataModule(LightningDataModule):
     task = "sequence"
     """``sequence`` (one label per example) or ``token`` (one tag per word): which metrics and heads apply."""
 
+    label_names: list[str] = []
+    """Class names in id order, when known before the data is read (checked against the models' ``id2label``)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.datasets: dict = {}

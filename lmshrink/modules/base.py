@@ -33,6 +33,12 @@ class LmshrinkModule(LightningModule):
     model_inputs: list[str] = ["input_ids", "attention_mask"]
     """Batch fields the network's ``forward`` takes (see ``backbones.accepted_inputs``)."""
 
+    def given_models(self) -> dict[str, tuple[str, nn.Module]]:
+        """{option: (value, network)} of the trained classifiers this module uses as they were given (a reference,
+        a teacher, a model to prune or evaluate; not one whose head it trains): the CLI checks their class names
+        and context against the data before any work (:func:`lmshrink.model_fit.check_against_data`)."""
+        return {}
+
     @property
     def source_model(self) -> str:
         """Where the evaluated network comes from (a path, hub id or checkpoint), recorded with its measurements

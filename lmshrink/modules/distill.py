@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric
 
 from lmshrink.backbones import (
     accepted_inputs,
+    has_classifier_head,
     load_causal_lm,
     load_finetuned,
     load_sequence_classifier,
@@ -136,7 +137,7 @@ class Distillation(TrainingModule):
                                 owner=Distillation)
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.teacher_cache: dict[str, Tensor] | None = None
-        teacher, self.tokenizer_path = load_finetuned(teacher_path, num_labels)
+        teacher, self.tokenizer_path = load_finetuned(teacher_path, num_labels, allow_causal_lm=True)
         # A generative teacher is distilled token by token over its vocabulary; GroupMetrics (class accuracy)
         # does not apply: evaluation reports token-level KD loss and perplexity instead.
         self.is_causal_lm = teacher.can_generate()
@@ -149,10 +150,14 @@ class Distillation(TrainingModule):
         if self.is_causal_lm:
             self.reference_name = None
         if student_path is not None:
+            if not self.is_causal_lm and not has_classifier_head(student_path, num_labels, "student_path", self.task):
+                rank_zero_info(f"[lmshrink] student_path={student_path!r} has no {self.task} classifier head for "
+                               f"{num_labels} labels: a new one is initialised (distillation trains it)")
             check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student_path),
                                  str(teacher_path), student_path)
             self.model = (load_causal_lm(student_path, "student_path") if self.is_causal_lm else
-                          load_sequence_classifier(student_path, num_labels, "student_path", self.task)).train()
+                          load_sequence_classifier(student_path, num_labels, "student_path", self.task,
+                                                   new_head=True)).train()
         elif student_config is not None:
             self.model = student_from_config(teacher, **student_config)
         else:
@@ -292,6 +297,9 @@ class Distillation(TrainingModule):
         return nn.ModuleDict({"student": self.model, "objective": self.objective})
 
     # ----------------------------------------------------------------------------------------------- save
+    def given_models(self) -> dict[str, tuple[str, nn.Module]]:
+        return {} if self.is_causal_lm else {"teacher_path": (str(self.hparams.teacher_path), self.teacher)}
+
     @property
     def source_model(self) -> str:
         return str(self.hparams.student_path or f"student of {self.hparams.teacher_path}")

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lmshrink.backbones import load_causal_lm, load_tokenizer
+from lmshrink.backbones import check_causal_lm, load_causal_lm, load_tokenizer
 from lmshrink.data.calibration import heldout_ids
 from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.generation import sample_continuations
@@ -32,7 +32,7 @@ from lmshrink.modules.base import LmshrinkModule
 from lmshrink.options import as_settings
 from lmshrink.paths import write_new_json
 from lmshrink.quantize.schemes import check_supported, quantize_model
-from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
+from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, OneShotSettings, parse_one_shot, unread_settings
 
 
 class GenerativeAudit(LmshrinkModule):
@@ -119,11 +119,18 @@ class GenerativeAudit(LmshrinkModule):
             if calibrated:
                 raise OptionError(f"--model.model_scheme={model_scheme} needs calibration data; the audit applies "
                                   f"weight-only and dynamic schemes")
+        # Every model is checked against the job (a causal LM whose context holds the windows) before any loads.
+        reads_windows = any("seq_len" in SETTINGS_READ[method] for method in methods)
+        lengths = {"--model.heldout_window": heldout_window if heldout_windows else 0,
+                   "--model.one_shot.seq_len": self.one_shot.seq_len if reads_windows else 0}
+        check_causal_lm(model_path, "--model.model_path", lengths)
+        for name, path in (students or {}).items():
+            check_causal_lm(path, f"--model.students.{name}", lengths)
         self.scorer = build_scorer(scorer)
         self.tokenizer = load_tokenizer(model_path, option="model_path")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        teacher = load_causal_lm(model_path)
+        teacher = load_causal_lm(model_path, "--model.model_path")
         if model_scheme is not None:
             quantize_model(teacher.eval(), model_scheme, skip_modules=["lm_head"])  # as the audit's copies are
         # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.

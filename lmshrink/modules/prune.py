@@ -19,7 +19,7 @@ from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
-from torch import Tensor
+from torch import Tensor, nn
 
 from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, select_inputs
 from lmshrink.errors import OptionError
@@ -138,6 +138,9 @@ class Prune(LmshrinkModule):
         options["kprune"] = as_settings(options["kprune"], KPruneSettings)
         options["kwon"] = as_settings(options["kwon"], KwonSettings)
         refuse_ignored_options(options["method"], options)
+
+    def given_models(self) -> dict[str, tuple[str, nn.Module]]:
+        return {"teacher_path": (str(self.hparams.teacher_path), self.model)}
 
     @property
     def source_model(self) -> str:

@@ -73,7 +73,7 @@ class TeacherFineTune(TrainingModule):
         if self.untrained_head:
             rank_zero_info(f"[lmshrink] model_path={model_path!r} has no classifier head for {num_labels} labels: "
                            f"a new one is initialised (fine-tuning trains it)")
-        self.model = load_sequence_classifier(model_path, num_labels, task=task)
+        self.model = load_sequence_classifier(model_path, num_labels, task=task, new_head=True)
         # from_pretrained returns eval mode and Lightning keeps submodule modes as found: enable dropout.
         self.model.train()
         self.model_inputs = accepted_inputs(self.model)

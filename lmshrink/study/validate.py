@@ -40,9 +40,39 @@ def check_study(spec: StudySpec) -> None:
             raise OptionError(f"{label}: {exc}") from None
         for subcommand, args in filter(None, commands):
             try:
-                check_args(subcommand, args)
-            except OptionError as exc:
+                _check_given_models(check_args(subcommand, args), spec)
+            except (OptionError, FileNotFoundError) as exc:
                 raise OptionError(f"{label} ({'evaluation' if subcommand == 'test' else subcommand}): {exc}") from None
+
+
+MODEL_OPTIONS = ("model_path", "teacher_path", "student_path", "reference_path")
+"""A module's options that name a model (a directory, hub id, offline default or checkpoint)."""
+DATA_FILE_OPTIONS = ("dataset", "val_file", "test_file")
+DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet", ".conll", ".txt", ".tsv")
+"""Suffixes by which a data option's value is a file path (not a built-in set such as ``stereoset`` or a hub id)."""
+
+
+def _check_given_models(config, spec: StudySpec) -> None:
+    """Every model and data file a command names that the study does not make itself (models it makes lie under
+    its output_dir) must be there now: a missing one in the last stage is found before the first stage runs, not
+    an hour later."""
+    from lmshrink.backbones import resolve_model_dir
+
+    output = spec.output_dir.resolve()
+    values = {f"--model.{key}": config.model.init_args.get(key) for key in MODEL_OPTIONS}
+    values["--data.tokenizer_path"] = config.data.init_args.get("tokenizer_path")
+    for option in DATA_FILE_OPTIONS:  # a data file named as a path (not a built-in set or a hub id) must exist
+        value = config.data.init_args.get(option)
+        if isinstance(value, str) and Path(value).suffix.lower() in DATA_SUFFIXES and not Path(value).exists():
+            raise OptionError(f"--data.{option}={value!r}: no such file")
+    for option, value in values.items():
+        if not isinstance(value, str) or Path(value).resolve().is_relative_to(output):
+            continue
+        if value.endswith(".ckpt"):
+            if not Path(value).is_file():
+                raise OptionError(f"{option}={value!r}: checkpoint does not exist")
+        else:
+            resolve_model_dir(value, option)
 
 
 def _check_scheme(scheme: str, label: str, device, calibrated: str) -> None:
@@ -67,8 +97,15 @@ def _check_generative(spec: StudySpec, where: str) -> None:
     from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, parse_one_shot
     from lmshrink.study.generative import build_argv, eval_args
 
+    from lmshrink.backbones import check_causal_lm
+
     for stage in spec.stages:
         label = f"{where}: stage {stage.name!r}"
+        if stage.kind == "teacher":  # the one model a generative study does not make: it must be a causal LM now
+            try:
+                check_causal_lm(stage.model, "model")
+            except (OptionError, FileNotFoundError) as exc:
+                raise OptionError(f"{label}: {exc}") from None
         if stage.kind == "quantize":  # the audit quantizes on the CPU, whatever the study runs on
             _check_scheme(stage.scheme, label, "cpu", "needs calibration data; a generative study audits "
                                                       "weight-only and dynamic schemes")

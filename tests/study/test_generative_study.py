@@ -145,10 +145,17 @@ def test_seed_interval_is_students_t_and_clipped_for_shares():
     ({"name": "w", "kind": "prune", "from": "teacher", "method": "wanda-0.5", "args": ["--sequence=16"]},
      # a misspelt flag, not taken as an abbreviation of --sequences
      r"stage 'w': unrecognized arguments: --sequence=16 \(see python -m lmshrink.prune_generator --help\)"),
+    # the teacher must be a causal LM before anything runs (issue 28: an encoder was audited with a fresh LM head)
+    ({"name": "teacher", "kind": "teacher", "model": "minilm"},
+     r"stage 'teacher': model='minilm' is not a causal LM \(BertModel\)"),
+    ({"name": "teacher", "kind": "teacher", "model": "/no/such/generator"},
+     r"stage 'teacher': model='/no/such/generator': no such local directory"),
 ])
 def test_a_bad_generative_stage_fails_before_anything_runs(stage, message, tiny_llama_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     teacher = {"name": "teacher", "kind": "teacher", "model": str(tiny_llama_dir)}
+    if stage.get("kind") == "teacher":  # a case about the teacher itself
+        teacher, stage = stage, {"name": "w", "kind": "prune", "from": "teacher", "method": "wanda-0.5"}
     config = write_study(tmp_path, tiny_llama_dir, [teacher, stage])
     with pytest.raises((OptionError, ValueError), match=message):
         study_main([str(config)])

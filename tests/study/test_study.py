@@ -112,6 +112,24 @@ def test_report_refuses_different_test_sets():
     assert check_same_eval_set(results[:1]) == "aaaa"
 
 
+@pytest.mark.parametrize("text, message", [
+    ("output_dir: x\nseeds: 3\nstages: []\n", r"seeds must be a list of integers, e.g. \[0, 1, 2\], got 3"),
+    ("output_dir: x\nstages:\n  - {name: teacher, kind: teacher\n", r"bad.yaml: line \d+ is not valid YAML"),
+    ("- output_dir: x\n", r"expected a mapping of keys \(output_dir, seeds, stages, ...\), got a list"),
+    ("output_dir: x\ncommon_args: --trainer.devices=2\nstages: []\n", r"common_args must be a list of options"),
+    ("output_dir: x\nwandb: lmshrink\nstages: []\n", r"wandb must be a mapping"),
+], ids=["seeds-as-number", "yaml-syntax", "top-level-list", "args-as-string", "wandb-as-string"])
+def test_a_study_config_of_the_wrong_shape_is_one_line(text, message, tmp_path, capsys):
+    """Issue 28: ``seeds: 3`` was a TypeError traceback; each field's type is checked as the config is read."""
+    from lmshrink.study.__main__ import cli
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert cli([str(path)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: study config ") and re.search(message, errors[0]), errors
+
+
 def test_bad_study_configs_are_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"output_dir": "x", "stages": [
@@ -148,7 +166,19 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
      r"error: study config .*: stage 'kp' \(validate\): --model.num_tokens=500 is ignored by --model.method=l1-heads"),
     ({"name": "static", "kind": "quantize", "from": "teacher", "scheme": "static-int8-x86"},
      r"error: study config .*: stage 'static': scheme 'static-int8-x86' is not a study scheme yet"),
-], ids=["scheme", "option-typo", "method-typo", "ignored-option", "calibrated-scheme"])
+    ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+      "args": ["--model.teacher_path=/no/such/teacher"]},  # a model the study does not make must exist now
+     r"error: study config .*: stage 'kp' \(validate\): --model.teacher_path='/no/such/teacher': no such local "
+     r"directory"),
+    ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+      "args": "--model.flops_keep_ratio=0.5"},  # a string, not a list: it was split into characters
+     r"error: study config .*: stages\[2\]: args must be a list of options such as \[--sequences=16\], got "
+     r"'--model.flops_keep_ratio=0.5'"),
+    ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
+      "args": ["--data.test_file=/no/such/test.csv"]},
+     r"error: study config .*: stage 'kp' \(validate\): --data.test_file='/no/such/test.csv': no such file"),
+], ids=["scheme", "option-typo", "method-typo", "ignored-option", "calibrated-scheme", "missing-model",
+        "args-as-string", "missing-data-file"])
 def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
                                                               capsys):
     from lmshrink.study.__main__ import cli
@@ -287,3 +317,23 @@ def test_a_stage_or_seed_the_study_lacks_is_one_error_line(tiny_bert_dir, tmp_pa
     assert capsys.readouterr().err.strip() == (f"error: --stage kprune --seed 7: no such run in {config} (--list "
                                                f"prints every stage and seed)")
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("generative", r"holds results of a generative study, but .*study.yaml is a classification study"),
+    ("truncated", r"results.jsonl: line 2 \(1-based\) is not valid JSON"),
+    ("array", r"results.jsonl: line 1 \(1-based\) is a JSON array, expected an object"),
+], ids=["another-task", "truncated", "array"])
+def test_report_only_of_the_wrong_results_is_one_line(content, message, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Issue 28: results of another task's study said only ``error: groups``; a truncated file was a traceback."""
+    from lmshrink.study.__main__ import cli
+
+    monkeypatch.chdir(REPO)
+    shipped = (REPO / "docs/study/results.jsonl").read_text().splitlines()
+    results = tmp_path / "results.jsonl"
+    results.write_text({"generative": (REPO / "docs/study_generative/results.jsonl").read_text(),
+                        "truncated": shipped[0] + "\n" + shipped[1][: len(shipped[1]) // 2] + "\n",
+                        "array": "[1, 2]\n"}[content])
+    assert cli([str(write_study(tmp_path, tiny_bert_dir)), "--report-only", str(results)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
