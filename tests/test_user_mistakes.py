@@ -67,6 +67,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
         paths[name].write_text(text)
     paths["latin1"] = directory / "latin1.csv"
     paths["latin1"].write_bytes(b"text,label,dialect\nfine,0,a\ncaf\xe9,1,b\n")
+    paths["json_array"] = directory / "array.json"
+    paths["json_array"].write_text('["sentence one", "sentence two"]')
     paths["bad_jsonl"] = directory / "bad.jsonl"
     paths["bad_jsonl"].write_text('{"text": "a", "label": 0, "dialect": "a"}\n{"text": "b", "label": 1, dialect: b}\n')
     return paths
@@ -141,6 +143,7 @@ MISTAKES = [
     ("zero-byte-csv", "fit", user_csv("{file:zero_bytes}"), r"zero_bytes.csv: the file is empty \(0 bytes\)"),
     ("non-utf8-csv", "fit", user_csv("{file:latin1}"), r"latin1.csv: line 3 \(1-based\) is not UTF-8 \(byte 0xe9\)"),
     ("bad-jsonl-line", "fit", user_csv("{file:bad_jsonl}"), r"bad.jsonl: line 2 \(1-based\) is not valid JSON"),
+    ("json-array-of-strings", "fit", user_csv("{file:json_array}"), r"array.json: a JSON array of rows must hold objects \(one key per column\); item 0 \(0-based\) is 'sentence one'"),
     ("csv-extra-fields", "fit", user_csv("{file:extra_fields}"), r"extra_fields.csv: line 4 \(1-based\) has 4 fields, the header has 3"),
     ("label-outside", "fit", user_csv("{file:label_5}"), r"column 'label' row 4 \(1-based\) has label 5, outside num_labels=2"),
     ("missing-column", "fit", user_csv("{file:good}") + ["--data.text_column=review"], r"good.csv: no column 'review'; columns are \['dialect', 'label', 'text'\]"),

@@ -58,6 +58,10 @@ def _check_json_lines(path: Path, text: str) -> None:
             whole = json.loads(text)
         except json.JSONDecodeError:
             whole = None  # JSON lines in a .json file: checked line by line below
+        if isinstance(whole, list) and not all(isinstance(row, dict) for row in whole):
+            index = next(i for i, row in enumerate(whole) if not isinstance(row, dict))
+            raise InputFileError(f"{path}: a JSON array of rows must hold objects (one key per column); item {index} "
+                                 f"(0-based) is {show(whole[index])}")
         if isinstance(whole, (list, dict)):
             return
     if not json_objects(path, text.splitlines()):
