@@ -334,5 +334,6 @@ def read_checkpoint(path: str | Path, option: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise InputFileError(f"{option}={str(path)!r}: not a readable checkpoint ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else 'empty'})") from None
+        first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else "empty"  # torch's advice runs on for lines
+        raise InputFileError(f"{option}={str(path)!r}: not a readable checkpoint, truncated or not written by "
+                             f"torch.save ({type(exc).__name__}: {first})") from None

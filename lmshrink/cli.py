@@ -84,6 +84,9 @@ def _fill_run_dirs(config: Namespace) -> None:
     ``trainer.default_root_dir``; a W&B run without a name is named after that directory."""
     trainer = config.trainer
     root = trainer.get("default_root_dir") or os.getcwd()
+    if Path(root).exists() and not Path(root).is_dir():
+        raise OutputExistsError(f"--trainer.default_root_dir={str(root)!r} is a file, not a directory; name a new "
+                                f"run directory (nothing was overwritten)")
     for logger in _loggers(trainer):
         if logger.init_args.get("save_dir") in (None, "."):
             logger.init_args.save_dir = str(root)

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lmshrink.data.text_files import read_json
-from lmshrink.errors import MissingInputError, OneLineParser, OptionError, message, user_error
+from lmshrink.errors import MissingInputError, OneLineParser, OptionError, OutputExistsError, message, user_error
 from lmshrink.metrics.gate import GateThresholds, gate_failures
 from lmshrink.paths import write_new_json
 from lmshrink.quiet import quiet_third_party
@@ -49,6 +49,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
     if not Path(args.config).is_file():
         raise MissingInputError(f"--config {args.config}: no such file")
     output = Path(args.output_dir)
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"--output-dir={args.output_dir!r} is a file, not a directory; name a new or empty "
+                                f"directory (nothing was overwritten)")
     earlier = set(output.rglob("group_metrics_test*.json"))  # a re-run in the same directory adds a new record
     main(["test", "--config", args.config, "--model=lmshrink.modules.Compare", f"--model.model_path={args.candidate}",
           f"--model.reference_path={args.reference}", f"--trainer.default_root_dir={output}", *extra],

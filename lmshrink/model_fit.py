@@ -109,7 +109,7 @@ def check_fits(config: dict, job: Job, option: str, value: str) -> bool:
     replaced = kind != job.kind and job.kind != "causal_lm"  # a base encoder, or another task's head
     if kind == job.kind and job.num_labels is not None and head_labels(config) != job.num_labels:
         if not job.new_head:
-            names = class_names(config)
+            names = [name for name in class_names(config) or [] if not name.isdigit()]  # '0', '1' say nothing
             raise OptionError(f"{where} has a {head_labels(config)}-class head"
                               f"{f' {names}' if names else ''} but the data has {job.num_labels} classes: its head "
                               f"does not fit this task (loading it would re-initialise the head); pass a model "

@@ -162,3 +162,14 @@ def test_the_gate_still_passes_a_fitting_identical_model(models, tmp_path, capsy
     verdict = json.loads(next(tmp_path.rglob("gate.json")).read_text())
     assert verdict["passed"]
 
+
+
+def test_the_gate_refuses_an_output_dir_that_is_a_file(models, tmp_path, capsys):
+    from lmshrink.gate import cli
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert cli(["--reference", str(models["good"]), "--candidate", str(models["good"]), "--config", str(TEACHER),
+                "--output-dir", str(notes)]) == 2
+    one_error_line(capsys.readouterr().err, r"^error: --output-dir='.*notes.txt' is a file, not a directory")
+    assert notes.read_text() == "mine"
