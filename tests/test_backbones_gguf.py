@@ -8,6 +8,7 @@ import torch
 from lmshrink.backbones import GGUF_MODELS, is_causal_lm, load_causal_lm, load_tokenizer, resolve_model_dir
 
 
+@pytest.mark.slow
 def test_smollm2_converts_once_into_the_user_cache(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 

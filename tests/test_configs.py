@@ -59,6 +59,7 @@ def test_overlay_parses_with_its_experiment(overlay):
     check_args(EXPERIMENTS[base], ["--config", str(CONFIGS / base), "--config", str(CONFIGS / overlay)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", sorted(path.name for path in (CONFIGS / "study").glob("*.yaml")))
 def test_study_config_passes_the_study_checks(study, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -93,6 +94,7 @@ def test_every_experiment_has_a_tiny_run():
     assert set(TINY) == set(EXPERIMENTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(TINY))
 def test_experiment_config_with_the_debug_overlay_runs_on_a_tiny_model(config, request, tmp_path, monkeypatch):
     """Every class each experiment names is instantiated with its shipped options, and one batch runs."""

@@ -61,6 +61,7 @@ def gate_args(reference, candidate, output, *extra) -> list[str]:
             "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false", "--data.eval_batch_size=256"]
 
 
+@pytest.mark.slow
 def test_gate_exit_codes_on_constructed_models(models, tmp_path, capsys):
     reference, no_class_0 = models
     assert cli(gate_args(reference, no_class_0, tmp_path / "worse")) == 1

@@ -44,6 +44,7 @@ def test_linear_warmup_decay_equals_transformers_schedule(total, ratio):
         ours.step(), theirs.step()
 
 
+@pytest.mark.slow
 def test_an_injected_optimizer_and_schedule_reach_the_trainer(tiny_bert_dir, tmp_path):
     cli = main(["fit", *tiny_run_args(tiny_bert_dir, tmp_path / "run", train_batches=3),
                 "--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0.05", "--model.optimizer.momentum=0.9",

@@ -33,6 +33,7 @@ def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, caps
     assert (out / "tokenizer_config.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kprune", "kwon"])
 def test_structured_pruning_slices_saves_and_reloads_everywhere(tiny_llama_dir, tmp_path, capsys, method):
     """<method>-keep0.6: key/value groups and MLP channels removed, the FLOPs target met, and the directory loads

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from lmshrink.quiet import quiet_third_party
 
 
@@ -14,6 +16,7 @@ def test_quiet_third_party_adds_one_lightning_filter_however_often_it_is_called(
     assert sum(type(existing).__name__ == "_DropLines" for existing in filters) == 1
 
 
+@pytest.mark.slow
 def test_the_gate_starts_as_quietly_as_train_py(tiny_bert_varied_dir, tmp_path):
     """``python -m lmshrink.gate`` as a real process (issue 28: it printed Lightning's GPU/TPU lines and tip, W&B's
     git warning and the LeafSpec deprecation before its table): none of that noise, and its verdict last."""

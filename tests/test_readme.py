@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 TINY_TRAINER = ["--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
@@ -68,6 +70,7 @@ def _run(command: str, cwd, log) -> subprocess.CompletedProcess:
                               timeout=600)
 
 
+@pytest.mark.slow
 def test_readme_commands_run_in_order(tiny_bert_dir, tmp_path):
     (tmp_path / "configs").symlink_to(REPO / "configs")
     (tmp_path / "train.py").symlink_to(REPO / "train.py")

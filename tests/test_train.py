@@ -19,6 +19,7 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.slow
 def test_fit_tiny_bert_writes_group_tables_and_refuses_overwrite(tiny_bert_dir, tmp_path):
     root = tmp_path / "run"
     args = tiny_run_args(tiny_bert_dir, root, train_batches=4)
@@ -60,6 +61,7 @@ def uninterrupted(tiny_bert_dir, tmp_path_factory):
     ],
     ids=["kill-9", "ctrl-c"],
 )
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(tiny_bert_dir, tmp_path, uninterrupted, stopper, resumes_from_step):
     root = tmp_path / "run"
     killed = callbacks_overlay(tmp_path / "killed.yaml", every_n_train_steps=4, extra=[stopper])
@@ -78,6 +80,7 @@ def test_resume_after_kill_matches_uninterrupted(tiny_bert_dir, tmp_path, uninte
     assert group_record(root, "test") | {"global_step": None} == group_record(uninterrupted, "test") | {"global_step": None}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_bert_no_dropout_dir, tmp_path):
     args = lambda root: tiny_run_args(tiny_bert_no_dropout_dir, root, "--data.batch_size=16", train_batches=8)
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -95,6 +98,7 @@ def test_two_process_ddp_matches_one_process(tiny_bert_no_dropout_dir, tmp_path)
         torch.testing.assert_close(final_weights(ddp)[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 def test_real_minilm_fit_logs_to_offline_wandb(tmp_path):
     """The shipped config on the real MiniLM for a few steps, with the real offline W&B logger."""
     root = tmp_path / "minilm"
@@ -116,6 +120,7 @@ def test_real_minilm_fit_logs_to_offline_wandb(tmp_path):
     assert list(run_dirs[0].rglob("*group_table*.table.json")), "the per-group wandb.Table was not logged"
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_the_same_wandb_run(tiny_bert_dir, tmp_path):
     """kill -9, then --ckpt_path last: one W&B run id (kept in the run directory) whose steps continue after the
     checkpoint; the resumed config is config.fit-1.yaml; save_top_k=1 leaves one best checkpoint."""
@@ -142,6 +147,7 @@ def test_resume_after_kill_continues_the_same_wandb_run(tiny_bert_dir, tmp_path)
     assert len(list((root / "checkpoints").glob("best-*.ckpt"))) == 1
 
 
+@pytest.mark.slow
 def test_hub_model_id_loads_from_the_cache_offline(tiny_bert_dir, tmp_path):
     """A hub id resolves through huggingface_hub's cache (layout built here from the tiny model): offline it is
     used from the cache, as `hf download` would have left it."""
@@ -170,6 +176,7 @@ def test_exported_model_carries_the_class_names(tiny_bert_dir, tmp_path):
     assert exported.config.id2label == {0: "stereotype", 1: "anti-stereotype", 2: "unrelated"}
 
 
+@pytest.mark.slow
 def test_ckpt_path_none_evaluates_an_untrained_head_on_purpose(tmp_path):
     root = tmp_path / "eval"
     main(["test", "--config", "configs/teacher/stereoset_minilm.yaml", f"--trainer.default_root_dir={root}",

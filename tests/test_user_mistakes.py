@@ -180,6 +180,7 @@ def _fill(values: list[str], tmp: Path, files: dict, models: dict) -> list[str]:
     return [one(value) for value in values]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, subcommand, extra, pattern", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_mistake_gets_one_clean_line(name, subcommand, extra, pattern, tiny_bert_dir, tmp_path, files,
                                      broken_models, capsys):
@@ -245,6 +246,7 @@ def test_bad_file_with_the_shipped_wandb_logger_leaves_nothing_and_reruns(tiny_b
     assert len(list((root / "wandb").glob("offline-run-*"))) == 1
 
 
+@pytest.mark.slow
 def test_a_mistake_on_the_real_command_line(tiny_bert_dir, tmp_path):
     root = tmp_path / "run"
     proc = run_train_py("fit", [*tiny_run_args(tiny_bert_dir, root), "--data.batch_size=0"], check=False)
@@ -281,6 +283,7 @@ def test_checkpoint_load_for_evaluation_never_rechecks_training_outputs(tiny_ber
     assert isinstance(module.model, torch.nn.Module)
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused_naming_the_key(tiny_bert_dir, tmp_path, capsys):
     root = tmp_path / "run"
     main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])

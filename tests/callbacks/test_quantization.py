@@ -24,6 +24,7 @@ def quant_record(root, scheme: str) -> dict:
     return json.loads(paths[0].read_text())
 
 
+@pytest.mark.slow
 def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_path, monkeypatch):
     timings = []
 
@@ -56,6 +57,7 @@ def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_pa
     assert record["skipped_layers"] == {"classifier": "in skip_modules"}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_report_equals_one_process(tiny_bert_varied_dir, tmp_path):
     # A weight-only scheme: each example's logits do not depend on what else is in its batch. (LLM.int8
     # picks its 16-bit outlier columns per batch, so its predictions move with the DDP sharding.)
@@ -78,6 +80,7 @@ def test_refused_in_fit_and_for_unknown_schemes():
         Quantize(scheme="bnb-int8").setup(trainer=None, pl_module=None, stage="fit")
 
 
+@pytest.mark.slow
 def test_qat_run_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir, tmp_path):
     from tests.helpers import callbacks_overlay, final_weights
 
@@ -96,6 +99,7 @@ def test_qat_run_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir, tmp
     assert group_record(tmp_path / "resumed", "test")["groups"] == group_record(tmp_path / "whole", "test")["groups"]
 
 
+@pytest.mark.slow
 def test_static_int8_is_calibrated_compiled_and_compared_to_float(tiny_bert_varied_dir, tmp_path):
     """static-int8-x86 through the CLI: calibrated on the training split, compiled (first call apart from the
     latency), smaller, and compared with the float model group by group like every scheme."""

@@ -28,6 +28,7 @@ def test_windowed_perplexity_is_exp_of_the_mean_lm_loss_over_windows(tiny_llama_
         windowed_perplexity(model, ids[:10], window=20)
 
 
+@pytest.mark.slow
 def test_calibration_windows_are_seeded_slices_of_real_text_disjoint_from_the_heldout_text():
     tokenizer = load_tokenizer("minilm")
     pool = token_stream(tokenizer, boolq_passages(CALIBRATION_FILE))

@@ -52,6 +52,7 @@ def worst_group_coverage(accuracies: list[float], sizes: list[int]) -> float:
     return covered
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accuracy", [0.5, 0.75, 0.9, 0.95])
 def test_worst_group_interval_covers_three_tied_groups_of_16(accuracy):
     assert worst_group_coverage([accuracy] * 3, [16] * 3) >= LEVEL

@@ -121,6 +121,7 @@ def _ddp_worker(rank, world_size, port, shards, queue):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split_at", [90, 0])
 def test_two_processes_equal_one_process(split_at):
     preds, target, membership = random_case(2, absent_group=4)

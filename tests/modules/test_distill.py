@@ -27,6 +27,7 @@ def kd_loss(student, teacher, batch) -> float:
         return soft_target_kl(student(**inputs).logits, teacher(**inputs).logits, temperature=2.0).item()
 
 
+@pytest.mark.slow
 def test_distillation_lowers_kd_loss_and_saves_a_loadable_student(tiny_bert_varied_dir, tmp_path):
     root = tmp_path / "run"
     before = Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1)
@@ -94,6 +95,7 @@ def test_bad_student_options(tiny_bert_dir, tmp_path):
         Distillation(teacher_path=str(tmp_path / "missing.ckpt"), student_num_layers=1)
 
 
+@pytest.mark.slow
 def test_distillation_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir, tmp_path):
     args = lambda root, overlay: tiny_run_args(tiny_bert_dir, root, "--config", str(overlay), train_batches=8,
                                                distill=True)
@@ -108,6 +110,7 @@ def test_distillation_resumes_after_kill_like_an_uninterrupted_run(tiny_bert_dir
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_distillation_matches_one_process(tiny_bert_varied_dir, tmp_path):
     args = lambda root: tiny_run_args(tiny_bert_varied_dir, root, "--data.batch_size=16", train_batches=6,
                                       distill=True)
@@ -128,6 +131,7 @@ def test_two_process_ddp_distillation_matches_one_process(tiny_bert_varied_dir, 
     assert one["worst_group_acc_ci"][0] < one["worst_group_acc_ci"][1]
 
 
+@pytest.mark.slow
 def test_cached_teacher_logits_give_the_same_training(tiny_bert_varied_dir, tmp_path):
     """With all classes cached the soft targets are exact, so both runs end with the same student function.
     (Not bit-identical weights: the cache ran the teacher in batches of 128, training in batches of 32, and

@@ -32,6 +32,7 @@ def test_next_token_nll_by_hand():
     assert next_token_nll(logits, ids, mask).tolist() == pytest.approx([-torch.log(torch.tensor(0.25)).item()])
 
 
+@pytest.mark.slow
 def test_causal_distillation_runs_learns_and_saves_a_generating_student(tiny_llama_dir, tmp_path):
     root = tmp_path / "run"
     before = Distillation(teacher_path=str(tiny_llama_dir), student_num_layers=1)

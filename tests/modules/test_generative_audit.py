@@ -29,6 +29,7 @@ def audit_record(root: Path) -> dict:
     return json.loads(paths[0].read_text())
 
 
+@pytest.mark.slow
 def test_audit_reports_every_model_and_metric(tiny_llama_dir, tmp_path):
     main(["test", *audit_args(tiny_llama_dir, tmp_path)])
     record = audit_record(tmp_path)
@@ -53,6 +54,7 @@ def test_a_source_turned_off_runs_no_empty_loader(tiny_llama_dir, tmp_path, recw
     assert teacher["heldout_tokens"] == 0 and teacher["windowed_perplexity"] > 1
 
 
+@pytest.mark.slow
 def test_two_process_ddp_audit_counts_each_example_once(tiny_llama_dir, tmp_path):
     args = lambda root: audit_args(tiny_llama_dir, root, "--model.sparsities=[]", "--model.quantize=[]")
     main(["test", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])
@@ -68,6 +70,7 @@ def test_two_process_ddp_audit_counts_each_example_once(tiny_llama_dir, tmp_path
     assert two["windowed_perplexity"] == pytest.approx(one["windowed_perplexity"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_audit_prunes_copies_one_shot_and_records_how(tiny_llama_dir, tmp_path):
     args = audit_args(tiny_llama_dir, tmp_path, "--model.sparsities=[]", "--model.quantize=[]",
                       "--model.prune=[wanda-0.5, sparsegpt-2:4]", "--model.one_shot.num_sequences=4",

@@ -53,6 +53,7 @@ def val_batch(model_dir: Path, size: int = 64) -> dict:
     return {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kprune", "kwon"])
 def test_validate_prunes_slices_saves_and_records(method, tiny_bert_varied_dir, tmp_path):
     main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, f"--model.method={method}",
@@ -76,6 +77,7 @@ def test_validate_prunes_slices_saves_and_records(method, tiny_bert_varied_dir, 
     torch.testing.assert_close(ours(**batch).logits, stock(**batch).logits, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, sparsity", [("l1-unstructured", 0.6), ("l1-heads", 0.5)])
 def test_magnitude_baselines(method, sparsity, tiny_bert_varied_dir, tmp_path):
     main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, f"--model.method={method}",
@@ -122,6 +124,7 @@ def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path)
     assert not list(root.rglob("pruning_record*")) and not list(root.rglob("config*.yaml"))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_pruning_matches_one_process(tiny_bert_varied_dir, tmp_path):
     args = lambda root: prune_args(tiny_bert_varied_dir, root, "--model.flops_keep_ratio=0.4")
     main(["validate", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])

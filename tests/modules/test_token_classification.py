@@ -50,6 +50,7 @@ def test_a_sequence_model_with_tagging_data_is_refused_by_name(tiny_bert_dir, tm
             in capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_bert_no_dropout_dir, tmp_path):
     args = lambda root: tagger_args(tiny_bert_no_dropout_dir, root, "--data.batch_size=16", "--data.eval_batch_size=8")
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -66,6 +67,7 @@ def test_two_process_ddp_matches_one_process(tiny_bert_no_dropout_dir, tmp_path)
             assert a["ci_low"] == pytest.approx(b["ci_low"], abs=1e-9)  # same sentences, same order: same bootstrap
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(tiny_bert_dir, tmp_path):
     overlay = lambda name, extra=None: callbacks_overlay(tmp_path / name, every_n_train_steps=3, extra=extra,
                                                          monitor="val/worst_group_f1")

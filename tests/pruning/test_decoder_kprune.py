@@ -53,6 +53,7 @@ def test_budget_is_respected_and_the_masked_model_equals_the_sliced_one(ratio):
     assert sliced.config.lmshrink_kv_groups_per_layer == groups
 
 
+@pytest.mark.slow
 def test_keep_ratio_one_keeps_everything_and_changes_no_prediction():
     model, batch = tiny_llama(), inputs()
     with torch.no_grad():

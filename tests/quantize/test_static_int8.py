@@ -35,6 +35,7 @@ def converted():
     return float_model, graph, result
 
 
+@pytest.mark.slow
 def test_static_int8_is_close_to_float_on_unseen_shapes(converted):
     float_model, graph, result = converted
     for inputs in batches(1, 1, 7, 1) + batches(1, 5, 23, 2):  # shapes never seen in calibration
@@ -53,6 +54,7 @@ def test_static_int8_quantizes_the_linears_and_keeps_the_head(converted):
     assert len(activation_quantize) >= len(result.quantized)  # every quantized Linear gets int8 activations
 
 
+@pytest.mark.slow
 def test_calibration_fixes_the_activation_scales():
     """Different calibration data, different scales: the scales really come from the calibration batches."""
     scales = []

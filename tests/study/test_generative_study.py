@@ -46,6 +46,7 @@ def write_study(tmp_path: Path, model_dir: Path, stages: list[dict] | None = Non
     return path
 
 
+@pytest.mark.slow
 def test_generative_study_resumes_and_reports_the_audits_numbers(tiny_llama_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     calls, die = [], {"at": "wanda-0.5/seed1/eval"}

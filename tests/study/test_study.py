@@ -43,6 +43,7 @@ def write_study(tmp_path: Path, model_dir: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     config = write_study(tmp_path, tiny_bert_varied_dir)
@@ -179,6 +180,7 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
      r"error: study config .*: stage 'kp' \(validate\): --data.test_file='/no/such/test.csv': no such file"),
 ], ids=["scheme", "option-typo", "method-typo", "ignored-option", "calibrated-scheme", "missing-model",
         "args-as-string", "missing-data-file"])
+@pytest.mark.slow
 def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
                                                               capsys):
     from lmshrink.study.__main__ import cli
@@ -240,6 +242,7 @@ def test_report_marks_only_changes_significant_in_every_seed():
                                                                        for r in results]), "same", "t")
 
 
+@pytest.mark.slow
 def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir, tmp_path, monkeypatch):
     """Magnitude pruning runs once per seed's teacher but reads no seed: --model.seed would be refused (it was, at
     the second seed of the shipped study, before the fix); the study's check now parses the last seed's commands."""
@@ -260,6 +263,7 @@ def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir
     assert "--model.seed=1" in build_command(study, study.stage("kprune"), 1)[1]
 
 
+@pytest.mark.slow
 def test_a_token_classification_study_reports_entity_f1_per_group_and_type(tiny_bert_dir, tmp_path, monkeypatch):
     """The NER study on a tiny random BERT: each result holds the evaluation's entity F1 (not accuracy), the
     report's table, per-group deltas and per-type table are in F1, and the plots are named by the metric; its
