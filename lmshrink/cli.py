@@ -42,6 +42,7 @@ from lmshrink.model_fit import check_against_data, check_checkpoint
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import free_path, refuse_non_empty
 from lmshrink.quiet import show_progress
+from lmshrink.shipped_configs import with_named_configs
 
 WANDB_ID_FILE = "wandb_run_id"
 """Holds the W&B run id of a run directory, so that ``--ckpt_path last`` continues the same W&B run."""
@@ -533,6 +534,7 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
     if exit_on_error is None:
         exit_on_error = args is None
     try:
+        args = with_named_configs(sys.argv[1:] if args is None else args)  # `--config teacher/stereoset_minilm`
         return LmshrinkCLI(
             LightningModule,
             LightningDataModule,

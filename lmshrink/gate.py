@@ -23,6 +23,7 @@ from lmshrink.errors import MissingInputError, OneLineParser, OptionError, Outpu
 from lmshrink.metrics.gate import GateThresholds, gate_failures
 from lmshrink.paths import write_new_json
 from lmshrink.quiet import quiet_third_party
+from lmshrink.shipped_configs import resolve_config
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -46,8 +47,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
         thresholds = GateThresholds(args.max_worst_group_drop, args.max_group_drop, args.alpha)
     except ValueError as exc:
         raise OptionError(f"--{str(exc).split('=')[0].replace('_', '-')}={str(exc).split('=', 1)[1]}") from None
+    args.config = resolve_config(args.config)  # a path, or a shipped config's name (teacher/stereoset_minilm)
     if not Path(args.config).is_file():
-        raise MissingInputError(f"--config {args.config}: no such file")
+        raise MissingInputError(f"--config {args.config}: no such file (nor a shipped config: `lmshrink configs`)")
     output = Path(args.output_dir)
     if output.exists() and not output.is_dir():
         raise OutputExistsError(f"--output-dir={args.output_dir!r} is a file, not a directory; name a new or empty "

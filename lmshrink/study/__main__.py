@@ -20,6 +20,7 @@ quiet_third_party()  # an entry point: before the imports below load torchao, to
 
 from lmshrink.data.text_files import read_json, read_json_lines
 from lmshrink.errors import InputFileError, MissingInputError, OneLineParser, OptionError, run_command
+from lmshrink.shipped_configs import resolve_config
 from lmshrink.study.generative import measure_causal_lm, run_generative_stage
 from lmshrink.study.generative_report import write_generative_report
 from lmshrink.study.report import write_report
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-arg", action="append", default=[],
                         help="extra argument for every train.py call (repeatable), e.g. --train-arg=--trainer.devices=4")
     args = parser.parse_args(argv)
-    spec = load_spec(args.config)
+    spec = load_spec(resolve_config(args.config))  # a path, or a shipped study's name (study/stereoset_minilm)
     spec = replace(spec, common_args=spec.common_args + tuple(args.train_arg))
     pairs = [(stage, seed) for stage in spec.stages for seed in spec.seeds_of(stage)]
     if args.list:

@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from lmshrink.data.text_files import decode_utf8
+from lmshrink.shipped_configs import resolve_config
 
 KINDS = ("teacher", "distill", "prune", "quantize")
 TASKS = ("classification", "generative")
@@ -135,7 +136,7 @@ def load_spec(path: str | Path) -> StudySpec:
             raise ValueError(f"{label} ({name}): a teacher stage starts from its config, not from another stage")
         if kind != "teacher" and source not in names:
             raise ValueError(f"{label} ({name}): 'from: {source}' must name an earlier stage")
-        config = entry.get("config")
+        config = resolve_config(entry["config"]) if isinstance(entry.get("config"), str) else entry.get("config")
         needs = _needed_keys(task, kind)
         for key in ("config", "model", "method", "scheme"):
             if key in needs and not entry.get(key):
@@ -150,7 +151,7 @@ def load_spec(path: str | Path) -> StudySpec:
         names.add(name)
     if stages[0].kind != "teacher":
         raise ValueError(f"{where}: the first stage must be the teacher (the reference of every delta)")
-    eval_config = raw.get("eval_config", stages[0].config)
+    eval_config = resolve_config(raw["eval_config"]) if raw.get("eval_config") else stages[0].config
     if eval_config is None:
         raise ValueError(f"{where}: a generative study needs eval_config (the GenerativeAudit config every model is "
                          f"audited with)")
