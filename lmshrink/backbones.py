@@ -235,7 +235,8 @@ def model_config(name_or_path: str | Path, option: str = "model_path") -> dict:
 def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: str = "model_path",
                              task: str = "sequence", new_head: bool = False) -> PreTrainedModel:
     """An ``AutoModelForSequenceClassification`` (``task="token"``: ``AutoModelForTokenClassification``) with
-    ``num_labels`` outputs from a local directory, checked against the job first (:func:`~lmshrink.model_fit.check_fits`).
+    ``num_labels`` outputs from a local directory, checked against the job first
+    (:func:`~lmshrink.model_fit.check_fits`).
 
     Works for any encoder architecture transformers maps to a classification head (BERT, MiniLM, RoBERTa,
     DistilBERT, ...), including sequence classifiers physically pruned by lmshrink. Only with ``new_head`` (a job
@@ -249,6 +250,10 @@ def load_sequence_classifier(name_or_path: str | Path, num_labels: int, option: 
     require_weights(path, option)
     config = AutoConfig.from_pretrained(path, num_labels=num_labels, local_files_only=True)
     # A model pruned by lmshrink has per-layer widths: its own class builds them (no trust_remote_code needed).
+    saved_task = head_task(config.architectures or [])
+    if is_sliced(config) and saved_task != task:
+        raise OptionError(f"{option}={str(name_or_path)!r} is a pruned {saved_task} classifier; it has no {task} "
+                          f"classification head")
     model_class = pruned_class(config.model_type, task) if is_sliced(config) else TASK_HEADS[task]
     model, info = model_class.from_pretrained(path, config=config, local_files_only=True,
                                               ignore_mismatched_sizes=replaced, output_loading_info=True)

@@ -163,26 +163,13 @@ def _add_console_callbacks(config: Namespace) -> None:
     trainer.callbacks = callbacks
 
 
-def check_checkpoint_source(checkpoint, config: Namespace, where: str) -> None:
-    """The checkpoint was written by a run of the configured module class and of the data's task."""
+def data_task(config: Namespace) -> str | None:
+    """The task of the configured datamodule class (its ``task`` attribute), without instantiating it."""
     import importlib
 
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise OptionError(f"{where}: not a Lightning checkpoint (no state_dict; it holds {keys}); pass a .ckpt "
-                          f"written by train.py fit")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    saved_class, configured = hparams.get("_class_path"), config.model.get("class_path")
-    if saved_class and configured and saved_class != configured:
-        raise OptionError(f"{where} holds a {saved_class.rsplit('.', 1)[-1]} checkpoint, but the config runs "
-                          f"{configured.rsplit('.', 1)[-1]}: pass the config of the run that wrote it")
     module_name, _, class_name = str(config.data.get("class_path") or "").rpartition(".")
-    data_task = getattr(getattr(importlib.import_module(module_name), class_name, None), "task", None) \
-        if module_name else None
-    if hparams.get("task") and data_task and hparams["task"] != data_task:
-        raise OptionError(f"{where} is a checkpoint of a {hparams['task']} classification run; the data "
-                          f"({class_name}) is {data_task} classification: evaluate it with the config of the run "
-                          f"that wrote it")
+    return getattr(getattr(importlib.import_module(module_name), class_name, None), "task", None) if module_name \
+        else None
 
 
 def refuse_to_overwrite(trainer: Trainer, ckpt_path: str | None) -> None:
@@ -239,9 +226,10 @@ class LmshrinkCLI(LightningCLI):
         if ckpt_path and Path(ckpt_path).is_file():
             from lmshrink.backbones import read_checkpoint
 
+            config = self.config[subcommand]
             self._read_checkpoints = {ckpt_path: read_checkpoint(ckpt_path, "--ckpt_path")}
-            check_checkpoint_source(self._read_checkpoints[ckpt_path], self.config[subcommand],
-                                    f"--ckpt_path {ckpt_path}")
+            check_checkpoint(self._read_checkpoints[ckpt_path], f"--ckpt_path {ckpt_path}",
+                             config.model.get("class_path"), data_task(config))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -296,7 +284,7 @@ class LmshrinkCLI(LightningCLI):
         checkpoint = read.get(str(ckpt_path)) or read_checkpoint(ckpt_path, "--ckpt_path")
         if isinstance(self.model, LmshrinkModule):
             shapes = {name: tuple(value.shape) for name, value in self.model.state_dict().items()}
-            check_checkpoint(checkpoint, self.model.task, shapes, f"--ckpt_path {self._ckpt_path()}")
+            check_checkpoint(checkpoint, f"--ckpt_path {self._ckpt_path()}", task=self.model.task, weights=shapes)
         return checkpoint
 
     def _check_resume(self) -> None:

@@ -161,27 +161,35 @@ def check_against_data(models: dict[str, tuple[str, dict]], data_names: list[str
         check_lengths(config, {"--data.max_length": max_length}, option, value)
 
 
-def check_checkpoint(checkpoint: dict, task: str, expected: dict[str, tuple[int, ...]], where: str) -> None:
-    """A Lightning checkpoint fits the run it is loaded into: it is one (``state_dict``), of the same task, and
-    holds the weights the module has, of the same shapes (``expected``: the module's ``{name: shape}``). Otherwise
-    Lightning fails deep in ``load_state_dict`` with a size-mismatch traceback, or a resume is refused with advice
-    about hyperparameters that does not apply. ``where`` names the option (``--ckpt_path X``)."""
+def check_checkpoint(checkpoint, where: str, module_class: str | None = None, task: str | None = None,
+                     weights: dict[str, tuple[int, ...]] | None = None) -> None:
+    """A Lightning checkpoint fits the run it is loaded into: it is one (a ``state_dict``), written by
+    ``module_class`` (its ``_class_path``), of ``task``, with the module's ``weights`` (``{name: shape}``); each
+    part is checked when given. Otherwise Lightning replaces the configured module by the checkpoint's (whose task
+    then contradicts the data), or fails deep in ``load_state_dict``. ``where`` names the option
+    (``--ckpt_path X``)."""
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise OptionError(f"{where}: not a Lightning checkpoint (no state_dict; it holds {keys}); pass a .ckpt "
                           f"written by train.py fit")
-    saved_task = (checkpoint.get("hyper_parameters") or {}).get("task")
-    if saved_task is not None and saved_task != task:
-        raise OptionError(f"{where} is a checkpoint of a {saved_task} classification run; this run does {task} "
-                          f"classification: evaluate it with the config of the run that wrote it")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    saved_class = hparams.get("_class_path")
+    if saved_class and module_class and saved_class != module_class:
+        raise OptionError(f"{where} holds a {saved_class.rsplit('.', 1)[-1]} checkpoint, but the config runs "
+                          f"{module_class.rsplit('.', 1)[-1]}: pass the config of the run that wrote it")
+    if hparams.get("task") and task and hparams["task"] != task:
+        raise OptionError(f"{where} is a checkpoint of a {hparams['task']} classification run; this run does "
+                          f"{task} classification: evaluate it with the config of the run that wrote it")
+    if weights is None:
+        return
     saved = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if hasattr(value, "shape")}
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    resized = sorted(name for name in set(saved) & set(expected) if saved[name] != expected[name])
+    missing = sorted(set(weights) - set(saved))
+    unexpected = sorted(set(saved) - set(weights))
+    resized = sorted(name for name in set(saved) & set(weights) if saved[name] != weights[name])
     if resized:
         name = resized[0]
         raise OptionError(f"{where} holds weights of another model: {len(resized)} differ in shape (e.g. {name}: "
-                          f"{list(saved[name])} in the file, {list(expected[name])} in this run's model); pass a "
+                          f"{list(saved[name])} in the file, {list(weights[name])} in this run's model); pass a "
                           f"checkpoint of this run's model and data")
     if missing or unexpected:
         example = (f"this run's {missing[0]} is not in the file" if missing else

@@ -160,7 +160,7 @@ MISTAKES = [
     ("quantize-scheme", "test", ["--ckpt_path=none", "--trainer.callbacks+=lmshrink.callbacks.Quantize", "--trainer.callbacks.scheme=int3"], r"--trainer.callbacks.scheme: Expected a typing.Literal\['bnb-int8'.*Got value: int3$"),
     ("truncated-ckpt", "test", ["--ckpt_path={model:truncated_ckpt}"], r"--ckpt_path='.*truncated.ckpt': not a readable checkpoint"),
     ("not-a-lightning-ckpt", "test", ["--ckpt_path={model:plain_dict}"], r"--ckpt_path .*plain_dict.ckpt: not a Lightning checkpoint \(no state_dict; it holds \['weights'\]\)"),
-    ("tagger-ckpt", "test", ["--ckpt_path={model:tagger_ckpt}"], r"--ckpt_path .*tagger_ckpt.ckpt is a checkpoint of a token classification run; the data \(GroupedTextDataModule\) is sequence classification"),
+    ("tagger-ckpt", "test", ["--ckpt_path={model:tagger_ckpt}"], r"--ckpt_path .*tagger_ckpt.ckpt is a checkpoint of a token classification run; this run does sequence classification"),
     ("nine-class-ckpt", "test", ["--ckpt_path={model:nine_class_ckpt}"], r"--ckpt_path .*nine_class_ckpt.ckpt holds weights of another model: 2 differ in shape \(e.g. model.classifier.bias: \[9\] in the file, \[3\] in this run's model\)"),
     ("other-module-ckpt", "fit", ["--ckpt_path={model:other_module_ckpt}"], r"--ckpt_path .*other_module_ckpt.ckpt was written by another kind of run \(0 weights missing, 1 unexpected; the file's objective.projection.weight"),
     ("other-class-ckpt", "test", ["--ckpt_path={model:distill_ckpt}"], r"--ckpt_path .*distill_ckpt.ckpt holds a Distillation checkpoint, but the config runs TeacherFineTune"),

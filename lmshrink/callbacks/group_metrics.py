@@ -63,7 +63,8 @@ def comparison_for(datamodule, reference: str | None, calibration_bins: int = N_
     if getattr(datamodule, "task", "sequence") == "token":
         return GroupEntityComparison(datamodule.group_names, datamodule.label_names, reference,
                                      DEFAULT_RESAMPLES if resamples is None else resamples, seed or 0)
-    given = [name for name, value in (("bootstrap_resamples", resamples), ("bootstrap_seed", seed)) if value is not None]
+    given = [name for name, value in (("bootstrap_resamples", resamples), ("bootstrap_seed", seed))
+             if value is not None]
     if given:
         raise OptionError(f"{owner}.{given[0]} resamples sentences for entity F1 (token tagging); accuracy's intervals "
                           f"are closed-form ({METHODS['delta_ci']}, {METHODS['worst_group_acc_ci']}): remove it")
