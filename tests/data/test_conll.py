@@ -72,6 +72,8 @@ def test_jsonl_with_tag_ids_and_a_language_column(tmp_path):
     ({"tokens": ["Ada"], "ner_tags": [7]}, r"ner.jsonl: line 2: tag id 7 is outside --data.label_names"),
     ({"tokens": ["Ada"]}, r"ner.jsonl: line 2 has no field 'ner_tags'"),
     ({"tokens": ["Ada"], "ner_tags": ["PER"]}, r"ner.jsonl: line 2: tag 'PER' is not an entity tag"),
+    # a line holding an array was read as a record whose "fields" were its items ("has no field 'tokens'")
+    (["Ada", "B-PER"], r"ner.jsonl: line 2 \(1-based\) is a JSON array, expected an object"),
 ])
 def test_bad_jsonl_lines_are_refused_naming_file_and_line(tmp_path, record, message):
     path = _jsonl(tmp_path / "ner.jsonl", [{"tokens": ["Abuja"], "ner_tags": ["B-LOC"]}, record])
