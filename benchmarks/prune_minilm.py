@@ -35,11 +35,11 @@ import torch
 from lmshrink.backbones import accepted_inputs, load_finetuned
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
-from lmshrink.metrics.report import summary
+from lmshrink.metrics.group_table import summary
 from lmshrink.paths import write_new_json
-from lmshrink.pruning.run import prune_encoder
-from lmshrink.pruning.sample import draw_sample, samples_for_tokens
-from lmshrink.quantize.measure import MatmulFlops, alternating_latency_ms, gemm_rate, linear_shapes
+from lmshrink.pruning.encoder.run import prune_encoder
+from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
+from lmshrink.quantize.size_latency import MatmulFlops, alternating_latency_ms, gemm_rate, linear_shapes
 
 
 @torch.inference_mode()

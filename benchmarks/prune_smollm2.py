@@ -37,11 +37,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
-from lmshrink.data.calibration import calibration_ids, heldout_ids
+from lmshrink.data.calibration_text import calibration_ids, heldout_ids
 from lmshrink.generative.perplexity import windowed_perplexity
-from lmshrink.pruning.decoder_oneshot import OneShotSettings, decoder_sparsity, prune_decoder_spec
-from lmshrink.pruning.decoder_structure import save_sliced_decoder
-from lmshrink.quantize.measure import alternating_latency_ms
+from lmshrink.pruning.decoder.oneshot import OneShotSettings, decoder_sparsity, prune_decoder_spec
+from lmshrink.pruning.decoder.structure import save_sliced_decoder
+from lmshrink.quantize.size_latency import alternating_latency_ms
 
 RUNS = ("dense", "magnitude-0.5", "wanda-0.5", "sparsegpt-0.5", "magnitude-2:4", "wanda-2:4", "sparsegpt-2:4")
 

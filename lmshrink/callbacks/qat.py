@@ -15,8 +15,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmshrink.quantize.qat import convert_qat, is_prepared, prepare_qat, qat_base_config
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT
+from lmshrink.quantize.fake_quant import convert_qat, is_prepared, prepare_qat, qat_base_config
+from lmshrink.quantize.apply import HEADS
 
 
 class QuantizationAwareTraining(Callback):
@@ -32,7 +32,7 @@ class QuantizationAwareTraining(Callback):
         qat_base_config(weight_bits, group_size)  # refuses unsupported widths at config time
         self.weight_bits = weight_bits
         self.group_size = group_size
-        self.skip_modules = list(KEEP_IN_FLOAT) if skip_modules is None else list(skip_modules)
+        self.skip_modules = [HEADS[1]] if skip_modules is None else list(skip_modules)  # the classifier head
         self.converted = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

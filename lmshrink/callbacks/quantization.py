@@ -28,17 +28,17 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.callbacks.group_metrics import comparison_for
 from lmshrink.errors import OptionError
-from lmshrink.metrics.calibration import N_BINS
+from lmshrink.metrics.calibration_error import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.paths import refuse_non_empty, write_new_json
-from lmshrink.pruning.sample import draw_sample
-from lmshrink.quantize import SCHEMES, check_supported, quantize_model, save_quantized
-from lmshrink.quantize.checkpoint import NOT_RELOADABLE
-from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds, weights_of
-from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
+from lmshrink.datamodules.splits import SplitsDataModule
+from lmshrink.quantize import SCHEMES, apply, check_supported, save_quantized
+from lmshrink.quantize.compiled import first_call_seconds
 from lmshrink.quantize.embeddings import EmbeddingBits
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT, SchemeName, check_skip_modules, quantize_static
+from lmshrink.quantize.saved_model import NOT_RELOADABLE
+from lmshrink.quantize.schemes import SchemeName, check_skip_modules
+from lmshrink.quantize.size_latency import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 
 EVAL_FNS = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}
 
@@ -52,11 +52,6 @@ def _using(pl_module: LightningModule, model: torch.nn.Module):
         yield
     finally:
         pl_module.model = original
-
-
-def _input_names(pl_module: LightningModule) -> list[str]:
-    """What the module feeds its network (an lmshrink module says; otherwise ids and mask)."""
-    return pl_module.model_inputs if isinstance(pl_module, LmshrinkModule) else ["input_ids", "attention_mask"]
 
 
 class Quantize(Callback):
@@ -85,7 +80,7 @@ class Quantize(Callback):
             scheme: One of ``lmshrink.quantize.SCHEMES`` (bnb-int8, bnb-nf4, bnb-fp4, torchao-int8-dynamic,
                 torchao-int8-weight, torchao-int4-weight, torchao-int4-tinygemm (CUDA only), dynamic-int8, bf16,
                 static-int8-x86).
-            skip_modules: Linear layers kept in float (by name or module prefix); default ``[classifier]``.
+            skip_modules: Linear layers kept in float (by name or module prefix); default: the head (``[classifier]``).
             embeddings: Also quantize the embedding tables weight-only: ``int8`` (a scale per row) or ``int4``
                 (two values per byte, a scale per 32 values); ``float`` keeps them (a tied LM head's table always
                 stays float). Without it the size ratio stops near 0.6 on small encoders.
@@ -133,8 +128,7 @@ class Quantize(Callback):
         self.compile = calibrated if compile is None else compile
         self.calibration_samples = calibration_samples or 128
         self.calibration_seed = calibration_seed or 0
-        self.skip_modules = list(KEEP_IN_FLOAT) if skip_modules is None else list(skip_modules)
-        self.skip_modules_given = skip_modules is not None
+        self.skip_modules = skip_modules  # None: the model's head (lmshrink.quantize.default_skip)
         self.embeddings = embeddings
         self.compare_to_float = compare_to_float
         self.latency_batch_sizes = latency_batch_sizes or [1, 32]
@@ -154,22 +148,23 @@ class Quantize(Callback):
                 "lmshrink.callbacks.QuantizationAwareTraining"
             )
         check_supported(self.scheme, trainer.strategy.root_device)
-        if isinstance(pl_module, LmshrinkModule) and pl_module.is_causal_lm:
+        if not isinstance(pl_module, LmshrinkModule):
+            raise OptionError(f"Quantize: {type(pl_module).__name__} is not an lmshrink module (its `model` network and "
+                              f"`model_inputs` are what Quantize quantizes and feeds)")
+        if pl_module.is_causal_lm:
             raise OptionError(f"Quantize measures classifiers per group; {type(pl_module).__name__} works on a causal "
                               f"LM: quantize it with the module's own options (GenerativeAudit: --model.quantize or "
                               f"--model.model_scheme)")
-        if not isinstance(getattr(pl_module, "model", None), torch.nn.Module):
-            raise OptionError(f"Quantize: {type(pl_module).__name__} has no `model` network to quantize")
         refuse_non_empty(self.save_dir, "save_dir")
-        if self.skip_modules_given:  # a misspelt name would keep nothing in float, silently
+        if not isinstance(trainer.datamodule, SplitsDataModule):
+            raise OptionError(f"Quantize measures per group (and calibrates) on an lmshrink datamodule's splits; "
+                              f"{type(trainer.datamodule).__name__} is not one")
+        if self.skip_modules is not None:  # a misspelt name would keep nothing in float, silently
             check_skip_modules(pl_module.model, self.skip_modules, "Quantize.skip_modules")
         # built now, so that an option the data's comparison does not read is refused before any work
         self.comparison = comparison_for(trainer.datamodule, "float" if self.compare_to_float else None,
                                          self.calibration_bins, self.bootstrap_resamples, self.bootstrap_seed,
                                          owner="Quantize")
-        if SCHEMES[self.scheme].calibrated and not hasattr(trainer.datamodule, "rows_as_batches"):
-            raise OptionError(f"Quantize: scheme {self.scheme} calibrates on the training split of an lmshrink "
-                              f"datamodule; {type(trainer.datamodule).__name__} has none")
 
     # ------------------------------------------------------------------------------------------- quantize
     def _latency_inputs(self, pl_module: LightningModule, batch_size: int) -> dict[str, torch.Tensor]:
@@ -180,7 +175,7 @@ class Quantize(Callback):
             "attention_mask": torch.ones(shape, dtype=torch.long),
             "token_type_ids": torch.zeros(shape, dtype=torch.long),
         }
-        return {name: inputs[name].to(pl_module.device) for name in _input_names(pl_module)}
+        return {name: inputs[name].to(pl_module.device) for name in pl_module.model_inputs}
 
     @staticmethod
     def _sizes(stored: torch.nn.Module) -> dict:
@@ -204,13 +199,14 @@ class Quantize(Callback):
             stats_beside[f"latency_ms_bs{batch_size}"] = timed["beside"]
         return stats, stats_beside
 
-    def _calibration(self, trainer: Trainer, pl_module: LightningModule) -> list[dict]:
-        """A seeded sample of the training split (the same on every rank), batched in a fixed order."""
-        datamodule = trainer.datamodule
-        lengths = datamodule.token_lengths("train")
-        rows = draw_sample(lengths, min(self.calibration_samples, len(lengths)), self.calibration_seed)
-        return [{key: value.to(pl_module.device) for key, value in batch.items()}
-                for batch in datamodule.rows_as_batches("train", rows, 32, _input_names(pl_module))]
+    def _calibration(self, trainer: Trainer, pl_module: LmshrinkModule) -> list[dict] | None:
+        """A calibrated scheme's batches: the datamodule's seeded sample of the training split (the same on every
+        rank, so every rank builds the same quantized model); None for the other schemes."""
+        if not SCHEMES[self.scheme].calibrated:
+            return None
+        batches = trainer.datamodule.seeded_sample("train", self.calibration_samples, self.calibration_seed,
+                                                   batch_size=32, keys=pl_module.model_inputs)
+        return [{key: value.to(pl_module.device) for key, value in batch.items()} for batch in batches]
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         model = pl_module.model.eval()
@@ -222,17 +218,13 @@ class Quantize(Callback):
                 float_stats = self._sizes(model)
             else:
                 float_stats = self._measure(model, pl_module, model)[0]
-        if SCHEMES[self.scheme].calibrated:  # the same seeded sample on every rank: the same quantized model
-            pl_module.model, result = quantize_static(model, self.scheme, self._calibration(trainer, pl_module),
-                                                      self.skip_modules, self.embeddings)
-        else:
-            result = quantize_model(model, self.scheme, self.skip_modules, self.embeddings)
-            if self.compile:
-                pl_module.model = compile_for_inference(model)
-        quantized = pl_module.model
+        quantized = apply(model, self.scheme, embeddings=self.embeddings,
+                          calibration=self._calibration(trainer, pl_module), compile=self.compile,
+                          skip=self.skip_modules)
+        pl_module.model, result = quantized.runnable, quantized.result
         quant_stats = {}
         if trainer.is_global_zero:
-            quant_stats, float_latency = self._measure(quantized, pl_module, weights_of(quantized), self.compile,
+            quant_stats, float_latency = self._measure(quantized.runnable, pl_module, quantized.weights, self.compile,
                                                        beside=self.float_model)
             float_stats |= float_latency
         rank_zero_info(
@@ -251,7 +243,7 @@ class Quantize(Callback):
             "size_latency": {"float": float_stats, "quantized": quant_stats},
         }
         if self.save_dir and trainer.is_global_zero:
-            save_quantized(model, self.scheme, self.skip_modules, self.save_dir,
+            save_quantized(model, self.scheme, quantized.skip, self.save_dir,
                            source=pl_module.source_model if isinstance(pl_module, LmshrinkModule) else "",
                            embeddings=self.embeddings)
 

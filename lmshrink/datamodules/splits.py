@@ -23,7 +23,7 @@ from lmshrink.data.loading import (
     mean_length,
 )
 from lmshrink.errors import OptionError
-from lmshrink.pruning.sample import sample_batches
+from lmshrink.data.pruning_sample import draw_sample, sample_batches
 from lmshrink.seeding import run_seed
 
 
@@ -93,6 +93,13 @@ class SplitsDataModule(LightningDataModule):
         seeded sample such as pruning's, identical on every run and rank."""
         keys = keys if keys is not None else list(self.datasets[split][0]) + ["index"]
         return sample_batches(self.datasets[split], rows, self.collator(), batch_size, keys)
+
+    def seeded_sample(self, split: str, count: int, seed: int, batch_size: int, keys: list[str]) -> list[dict]:
+        """``count`` rows of a split drawn with ``seed`` (:func:`~lmshrink.data.pruning_sample.draw_sample`), padded
+        into batches in a fixed order: the sample pruning scores and static quantization calibrates on, identical
+        on every run and rank."""
+        lengths = self.token_lengths(split)
+        return self.rows_as_batches(split, draw_sample(lengths, min(count, len(lengths)), seed), batch_size, keys)
 
     def ordered_loader(self, split: str, batch_size: int) -> DataLoader:
         """The whole split in order, unsharded (every rank sees every example), e.g. to cache teacher outputs."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmshrink.distill import losses
-from lmshrink.generative.likelihood import next_token_nll
+from lmshrink.distill.next_token import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 
 TERMS = ("kd", "ce", "hidden", "cosine", "attention", "embedding")

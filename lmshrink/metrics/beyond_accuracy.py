@@ -50,7 +50,7 @@ def reliability(calibration: dict[str, Tensor]) -> dict[str, list[float]]:
 def beyond_accuracy(group_names: list[str], accuracy: dict[str, Tensor], calibration: dict[str, Tensor],
                     agreement: dict[str, Tensor] | None = None) -> tuple[dict, list[dict]]:
     """``(overall, per_group)``; ``accuracy`` from :class:`~lmshrink.metrics.groups.GroupAccuracy`, ``calibration``
-    from :class:`~lmshrink.metrics.calibration.GroupCalibration`, ``agreement`` (with a reference) from
+    from :class:`~lmshrink.metrics.calibration_error.GroupCalibration`, ``agreement`` (with a reference) from
     :class:`~lmshrink.metrics.agreement.GroupAgreement`. Absent groups get None everywhere."""
     present = accuracy["group_present"].tolist()
     correct, totals = accuracy["group_correct"].long().tolist(), accuracy["group_total"].long().tolist()

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from lmshrink.metrics.agreement import GroupAgreement
 from lmshrink.metrics.beyond_accuracy import beyond_accuracy
-from lmshrink.metrics.calibration import N_BINS, GroupCalibration
+from lmshrink.metrics.calibration_error import N_BINS, GroupCalibration
 from lmshrink.metrics.groups import GroupAccuracy
-from lmshrink.metrics.report import TABLE_COLUMNS, format_group_table, group_deltas, group_rows, rows_as_dicts, summary
+from lmshrink.metrics.group_table import TABLE_COLUMNS, format_group_table, group_deltas, group_rows, rows_as_dicts, summary
 
 DETAIL_COLUMNS = ("ci_low", "ci_high", "ece", "brier", "flip_rate", "model_only_correct", "reference_only_correct",
                   "p_value", "p_holm", "delta_ci_low", "delta_ci_high", "kl_to_reference")

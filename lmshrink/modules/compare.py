@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, select_inputs
+from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, model_task, select_inputs
 from lmshrink.distill.students import check_same_tokenizer
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
-from lmshrink.pruning.sliced_modeling import model_task
 
 
 class Compare(LmshrinkModule):

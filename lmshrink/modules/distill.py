@@ -32,6 +32,7 @@ from lmshrink.backbones import (
     load_finetuned,
     load_sequence_classifier,
     load_tokenizer,
+    model_task,
     select_inputs,
 )
 from lmshrink.distill import losses, students
@@ -46,10 +47,9 @@ from lmshrink.distill.students import (
 )
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, save_pretrained
-from lmshrink.generative.likelihood import next_token_nll
+from lmshrink.distill.next_token import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
-from lmshrink.pruning.sliced_modeling import model_task
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 

@@ -3,7 +3,7 @@
     python train.py test --config configs/generative/toxicity_smollm2.yaml [--model.model_path <dir>]
 
 Nothing is trained, so the entry point is ``test``. For every model (the teacher, local students, magnitude-pruned
-and quantized copies: :mod:`lmshrink.generative.variants`) and every batch of the
+and quantized copies: :mod:`lmshrink.modules.audit_variants`) and every batch of the
 :class:`~lmshrink.datamodules.AuditPromptsDataModule`, it samples k continuations per prompt and scores them,
 scores CrowS-Pairs/StereoSet sentence pairs by log-likelihood, and sums held-out NLL. At the end the records of
 all ranks are gathered, summarised per group (:mod:`lmshrink.generative.audit`), logged (scalars per model and
@@ -19,20 +19,20 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lmshrink.backbones import check_causal_lm, load_causal_lm, load_tokenizer
-from lmshrink.data.calibration import heldout_ids
+from lmshrink.data.calibration_text import heldout_ids
 from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
 from lmshrink.generative.perplexity import perplexity_windows, window_nlls
 from lmshrink.generative.scorers import build_scorer
-from lmshrink.generative.variants import REFERENCE, build_variants
+from lmshrink.modules.audit_variants import REFERENCE, build_variants
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.options import as_settings
 from lmshrink.paths import write_new_json
-from lmshrink.quantize.schemes import check_supported, quantize_model
-from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, OneShotSettings, parse_one_shot, unread_settings
+from lmshrink.quantize import apply, check_supported
+from lmshrink.pruning.decoder.oneshot import SETTINGS_READ, OneShotSettings, parse_one_shot, unread_settings
 
 
 class GenerativeAudit(LmshrinkModule):
@@ -132,7 +132,7 @@ class GenerativeAudit(LmshrinkModule):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         teacher = load_causal_lm(model_path, "--model.model_path")
         if model_scheme is not None:
-            quantize_model(teacher.eval(), model_scheme, skip_modules=["lm_head"])  # as the audit's copies are
+            apply(teacher.eval(), model_scheme)  # lm_head in float, as the audit's copies
         # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.
         self.variants, self.pruning_records = build_variants(teacher, students, sparsities, quantize, prune,
                                                              self.tokenizer, self.one_shot, rank_zero_info)

@@ -21,18 +21,17 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
-from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, select_inputs
+from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, model_task, select_inputs
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.options import as_settings, init_defaults
 from lmshrink.paths import free_path, write_new_json
-from lmshrink.pruning.kprune import KPruneSettings
-from lmshrink.pruning.kwon import KwonSettings
-from lmshrink.pruning.run import METHODS, PruneMethod, prune_encoder
-from lmshrink.pruning.sample import draw_sample, samples_for_tokens
-from lmshrink.pruning.sliced_modeling import model_task
-from lmshrink.pruning.slicing import save_sliced, shrink_to_widths
+from lmshrink.pruning.settings import KPruneSettings
+from lmshrink.pruning.settings import KwonSettings
+from lmshrink.pruning.encoder.run import METHODS, PruneMethod, prune_encoder
+from lmshrink.data.pruning_sample import samples_for_tokens
+from lmshrink.pruning.encoder.slicing import save_sliced, shrink_to_widths
 
 
 METHOD_OPTIONS = {
@@ -182,9 +181,8 @@ class Prune(LmshrinkModule):
             count = samples_for_tokens(hp.num_tokens, sum(lengths) / len(lengths), len(lengths))
         else:
             count = min(hp.num_samples, len(lengths))
-        rows = draw_sample(lengths, count, hp.seed)
         keys = self.model_inputs + (["labels"] if hp.method == "kwon" else [])
-        return datamodule.rows_as_batches("train", rows, hp.sample_batch_size, keys), seq_len
+        return datamodule.seeded_sample("train", count, hp.seed, hp.sample_batch_size, keys), seq_len
 
     def _save_model(self, log_dir: str | None) -> str | None:
         directory = self.hparams.save_dir

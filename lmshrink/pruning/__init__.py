@@ -1,15 +1,14 @@
-"""Pruning, plain PyTorch (no Lightning): structured pruning of fine-tuned encoders (reference: shared
-docs/pruning-spec.md) and one-shot pruning of causal LMs.
+"""Pruning, plain PyTorch (no Lightning), in two rooms over a shared core.
 
-- :mod:`arch`, :mod:`sliced_modeling`: where the prunable parts of BERT/RoBERTa/DistilBERT live; the
-  narrower model classes a pruned directory loads with.
-- :mod:`flops`: the FLOPs model (spec §1.2) and keep-ratio budget (§1.3).
-- :mod:`masks`, :mod:`capture`: head/neuron gates as pre-hooks on the output projections; reading sublayers.
-- :mod:`sample`: the seeded, fixed-order pruning sample.
-- :mod:`kprune` (K-prune, §3) and :mod:`kwon` (Kwon et al., §2), with :mod:`search` and :mod:`least_squares`.
-- :mod:`magnitude`: global L1 unstructured and L1 head baselines.
-- :mod:`slicing`: physical pruning (§6) and saving; :mod:`run`: one entry point and the pruning record.
-- Causal LMs: :mod:`wanda` (Sun et al. 2024), :mod:`sparsegpt` (Frantar & Alistarh 2023), :mod:`sparsity_masks`
-  (per-row and N:M masks), :mod:`decoder_blocks` (calibration streamed block by block), :mod:`decoder_oneshot`
-  (one entry point, with magnitude).
+- :mod:`encoder`: structured pruning of fine-tuned encoders (reference: shared docs/pruning-spec.md): K-prune,
+  Kwon et al., the magnitude baselines, physical slicing and the model classes a pruned directory loads with.
+- :mod:`decoder`: causal LMs: one-shot Wanda / SparseGPT / magnitude (unstructured or N:M) and structured
+  K-prune / Kwon et al. of key/value groups and MLP channels.
+- The core both rooms share: :mod:`flops` (the FLOPs model, spec §1.2, and keep-ratio budget, §1.3),
+  :mod:`settings` (K-prune's and Kwon et al.'s settings), :mod:`search` (threshold and exact head/neuron search,
+  mask rearrangement), :mod:`least_squares` (the solves), :mod:`capture` (reading a sublayer's input and output),
+  :mod:`masks` (gates as pre-hooks), :mod:`linear_slicing` (cutting a Linear to what was kept),
+  :mod:`sparsity_masks` (per-row and N:M masks).
+
+The seeded, fixed-order pruning sample is drawn by :mod:`lmshrink.data.pruning_sample`.
 """

@@ -13,8 +13,6 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from lmshrink.pruning.arch import layout_of
-
 Sublayer = tuple[int, Literal["mha", "ffn"]]
 
 
@@ -27,24 +25,15 @@ class StopForward(Exception):
     """Raised by a hook to end a forward pass once the wanted sublayer has been read."""
 
 
-def sublayer_modules(model: nn.Module, sublayer: Sublayer) -> tuple[nn.Linear, nn.LayerNorm]:
-    """(output projection, LayerNorm) of a sublayer."""
-    layout = layout_of(model)
-    layer = model.get_submodule(layout.layers)[sublayer[0]]
-    if sublayer[1] == "mha":
-        return layer.get_submodule(layout.attention_output), layer.get_submodule(layout.attention_norm)
-    return layer.get_submodule(layout.ffn_out), layer.get_submodule(layout.ffn_norm)
-
-
 @contextmanager
-def capture(model: nn.Module, sublayers: list[tuple[int, str]], stop_after: tuple[int, str] | None = None,
-            modules: Callable[[nn.Module, tuple[int, str]], tuple[nn.Module, nn.Module]] = sublayer_modules):
+def capture(model: nn.Module, sublayers: list[tuple[int, str]], stop_after: tuple[int, str] | None = None, *,
+            modules: Callable[[nn.Module, tuple[int, str]], tuple[nn.Module, nn.Module]]):
     """Yield a dict filled at every forward: ``store[sublayer] = {"a", "proj", "z"}`` (padded ``[B, S, *]``
     tensors, still attached to the graph). With ``stop_after``, the forward raises :class:`StopForward` once
     that sublayer's pre-LN sum is read: wrap the call in :func:`run_until_stop`.
 
     ``modules(model, sublayer)`` gives (output projection, the module whose input is the sum after the sublayer):
-    an encoder's LayerNorm by default; decoders pass their own (the next pre-norm)."""
+    an encoder's LayerNorm (:func:`lmshrink.pruning.encoder.arch.sublayer_modules`) or a decoder's next pre-norm."""
     store: dict[Sublayer, dict[str, Tensor]] = {}
     handles = []
 

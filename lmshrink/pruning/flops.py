@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lmshrink.pruning.arch import EncoderShape
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """The sizes the FLOPs model needs (spec §1.1 notation)."""
+
+    num_layers: int  # L
+    num_heads: int  # H
+    head_dim: int  # d_h
+    hidden: int  # d
+    ffn: int  # N
 
 
 @dataclass(frozen=True)

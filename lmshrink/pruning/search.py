@@ -60,3 +60,28 @@ def kwon_search(head_importance: Tensor, neuron_importance: Tensor, budget: floa
     neuron_keep = torch.zeros(neuron_importance.numel(), dtype=torch.bool)
     neuron_keep[neuron_order[: best_pair[1]]] = True
     return head_keep.view_as(head_importance), neuron_keep.view_as(neuron_importance)
+
+
+def rearrange(gradients: Tensor, keep: Tensor) -> Tensor:
+    """Per-layer greedy swap under the block-diagonal Fisher (spec §2.3). ``gradients`` ``[B, U]`` of one layer,
+    ``keep`` ``[U]`` bool; returns a keep-mask with the same number of pruned units whose pruned set P has
+    ``||sum_{u in P} G[:, u]||^2`` no larger than the initial diagonal choice's."""
+    num_pruned = int((~keep).sum())
+    if num_pruned == 0 or num_pruned == keep.numel():
+        return keep.clone()
+    gradients = gradients.double()
+    diagonal = gradients.pow(2).sum(0)
+    order = torch.argsort(diagonal, stable=True)
+    pruned = order[:num_pruned].tolist()
+    total = gradients[:, pruned].sum(1)
+    for unit in order[num_pruned:].tolist():
+        candidate = total + gradients[:, unit]
+        members = pruned + [unit]
+        # objective after dropping each member v: ||candidate - G[:, v]||^2
+        objective = (candidate[:, None] - gradients[:, members]).pow(2).sum(0)
+        drop = int(torch.argmin(objective))
+        total = candidate - gradients[:, members[drop]]
+        pruned = members[:drop] + members[drop + 1:]
+    new_keep = torch.ones_like(keep)
+    new_keep[pruned] = False
+    return new_keep

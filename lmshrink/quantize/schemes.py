@@ -1,4 +1,5 @@
-"""The named quantization schemes and :func:`quantize_model`, which applies one to a model in place."""
+"""The named quantization schemes and how each is applied (:func:`quantize_model` in place, :func:`quantize_static`
+calibrated); callers go through :func:`lmshrink.quantize.apply`, which decides what stays float and compiles."""
 
 from __future__ import annotations
 
@@ -63,10 +64,6 @@ class QuantizationResult:
     """Embedding tables quantized (``embeddings`` option); those left in float are in ``skipped`` too."""
 
 
-KEEP_IN_FLOAT = ("classifier",)
-"""Modules left in float by default: the classification head is small and its precision decides the prediction
-(as transformers' ``llm_int8_skip_modules`` keeps it)."""
-
 SchemeName = Literal["bnb-int8", "bnb-nf4", "bnb-fp4", "torchao-int8-dynamic", "torchao-int8-weight",
                      "torchao-int4-weight", "torchao-int4-tinygemm", "dynamic-int8", "bf16", "static-int8-x86"]
 """The scheme names as a type, so that ``--help`` lists them and a typo fails when the command line is parsed."""
@@ -116,7 +113,7 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     check_supported(scheme, device)
     if SCHEMES[scheme].calibrated:
         raise ValueError(f"scheme={scheme!r} needs calibration data and returns a new compiled module: use "
-                         f"lmshrink.quantize.static_int8.quantize_static_int8 (the Quantize callback does)")
+                         f"lmshrink.quantize.apply with calibration batches")
     skip_modules = list(skip_modules or [])
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
     result = QuantizationResult(scheme)

@@ -4,7 +4,7 @@ Activations get int8 scales fixed by calibration (per tensor, histogram observer
 inputs, weights int8 per output channel; ``torch.compile`` with freezing then fuses quantize -> int8 GEMM ->
 dequantize into oneDNN's int8 kernels (VNNI / AMX on CPUs that have them). Unlike the other schemes the model
 is not changed in place: the result is a new (exported, then compiled) module, so it cannot be saved with
-:func:`~lmshrink.quantize.checkpoint.save_quantized`; keep the float checkpoint and quantize again.
+:func:`~lmshrink.quantize.saved_model.save_quantized`; keep the float checkpoint and quantize again.
 
 The flow is torchao's (``prepare_pt2e`` / ``convert_pt2e``), as in its PT2E quantization tutorial; the batch and
 sequence dimensions are exported dynamic so that one graph serves every batch shape. The graph is exported with

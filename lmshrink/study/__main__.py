@@ -107,7 +107,7 @@ def _report(spec: StudySpec, results: list[dict]) -> int:
 
 
 def report_from_jsonl(spec: StudySpec, results_file: Path) -> int:
-    """The report rebuilt from recorded results alone (e.g. the shipped ``docs/study/results.jsonl``)."""
+    """The report rebuilt from recorded results alone (e.g. the shipped ``docs/results/study/results.jsonl``)."""
     if not results_file.is_file():
         raise MissingInputError(f"--report-only: {results_file} does not exist; run the study first, or name a "
                                 f"results.jsonl")

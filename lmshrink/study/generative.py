@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from lmshrink.generative.paired import audit_items, fingerprint
-from lmshrink.generative.variants import REFERENCE
+from lmshrink.modules.audit_variants import REFERENCE
 from lmshrink.study.runner import TRAIN_PY, build_in, model_of, recorded, run_dir, run_python, set_aside, the_record
 from lmshrink.study.spec import Stage, StudySpec
 
@@ -88,13 +88,13 @@ def run_generative_stage(spec: StudySpec, stage: Stage, seed: int | None, measur
 def measure_causal_lm(model_dir: str | Path, scheme: str | None) -> dict:
     """Parameters of the float model (sliced decoders have fewer) and its size in memory as audited."""
     from lmshrink.backbones import load_causal_lm
-    from lmshrink.pruning.run import count_parameters
-    from lmshrink.quantize import quantize_model
-    from lmshrink.quantize.measure import memory_bytes
+    from lmshrink.pruning.encoder.run import count_parameters
+    from lmshrink.quantize import apply
+    from lmshrink.quantize.size_latency import memory_bytes
 
     model = load_causal_lm(str(model_dir)).eval()
     result = {"params": count_parameters(model)}
     if scheme is not None:
-        quantize_model(model, scheme, skip_modules=["lm_head"])  # as the audit quantizes it
+        apply(model, scheme)  # as the audit quantizes it (lm_head in float)
     result["size_mb"] = memory_bytes(model) / 2**20
     return result

@@ -15,14 +15,13 @@ import torch
 
 from lmshrink.backbones import accepted_inputs, load_sequence_classifier
 from lmshrink.data.loading import mean_length
-from lmshrink.pruning.arch import layout_of, shape_of
+from lmshrink.pruning.encoder.arch import layout_of, shape_of
 from lmshrink.pruning.flops import encoder_flops
-from lmshrink.pruning.run import count_parameters
-from lmshrink.pruning.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
-from lmshrink.quantize import quantize_model
+from lmshrink.pruning.encoder.run import count_parameters
+from lmshrink.pruning.encoder.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
+from lmshrink.quantize import apply
 from lmshrink.quantize.compiled import compile_for_inference
-from lmshrink.quantize.measure import alternating_latency_ms, memory_bytes
-from lmshrink.quantize.schemes import KEEP_IN_FLOAT
+from lmshrink.quantize.size_latency import alternating_latency_ms, memory_bytes
 
 
 def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
@@ -32,12 +31,6 @@ def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
     return encoder_flops(shape, seq_len) / 1e9
 
 
-def quantize(model: torch.nn.Module, scheme: str) -> None:
-    """The study's quantization of a classifier (sequence or token): the head stays in float, as the Quantize
-    callback keeps it."""
-    quantize_model(model, scheme, skip_modules=list(KEEP_IN_FLOAT))
-
-
 class StudyMeasure:
     """Measurements bound to the study's evaluation data (for s and the latency batch)."""
 
@@ -45,9 +38,9 @@ class StudyMeasure:
         """The evaluation data as every stage's ``train.py test`` sees it: the evaluation config with the study's
         ``common_args`` (and ``--train-arg``) applied by the same parser, not re-read by hand. Its task (sequence or
         token classification) and number of labels say which head every model is loaded with."""
-        from lmshrink.cli import instantiate_datamodule, parsed_config
+        from lmshrink.cli import check_args, instantiate_datamodule
 
-        datamodule = instantiate_datamodule(parsed_config("test", ["--config", str(eval_config), *common_args]))
+        datamodule = instantiate_datamodule(check_args("test", ["--config", str(eval_config), *common_args]))
         datamodule.setup("test")
         val = datamodule.datasets["val"]
         self.seq_len = mean_length(val)
@@ -57,7 +50,7 @@ class StudyMeasure:
     def load(self, model_dir: str | Path, scheme: str | None) -> torch.nn.Module:
         model = load_sequence_classifier(model_dir, self.num_labels, task=self.task).eval()
         if scheme is not None:
-            quantize(model, scheme)
+            apply(model, scheme)  # the head stays in float, as the Quantize callback keeps it
         return model
 
     def __call__(self, model_dir: Path, scheme: str | None) -> dict:
@@ -68,7 +61,7 @@ class StudyMeasure:
         result = {"params": count_parameters(model), "seq_len": self.seq_len,
                   "gflops": encoder_gflops(model, self.seq_len)}
         if scheme is not None:
-            quantize(model, scheme)  # in place: the float numbers are taken
+            apply(model, scheme)  # in place: the float numbers are taken
         result["size_mb"] = memory_bytes(model) / 2**20
         return result
 

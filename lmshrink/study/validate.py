@@ -94,7 +94,7 @@ def _check_generative(spec: StudySpec, where: str) -> None:
     for the first and the last seed, without loading a model."""
     from lmshrink.cli import check_args
     from lmshrink.prune_generator import checked
-    from lmshrink.pruning.decoder_oneshot import SETTINGS_READ, parse_one_shot
+    from lmshrink.pruning.decoder.oneshot import SETTINGS_READ, parse_one_shot
     from lmshrink.study.generative import build_argv, eval_args
 
     from lmshrink.backbones import check_causal_lm

@@ -9,8 +9,9 @@ import pytest
 import torch
 from scipy.stats import binomtest
 from torchmetrics.classification import MulticlassCalibrationError
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Trainer
 
+from lmshrink.datamodules.splits import SplitsDataModule
 from lmshrink.callbacks import GroupMetrics
 from lmshrink.metrics.significance import tango_interval, worst_group_interval
 from lmshrink.modules.base import LmshrinkModule
@@ -45,9 +46,17 @@ class FixedPredictions(LmshrinkModule):
                 "reference_logits": REFERENCE_LOGITS[rows]}
 
 
-class ThreeGroups(LightningDataModule):
-    group_names = ["a", "b", "c"]
+class ThreeGroups(SplitsDataModule):
+    """The datamodule contract GroupMetrics reads (group names, task, which examples), over fixed rows."""
+
     num_labels = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.group_names = ["a", "b", "c"]
+
+    def split_fingerprint(self, split: str) -> str:
+        return "fixed-rows"
 
     def val_dataloader(self):
         rows = [{"labels": LABELS[i], "groups": GROUPS[i], "index": torch.tensor(i)} for i in range(len(LABELS))]

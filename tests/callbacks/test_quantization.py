@@ -9,7 +9,7 @@ import torch
 
 from lmshrink.callbacks import Quantize, quantization
 from lmshrink.cli import main
-from lmshrink.quantize.measure import alternating_latency_ms
+from lmshrink.quantize.size_latency import alternating_latency_ms
 from tests.helpers import group_record, run_train_py, tiny_run_args
 
 
@@ -130,7 +130,7 @@ def test_latency_is_timed_alone_or_in_alternation_with_the_float_model():
             return self.linear(input_ids.float())
 
     callback = Quantize(scheme="bf16", latency_batch_sizes=[1, 2], latency_seq_len=4, latency_repeats=1)
-    module = type("Module", (), {"device": torch.device("cpu")})()
+    module = type("Module", (), {"device": torch.device("cpu"), "model_inputs": ["input_ids", "attention_mask"]})()
     network = Network()
     alone, nothing = callback._measure(network, module, network)
     timed, beside = callback._measure(network, module, network, beside=Network())

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lmshrink.backbones import load_tokenizer
-from lmshrink.data.calibration import (CALIBRATION_FILE, HELDOUT_FILE, boolq_passages, calibration_ids, heldout_ids,
+from lmshrink.data.calibration_text import (CALIBRATION_FILE, HELDOUT_FILE, boolq_passages, calibration_ids, heldout_ids,
                                        token_stream)
 from lmshrink.generative.perplexity import windowed_perplexity
 

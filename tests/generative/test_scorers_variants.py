@@ -7,9 +7,9 @@ import torch
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.generative.scorers import ClassifierScorer, build_scorer
-from lmshrink.generative.variants import build_variants
-from lmshrink.pruning.decoder_oneshot import OneShotSettings
-from lmshrink.pruning.magnitude import decoder_linears
+from lmshrink.modules.audit_variants import build_variants
+from lmshrink.pruning.decoder.oneshot import OneShotSettings
+from lmshrink.pruning.encoder.magnitude import decoder_linears
 
 
 def test_profanity_scorer_ranks_profanity_higher_and_names_itself():

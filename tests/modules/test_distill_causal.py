@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from lmshrink.cli import main
 from lmshrink.distill.losses import soft_target_kl
-from lmshrink.generative.likelihood import next_token_nll
+from lmshrink.distill.next_token import next_token_nll
 from lmshrink.modules import Distillation
 from tests.helpers import REPO, group_record
 

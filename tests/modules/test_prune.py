@@ -13,8 +13,8 @@ from transformers import AutoModelForSequenceClassification
 from lmshrink.backbones import load_sequence_classifier
 from lmshrink.cli import main
 from lmshrink.datamodules import GroupedTextDataModule
-from lmshrink.pruning.kprune import KPruneSettings
-from lmshrink.pruning.kwon import KwonSettings
+from lmshrink.pruning.settings import KPruneSettings
+from lmshrink.pruning.settings import KwonSettings
 from lmshrink.modules import Prune
 from tests.helpers import REPO, group_record, run_train_py
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmshrink.pruning.arch import EncoderShape
+from lmshrink.pruning.encoder.arch import EncoderShape
 from lmshrink.pruning.flops import encoder_flops, flops_budget, head_flops, neuron_flops
 
 BERT_BASE = EncoderShape(num_layers=12, num_heads=12, head_dim=64, hidden=768, ffn=3072)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from lmshrink.quantize import SCHEMES, check_supported, load_quantized, quantize_model, save_quantized
-from lmshrink.quantize.measure import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
+from lmshrink.quantize import SCHEMES, check_supported, load_quantized, save_quantized
+from lmshrink.quantize.schemes import quantize_model
+from lmshrink.quantize.size_latency import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 
 CPU_SCHEMES = [name for name, scheme in SCHEMES.items() if scheme.needs_cuda is None and not scheme.calibrated]
 """The in-place schemes (static-int8-x86 returns a compiled module: tests/quantize/test_static_int8.py)."""
@@ -137,7 +138,7 @@ def test_zero_width_layers_of_a_pruned_model_stay_float_and_outputs_stay_exact(s
     """A layer whose every head was pruned keeps zero-width Q/K/V and output projections (spec §5.4). torch's dynamic
     int8 on such an empty input returned garbage or failed nondeterministically (found by the shipped study's
     seed-2 student); they are skipped and the pruned layer's output equals the float model's."""
-    from lmshrink.pruning.slicing import slice_encoder
+    from lmshrink.pruning.encoder.slicing import slice_encoder
 
     model = tiny_bert()
     head_mask, neuron_mask = torch.ones(2, 4), torch.ones(2, 128)
@@ -157,7 +158,7 @@ def test_zero_width_layers_of_a_pruned_model_stay_float_and_outputs_stay_exact(s
 def test_bf16_casts_the_whole_model_but_the_head_and_halves_its_size(inputs):
     """bf16 changes every module's dtype (embeddings and LayerNorms too), keeps the head in float32 fed float32
     inputs, halves the memory of everything else, and runs a pruned model with zero-width layers."""
-    from lmshrink.pruning.slicing import slice_encoder
+    from lmshrink.pruning.encoder.slicing import slice_encoder
 
     model = tiny_bert()
     head_bytes = sum(p.numel() * 4 for p in model.classifier.parameters())
@@ -251,8 +252,8 @@ def test_int4_embeddings_shrink_to_half_a_byte_and_reload(inputs, tmp_path):
 
 
 def test_linear_flops_count_every_gemm_of_a_forward_and_skip_pruned_away_layers():
-    from lmshrink.pruning.slicing import slice_encoder
-    from lmshrink.quantize.measure import gemm_rate, linear_flops, linear_shapes
+    from lmshrink.pruning.encoder.slicing import slice_encoder
+    from lmshrink.quantize.size_latency import gemm_rate, linear_flops, linear_shapes
 
     model = tiny_bert()  # hidden 64, FFN 128, 2 layers, 3 labels: per layer 4 x 64x64 + 64x128 + 128x64; pooler, head
     per_token = 2 * (2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 64 + 64 * 3)
@@ -264,7 +265,7 @@ def test_linear_flops_count_every_gemm_of_a_forward_and_skip_pruned_away_layers(
 
 
 def test_matmul_flops_count_forward_and_backward_products_per_dtype():
-    from lmshrink.quantize.measure import MatmulFlops, linear_flops
+    from lmshrink.quantize.size_latency import MatmulFlops, linear_flops
 
     model = tiny_bert().eval()  # SDPA attention: not a counted product, so only the Linears count
     pooler_and_head = 2 * (64 * 64 + 64 * 3)

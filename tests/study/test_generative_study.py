@@ -180,10 +180,10 @@ def test_generative_keys_are_refused_where_they_mean_nothing(tiny_llama_dir, tmp
 
 def test_the_shipped_generative_report_is_what_the_report_code_makes_of_its_results(tiny_llama_dir, tmp_path,
                                                                                     monkeypatch):
-    """docs/study_generative (the measured SmolLM2 study) is rebuilt exactly from its results.jsonl, running
+    """docs/results/study_generative (the measured SmolLM2 study) is rebuilt exactly from its results.jsonl, running
     nothing: the README's numbers come from the code, not from an edit."""
     monkeypatch.chdir(REPO)
-    shipped = REPO / "docs" / "study_generative"
+    shipped = REPO / "docs" / "results" / "study_generative"
     config = write_study(tmp_path, tiny_llama_dir)
     assert study_main([str(config), "--report-only", str(shipped / "results.jsonl")]) == 0
     report = tmp_path / "study" / "report"

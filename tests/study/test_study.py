@@ -202,13 +202,13 @@ def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern,
                                                      ("study_conll", "conll_minilm", "f1")])
 def test_report_only_rebuilds_from_a_results_file_without_running(shipped, title, metric, tiny_bert_dir, tmp_path,
                                                                   monkeypatch):
-    """The shipped reports (docs/study: StereoSet, accuracy; docs/study_conll: CoNLL NER, entity F1) are exactly
+    """The shipped reports (docs/results/study: StereoSet, accuracy; docs/results/study_conll: CoNLL NER, entity F1) are exactly
     what the report code makes of their results.jsonl."""
     monkeypatch.chdir(REPO)
     config = write_study(tmp_path, tiny_bert_dir)
-    assert study_main([str(config), "--report-only", str(REPO / "docs" / shipped / "results.jsonl")]) == 0
+    assert study_main([str(config), "--report-only", str(REPO / "docs" / "results" / shipped / "results.jsonl")]) == 0
     report = tmp_path / "study" / "report"
-    assert (report / "report.md").read_text() == (REPO / "docs" / shipped / "report.md").read_text().replace(
+    assert (report / "report.md").read_text() == (REPO / "docs" / "results" / shipped / "report.md").read_text().replace(
         f"Who pays? {title}", "Who pays? study")
     assert {p.name for p in report.glob("*.png")} >= {f"{metric}_vs_size_mb.png", f"{metric}_vs_gflops.png"}
     assert not list((tmp_path / "study").glob("*/*/run"))  # nothing ran
@@ -333,9 +333,9 @@ def test_report_only_of_the_wrong_results_is_one_line(content, message, tiny_ber
     from lmshrink.study.__main__ import cli
 
     monkeypatch.chdir(REPO)
-    shipped = (REPO / "docs/study/results.jsonl").read_text().splitlines()
+    shipped = (REPO / "docs/results/study/results.jsonl").read_text().splitlines()
     results = tmp_path / "results.jsonl"
-    results.write_text({"generative": (REPO / "docs/study_generative/results.jsonl").read_text(),
+    results.write_text({"generative": (REPO / "docs/results/study_generative/results.jsonl").read_text(),
                         "truncated": shipped[0] + "\n" + shipped[1][: len(shipped[1]) // 2] + "\n",
                         "array": "[1, 2]\n"}[content])
     assert cli([str(write_study(tmp_path, tiny_bert_dir)), "--report-only", str(results)]) == 2

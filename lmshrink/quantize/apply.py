@@ -1,0 +1,80 @@
+"""The one way lmshrink quantizes a model: :func:`apply` owns what stays in float, calibration and compilation.
+
+The Quantize callback, the study (sizes and latency), the generative audit and its variants and the reload of a
+saved quantized model all call it, so a model quantized by one of them equals the same model quantized by another.
+
+    quantized = apply(model, "dynamic-int8")                       # in place; the head stays float
+    quantized = apply(model, "static-int8-x86", calibration=batches)  # a new compiled graph, `model` its source
+    quantized.runnable(**inputs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from lmshrink.quantize.compiled import compile_for_inference, weights_of
+from lmshrink.quantize.embeddings import EmbeddingBits
+from lmshrink.quantize.schemes import SCHEMES, QuantizationResult, check_supported, quantize_model, quantize_static
+
+HEADS = ("lm_head", "classifier")
+"""The output heads kept in float by default: small, and their precision decides the prediction (as transformers'
+``llm_int8_skip_modules`` keeps them)."""
+
+
+def default_skip(model: nn.Module) -> list[str]:
+    """The head of ``model`` kept in float: ``lm_head`` for a causal LM, ``classifier`` for a sequence or token
+    classifier (the first of :data:`HEADS` the model has)."""
+    names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
+    return [next((head for head in HEADS if head in names), HEADS[1])]
+
+
+@dataclass
+class Quantized:
+    """A quantized model: ``runnable`` is what to call (a compiled graph or the model itself), ``weights`` the
+    module holding the quantized weights (what to size and save)."""
+
+    runnable: nn.Module
+    weights: nn.Module
+    result: QuantizationResult
+    compiled: bool
+    skip: list[str]
+
+
+def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
+          calibration: Sequence[dict[str, Tensor]] | None = None, compile: bool | None = None,
+          skip: list[str] | None = None) -> Quantized:
+    """Quantize ``model`` with ``scheme``.
+
+    Args:
+        model: In eval mode; changed in place (a calibrated scheme quantizes its embeddings in place and returns a
+            new graph built from it).
+        scheme: A name of :data:`~lmshrink.quantize.schemes.SCHEMES`.
+        embeddings: ``int8`` / ``int4`` quantize the embedding tables weight-only; ``float`` keeps them.
+        calibration: Batches for a calibrated scheme (``static-int8-x86``), drawn by the caller (a seeded sample of
+            the training split); refused for the other schemes, which read none.
+        compile: Run the result through ``torch.compile`` (inductor, freezing); default: only the calibrated
+            schemes, whose int8 kernels exist only compiled (``False`` is refused for them).
+        skip: Modules kept in float (by name, module prefix or name suffix); default :func:`default_skip`.
+    """
+    calibrated = check_supported(scheme, next(model.parameters()).device).calibrated
+    if calibrated and calibration is None:
+        raise ValueError(f"scheme={scheme!r} needs calibration batches")
+    if not calibrated and calibration is not None:
+        raise ValueError(f"scheme={scheme!r} reads no calibration batches; only {calibrated_schemes()} do")
+    if calibrated and compile is False:
+        raise ValueError(f"scheme={scheme!r}: its int8 kernels exist only compiled (compile=False)")
+    compile = calibrated if compile is None else compile
+    skip = default_skip(model) if skip is None else list(skip)
+    if calibrated:
+        graph, result = quantize_static(model, scheme, calibration, skip, embeddings, compile_model=True)
+        return Quantized(graph, weights_of(graph), result, compiled=True, skip=skip)
+    result = quantize_model(model, scheme, skip, embeddings)
+    return Quantized(compile_for_inference(model) if compile else model, model, result, compiled=compile, skip=skip)
+
+
+def calibrated_schemes() -> list[str]:
+    """The schemes that calibrate on data (and exist only compiled)."""
+    return [name for name, scheme in SCHEMES.items() if scheme.calibrated]

@@ -1,0 +1,51 @@
+"""``lmshrink.quantize.apply``, the one quantization path: what stays in float, calibration and compilation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lmshrink.quantize import apply, default_skip
+from lmshrink.quantize.compiled import CompiledForInference
+from lmshrink.quantize.schemes import quantize_model
+from tests.pruning.decoder.test_structure import tiny_llama
+from tests.quantize.test_schemes import tiny_bert
+from tests.quantize.test_static_int8 import batches
+
+
+def test_the_head_of_each_kind_of_model_stays_in_float_by_default():
+    assert default_skip(tiny_bert()) == ["classifier"]
+    assert default_skip(tiny_llama()) == ["lm_head"]
+    quantized = apply(tiny_llama(), "dynamic-int8")
+    assert quantized.skip == ["lm_head"] and quantized.result.skipped == {"lm_head": "in skip_modules"}
+    assert isinstance(quantized.weights.lm_head, torch.nn.Linear)
+    assert quantized.runnable is quantized.weights and not quantized.compiled
+
+
+def test_apply_equals_the_scheme_with_the_head_skipped():
+    """The callback, the study and the audit all quantize through apply: the same model as the scheme itself with
+    the head kept (what each of them did by hand before)."""
+    inputs = {"input_ids": torch.randint(5, 500, (4, 12), generator=torch.Generator().manual_seed(2))}
+    by_hand, through_apply = tiny_bert(), tiny_bert()
+    quantize_model(by_hand, "dynamic-int8", ["classifier"])
+    apply(through_apply, "dynamic-int8")
+    torch.testing.assert_close(through_apply(**inputs).logits, by_hand(**inputs).logits, rtol=0, atol=0)
+
+
+def test_calibration_is_handed_in_for_calibrated_schemes_only():
+    with pytest.raises(ValueError, match="needs calibration batches"):
+        apply(tiny_bert(), "static-int8-x86")
+    with pytest.raises(ValueError, match="reads no calibration batches; only \\['static-int8-x86'\\]"):
+        apply(tiny_bert(), "dynamic-int8", calibration=batches(1, 4, 12, 0))
+    with pytest.raises(ValueError, match="exist only compiled"):
+        apply(tiny_bert(), "static-int8-x86", calibration=batches(1, 4, 12, 0), compile=False)
+
+
+def test_compile_wraps_an_in_place_scheme_and_keeps_its_weights_apart():
+    model = tiny_bert()
+    quantized = apply(copy.deepcopy(model), "bf16", compile=True)
+    assert isinstance(quantized.runnable, CompiledForInference) and quantized.compiled
+    assert quantized.weights is quantized.runnable.source
+    assert quantized.weights.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
