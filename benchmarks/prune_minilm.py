@@ -38,6 +38,7 @@ from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.metrics.group_table import summary
 from lmshrink.paths import write_new_json
 from lmshrink.pruning.encoder.run import prune_encoder
+from lmshrink.pruning.methods import EncoderMethod, from_short_name
 from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
 from lmshrink.quantize.size_latency import MatmulFlops, alternating_latency_ms, gemm_rate, linear_shapes
 
@@ -55,7 +56,7 @@ def flop_floor(row: dict, dense: torch.nn.Module, sample: list[dict], method: st
                rates: dict[torch.dtype, float]) -> str:
     """Prune again under :class:`MatmulFlops`; record the FLOPs per dtype and their least time in ``row``."""
     with MatmulFlops() as flops:
-        prune_encoder(copy.deepcopy(dense), sample, method, seq_len, ratio)
+        prune_encoder(copy.deepcopy(dense), sample, from_short_name(f"{method}-keep{ratio:g}", EncoderMethod), seq_len)
     unknown = set(flops.by_dtype) - set(rates)
     if unknown:
         raise RuntimeError(f"matrix products in {sorted(map(str, unknown))}: no GEMM rate measured for them")
@@ -108,7 +109,8 @@ def main() -> None:
           f"{'pruned ms':>9} {'speedup':>7} {'prune s':>8}", flush=True)
     for ratio in args.ratios:
         for method in args.methods:
-            outcome = prune_encoder(copy.deepcopy(dense), samples[method], method, seq_len, ratio)
+            outcome = prune_encoder(copy.deepcopy(dense), samples[method],
+                                    from_short_name(f"{method}-keep{ratio:g}", EncoderMethod), seq_len)
             pruned = outcome.model.eval()
             metrics = evaluate(pruned, loader, inputs, num_groups)
             timed = alternating_latency_ms({"dense": (dense, latency_batch), "pruned": (pruned, latency_batch)},

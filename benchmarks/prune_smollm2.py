@@ -39,7 +39,8 @@ import torch
 from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.data.calibration_text import calibration_ids, heldout_ids
 from lmshrink.generative.perplexity import windowed_perplexity
-from lmshrink.pruning.decoder.oneshot import OneShotSettings, decoder_sparsity, prune_decoder_spec
+from lmshrink.pruning.decoder.oneshot import OneShotSettings, decoder_sparsity, prune_decoder_with
+from lmshrink.pruning.methods import from_short_name
 from lmshrink.pruning.decoder.structure import save_sliced_decoder
 from lmshrink.quantize.size_latency import alternating_latency_ms
 
@@ -52,13 +53,14 @@ def one_run(spec: str, args) -> dict:
     model = load_causal_lm("smollm2").eval()
     result = {"run": spec, "pruning_seconds": 0.0}
     if spec != "dense":
-        structured = spec.startswith(("kprune", "kwon"))
+        method = from_short_name(spec)
+        structured = method.slices
         sequences, seq_len = ((args.structured_sequences, args.structured_seq_len) if structured
                               else (args.sequences, args.seq_len))
         settings = OneShotSettings(num_sequences=sequences, seq_len=seq_len)
         ids = calibration_ids(tokenizer, sequences, seq_len, settings.seed)  # drawn outside the timing
         start = time.perf_counter()
-        record = prune_decoder_spec(model, spec, lambda: ids, settings, log=lambda line: None)
+        record = prune_decoder_with(model, method, lambda: ids, settings, log=lambda line: None)
         result["pruning_seconds"] = time.perf_counter() - start
         result["sparsity"] = record["sparsity_reached"]
         result["calibration"] = [sequences, seq_len]

@@ -25,9 +25,8 @@ from lmshrink.errors import OneLineParser, OptionError, run_command
 from lmshrink.quiet import show_progress
 
 
-FLAGS = {"num_sequences": "--sequences", "seq_len": "--seq-len", "seed": "--seed", "batch_size": "--batch-size",
-         "blocksize": "--blocksize", "percdamp": "--percdamp"}
-"""The command-line flag of each one-shot setting."""
+FLAGS = {"num_sequences": "--sequences", "seq_len": "--seq-len", "seed": "--seed", "batch_size": "--batch-size"}
+"""The command-line flag of each calibration setting."""
 
 
 def parse(argv: list[str] | None):
@@ -45,49 +44,54 @@ def parse(argv: list[str] | None):
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the calibration windows")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per forward")
-    parser.add_argument("--blocksize", type=int, default=defaults.blocksize, help="SparseGPT column block")
-    parser.add_argument("--percdamp", type=float, default=defaults.percdamp, help="SparseGPT Hessian dampening")
+    parser.add_argument("--blocksize", type=int, default=None, help="SparseGPT column block (default 128)")
+    parser.add_argument("--percdamp", type=float, default=None, help="SparseGPT Hessian dampening (default 0.01)")
     parser.add_argument("--heldout-windows", type=int, default=16, help="held-out windows for perplexity (0: none)")
     parser.add_argument("--heldout-window", type=int, default=512, help="tokens per held-out window")
     return parser.parse_args(argv)
 
 
 def checked(argv: list[str] | None, check_save_dir: bool = True):
-    """(arguments, one-shot settings), every option checked without loading anything (the study checks its prune
-    stages with it before the first one runs, ``check_save_dir=False``: a finished stage's directory is full); a
-    mistake is an :class:`OptionError` naming the flag."""
+    """(arguments, pruning method, calibration settings), every option checked without loading anything (the study
+    checks its prune stages with it before the first one runs, ``check_save_dir=False``: a finished stage's directory
+    is full); a mistake is an :class:`OptionError` naming the flag."""
     from lmshrink.paths import refuse_non_empty
-    from lmshrink.pruning.decoder.oneshot import OneShotSettings, parse_one_shot, unread_settings
+    from lmshrink.pruning.decoder.oneshot import OneShotSettings, unread_settings
+    from lmshrink.pruning.methods import SparseGPT, from_short_name
 
     args = parse(argv)  # argparse's own mistakes (unknown flag, bad type) are OptionErrors too
     try:
-        method = parse_one_shot(args.method)[0]
-        settings = OneShotSettings(args.sequences, args.seq_len, args.seed, args.batch_size, args.blocksize,
-                                   args.percdamp)
-    except ValueError as exc:
+        method = from_short_name(args.method)
+        settings = OneShotSettings(args.sequences, args.seq_len, args.seed, args.batch_size)
+    except (OptionError, ValueError) as exc:
         raise OptionError(f"--method / calibration options: {exc}") from None
-    unread = unread_settings(settings, {method})
+    solver = {"blocksize": args.blocksize, "percdamp": args.percdamp}
+    given = {name: value for name, value in solver.items() if value is not None}
+    if given and not isinstance(method, SparseGPT):
+        raise OptionError(f"--{next(iter(given))} is not read by --method={args.method}; remove it")
+    if given:
+        method = SparseGPT(method.sparsity, method.n_m, **{**{"blocksize": 128, "percdamp": 0.01}, **given})
+    unread = unread_settings(settings, [method])
     if unread:
         raise OptionError(f"{FLAGS[unread[0]]} is not read by --method={args.method}; remove it")
     if args.heldout_windows < 0 or args.heldout_window < 2:
         raise OptionError("--heldout-windows must be >= 0 and --heldout-window >= 2")
     if check_save_dir:
         refuse_non_empty(args.save_dir, "--save-dir")
-    return args, settings
+    return args, method, settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, settings = checked(argv)
+    args, method, settings = checked(argv)
     show_progress()  # the structured methods log one line per sublayer
 
     from lmshrink.backbones import load_causal_lm, load_tokenizer
     from lmshrink.data.calibration_text import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
-    from lmshrink.pruning.decoder.oneshot import SETTINGS_READ, parse_one_shot, prune_decoder_spec
+    from lmshrink.pruning.decoder.oneshot import prune_decoder_with
     from lmshrink.pruning.decoder.structure import save_sliced_decoder
 
-    reads_windows = "seq_len" in SETTINGS_READ[parse_one_shot(args.method)[0]]
-    lengths = {"--seq-len": settings.seq_len if reads_windows else 0,
+    lengths = {"--seq-len": settings.seq_len if "seq_len" in method.calibration_reads else 0,
                "--heldout-window": args.heldout_window if args.heldout_windows else 0}
     model = load_causal_lm(args.model, "--model", lengths).eval()  # checked against the job before any weight loads
     tokenizer = load_tokenizer(args.model, "--model")
@@ -98,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     if before:
         print(f"[lmshrink] held-out perplexity before: {before['perplexity']:.2f} ({before['windows']} windows of "
               f"{before['window']} tokens)", flush=True)
-    record = prune_decoder_spec(model, args.method, lambda: calibration_ids(tokenizer, settings.num_sequences,
+    record = prune_decoder_with(model, method, lambda: calibration_ids(tokenizer, settings.num_sequences,
                                                                            settings.seq_len, settings.seed),
                                 settings, log=lambda line: print(line, flush=True))
     after = measure()
     if after:
         print(f"[lmshrink] held-out perplexity after: {after['perplexity']:.2f}", flush=True)
     directory = Path(args.save_dir)
-    if record.get("structured"):  # sliced: the config's per-layer widths need the modeling file beside the weights
+    if method.slices:  # sliced: the config's per-layer widths need the modeling file beside the weights
         save_sliced_decoder(model, directory)
     else:
         model.save_pretrained(directory)
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     record |= {"model": args.model, "spec": args.method, "settings": asdict(settings),
                "heldout_before": before, "heldout_after": after}
     (directory / "pruning_record.json").write_text(json.dumps(record, indent=2))
-    removed = "removed" if record.get("structured") else "zero"
+    removed = "removed" if method.slices else "zero"
     print(f"[lmshrink] {args.method}: {record['sparsity_reached']:.3f} of the block weights are {removed}; saved to "
           f"{directory}", flush=True)
     return 0

@@ -73,7 +73,7 @@ TINY = {  # experiment -> (tiny model fixture, arguments that point it at that m
     "distill/smollm2_half.yaml": ("tiny_llama_dir", [
         "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
     "prune/kprune_stereoset.yaml": ("tiny_bert_dir", [
-        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.num_tokens=2000"]),
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.method.num_tokens=2000"]),
     "generative/toxicity_smollm2.yaml": ("tiny_llama_dir", [
         "--model.model_path={m}", "--model.max_new_tokens=2", "--model.num_samples=1", "--data.num_toxicity_prompts=2",
         "--data.names_per_group=1", "--data.num_crows_pairs=2", "--data.num_stereoset_pairs=2",
@@ -86,7 +86,7 @@ TINY = {  # experiment -> (tiny model fixture, arguments that point it at that m
     "distill/conll_minilm_to_3layer.yaml": ("tiny_tagger_dir", [
         "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
     "prune/kprune_conll.yaml": ("tiny_tagger_dir", [
-        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.num_tokens=2000"]),
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.method.num_tokens=2000"]),
 }
 
 

@@ -76,7 +76,7 @@ def shrink(command: str, tiny: str, tiny_llama: str) -> list[str]:
     if re.search(r"--config (configs/)?distill/(stereoset|conll)_minilm_to_3layer", command):
         return ["--model.student_num_layers=1"] + data + TINY_TRAINER
     if re.search(r"--config (configs/)?prune/", command):
-        sample = "--model.num_samples=32" if "--model.method kwon" in command else "--model.num_tokens=2000"
+        sample = "--model.method.num_samples=32" if "--model.method Kwon" in command else "--model.method.num_tokens=2000"
         return [sample] + data + TINY_TRAINER
     raise AssertionError(f"documented command without a shrink rule here (add one, or a SKIPPED entry): {command}")
 

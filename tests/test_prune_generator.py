@@ -23,7 +23,7 @@ def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, caps
     model = AutoModelForCausalLM.from_pretrained(out)
     assert decoder_sparsity(model) == 0.5
     record = json.loads((out / "pruning_record.json").read_text())
-    assert record["n_m"] == "2:4" and record["calibration"] == [4, 32] and record["settings"]["blocksize"] == 16
+    assert record["n_m"] == "2:4" and record["calibration"] == [4, 32] and record["options"]["blocksize"] == 16
     assert record["heldout_after"]["windows"] == 2 and record["heldout_before"]["perplexity"] != record[
         "heldout_after"]["perplexity"]
     dense = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
@@ -58,11 +58,12 @@ def test_structured_pruning_slices_saves_and_reloads_everywhere(tiny_llama_dir, 
 @pytest.mark.parametrize("extra, message", [
     (["--method", "wanda-0.5", "--percdamp", "0.1"], "error: --percdamp is not read by --method=wanda-0.5; remove it"),
     (["--method", "magnitude-2:4", "--sequences", "8"], "error: --sequences is not read by --method=magnitude-2:4"),
-    (["--method", "wanda-1.5"], "error: --method / calibration options: 'wanda-1.5': sparsity must be in (0, 1)"),
+    (["--method", "wanda-1.5"], "error: --method / calibration options: Wanda: sparsity=1.5 must be in (0, 1)"),
     (["--method", "wanda-0.5", "--seq-len", "0"], "seq_len=0 must be >= 1"),
     (["--method", "kprune-0.3"], "'kprune-0.3': kprune takes a FLOPs keep ratio in (0, 1], written kprune-keep0.7"),
     (["--method", "kprune-keep0.7", "--percdamp", "0.1"], "error: --percdamp is not read by --method=kprune-keep0.7"),
-    (["--method", "kwon-keep1.5"], "'kwon-keep1.5': kwon takes a FLOPs keep ratio in (0, 1], written kwon-keep0.7"),
+    (["--method", "kwon-keep1.5"], "Kwon: flops_keep_ratio=1.5 must be in (0, 1]"),
+    (["--method", "l1-heads-0.5"], "with a method among ['kprune', 'kwon', 'magnitude', 'wanda', 'sparsegpt']"),
 ])
 def test_mistakes_are_one_line_before_anything_loads(tiny_llama_dir, tmp_path, capsys, extra, message):
     assert run_command(main, ["--model", str(tiny_llama_dir), "--save-dir", str(tmp_path / "out"), *extra]) == 2

@@ -197,9 +197,12 @@ MODULE_MISTAKES = [
     ("distill-temperature", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
      ["--model.teacher_path={tiny}", "--model.student_num_layers=1", "--model.temperature=0"], r"--model.temperature=0.0 must be > 0"),
     ("prune-ratio", "validate", REPO / "configs/prune/kprune_stereoset.yaml",
-     ["--model.teacher_path={tiny}", "--model.flops_keep_ratio=1.5"], r"--model.flops_keep_ratio=1.5 must be in \(0, 1\]"),
+     ["--model.teacher_path={tiny}", "--model.method.flops_keep_ratio=1.5"], r"KPrune: flops_keep_ratio=1.5 must be in \(0, 1\]"),
     ("prune-method-typo", "validate", REPO / "configs/prune/kprune_stereoset.yaml",
-     ["--model.teacher_path={tiny}", "--model.method=kprun"], r"method.*Expected a typing.Literal\['kprune', 'kwon'.*Got value: kprun"),
+     ["--model.teacher_path={tiny}", "--model.method=KPrun"], r"--model.method: .*KPrun"),
+    ("prune-option-of-another-method", "validate", REPO / "configs/prune/kprune_stereoset.yaml",
+     ["--model.teacher_path={tiny}", "--model.method=Kwon", "--model.method.num_tokens=500"],
+     r"--model.method: 'lmshrink.pruning.methods.Kwon': Option 'num_tokens' is not accepted"),
 ]
 
 

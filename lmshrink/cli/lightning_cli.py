@@ -33,12 +33,26 @@ from lmshrink.modules.base import LmshrinkModule
 
 
 def data_task(config: Namespace) -> str | None:
-    """The task of the configured datamodule class (its ``task`` attribute), without instantiating it."""
+    """The task of the configured datamodule class (``SplitsDataModule.task``), without instantiating it; None for
+    another datamodule."""
     import importlib
 
     module_name, _, class_name = str(config.data.get("class_path") or "").rpartition(".")
-    return getattr(getattr(importlib.import_module(module_name), class_name, None), "task", None) if module_name \
-        else None
+    data_class = vars(importlib.import_module(module_name)).get(class_name) if module_name else None
+    return data_class.task if isinstance(data_class, type) and issubclass(data_class, SplitsDataModule) else None
+
+
+def build_option_objects(init_args: Namespace) -> None:
+    """Build the module's option objects (a pruning method) so that their own checks run now, before any model
+    loads (``KPrune: flops_keep_ratio=1.5 must be in (0, 1]``): they need no model."""
+    import importlib
+
+    for value in vars(init_args).values():
+        class_path = str(value.get("class_path", "")) if isinstance(value, Namespace) else ""
+        if class_path.startswith("lmshrink.pruning.methods."):
+            module_name, _, class_name = class_path.rpartition(".")
+            method_class = vars(importlib.import_module(module_name))[class_name]
+            method_class(**(value.get("init_args") or Namespace()).as_dict())
 
 
 class LmshrinkCLI(LightningCLI):
@@ -71,6 +85,7 @@ class LmshrinkCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        build_option_objects(config.model.get("init_args") or Namespace())  # their own one-line refusals first
         fill_run_dirs(config)
         if self.subcommand:
             resolve_checkpoint(config.get("ckpt_path"), checkpoint_dirs(config))

@@ -23,6 +23,7 @@ One run = one directory, ``trainer.default_root_dir`` (e.g. ``runs/teacher_stere
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch import LightningDataModule, LightningModule
 
@@ -45,6 +46,8 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
         exit_on_error = args is None
     try:
         args = with_named_configs(sys.argv[1:] if args is None else args)  # `--config teacher/stereoset_minilm`
+        # the named configs are resolved into `args`, which Lightning would warn about beside sys.argv
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return LmshrinkCLI(
             LightningModule,
             LightningDataModule,
@@ -69,5 +72,5 @@ def main(args: list[str] | None = None, exit_on_error: bool | None = None) -> Lm
             raise
         print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
         if isinstance(exc, ArgumentError):
-            print("hint: python train.py SUBCOMMAND --help lists every option", file=sys.stderr, flush=True)
+            print("hint: lmshrink SUBCOMMAND --help lists every option", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

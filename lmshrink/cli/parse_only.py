@@ -8,7 +8,7 @@ import re
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from lmshrink.cli.lightning_cli import LmshrinkCLI
+from lmshrink.cli.lightning_cli import LmshrinkCLI, build_option_objects
 from lmshrink.errors import OptionError
 
 
@@ -41,6 +41,8 @@ def concise_parse_error(exc: BaseException) -> str:
     given = re.findall(r"NestedArg\(key='[^']*', val=('[^']*')\)", text)
     if given and "Got value" not in message and "is not accepted" not in message:
         message += f"; got {given[-1]}"
+    if keys and keys[-1].endswith("method") and "Expected a dot import path string" in message:
+        message += "; a pruning method here is one of KPrune, Kwon, L1Heads, L1Unstructured (lmshrink.pruning.methods)"
     text = (f"--{'.'.join(keys)}: " if keys else "") + message
     return text[:600] + ("..." if len(text) > 600 else "")
 
@@ -58,7 +60,6 @@ def check_args(subcommand: str, args: list[str]) -> Namespace:
     """Parse ``train.py <subcommand> <args>`` as the command line would (unknown options, types, choices, the
     configs' existence), loading nothing, and return the parsed config; a mistake raises :class:`OptionError`
     with jsonargparse's message."""
-    import importlib
     import warnings
 
     from jsonargparse import ArgumentError
@@ -72,8 +73,6 @@ def check_args(subcommand: str, args: list[str]) -> Namespace:
     except (ArgumentError, SystemExit) as exc:
         raise OptionError(concise_parse_error(exc)) from None
     config = cli.config[subcommand]
-    module_name, class_name = config.model.class_path.rsplit(".", 1)
-    check_options = getattr(getattr(importlib.import_module(module_name), class_name), "check_options", None)
-    if check_options is not None:  # a module's refusals that need no model (options its method ignores)
-        check_options(config.model.init_args)
+    build_option_objects(config.model.get("init_args") or Namespace())
     return config
+

@@ -18,15 +18,16 @@ from torch import nn
 
 from lmshrink.backbones import load_causal_lm
 from lmshrink.data.calibration_text import calibration_ids
-from lmshrink.pruning.decoder.oneshot import OneShotSettings, prune_decoder_spec
+from lmshrink.pruning.decoder.oneshot import OneShotSettings, prune_decoder_with
 from lmshrink.pruning.encoder.magnitude import decoder_linears, prune_unstructured_l1
+from lmshrink.pruning.methods import DecoderMethod
 from lmshrink.quantize import apply
 
 REFERENCE = "teacher"
 
 
 def build_variants(teacher: nn.Module, students: dict[str, str] | None = None, sparsities: list[float] | None = None,
-                   quantize: list[str] | None = None, prune: list[str] | None = None, tokenizer=None,
+                   quantize: list[str] | None = None, prune: list[DecoderMethod] | None = None, tokenizer=None,
                    one_shot: OneShotSettings = OneShotSettings(), log: Callable[[str], None] = print,
                    ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
     """(``{"teacher": teacher, <variant name>: model, ...}`` with every model in eval mode, ``{name: pruning
@@ -44,12 +45,13 @@ def build_variants(teacher: nn.Module, students: dict[str, str] | None = None, s
     # drawn once, on first use, for every calibrated method: all see the same windows
     calibration = functools.cache(lambda: calibration_ids(tokenizer, one_shot.num_sequences, one_shot.seq_len,
                                                           one_shot.seed))
-    for spec in prune or []:
-        if spec in variants:
-            raise ValueError(f"prune: name {spec!r} is taken")
+    for method in prune or []:
+        name = method.short_name
+        if name in variants:
+            raise ValueError(f"prune: name {name!r} is taken")
         pruned = copy.deepcopy(teacher).eval()
-        records[spec] = prune_decoder_spec(pruned, spec, calibration, one_shot, log)
-        variants[spec] = pruned
+        records[name] = prune_decoder_with(pruned, method, calibration, one_shot, log)
+        variants[name] = pruned
     for scheme in quantize or []:
         quantized = copy.deepcopy(teacher).eval()
         apply(quantized, scheme)  # lm_head in float

@@ -32,7 +32,8 @@ from lmshrink.modules.base import LmshrinkModule
 from lmshrink.options import as_settings
 from lmshrink.paths import write_new_json
 from lmshrink.quantize import apply, check_supported
-from lmshrink.pruning.decoder.oneshot import SETTINGS_READ, OneShotSettings, parse_one_shot, unread_settings
+from lmshrink.pruning.decoder.oneshot import OneShotSettings, unread_settings
+from lmshrink.pruning.methods import from_short_name
 
 
 class GenerativeAudit(LmshrinkModule):
@@ -100,8 +101,8 @@ class GenerativeAudit(LmshrinkModule):
                               f"--model.heldout_window={heldout_window} >= 2")
         try:
             self.one_shot = as_settings(one_shot, OneShotSettings)
-            methods = {parse_one_shot(spec)[0] for spec in prune or []}
-        except ValueError as exc:
+            methods = [from_short_name(spec) for spec in prune or []]
+        except (OptionError, ValueError) as exc:
             raise OptionError(f"--model.prune / --model.one_shot: {exc}") from None
         unread = unread_settings(self.one_shot, methods)
         if unread:
@@ -120,7 +121,7 @@ class GenerativeAudit(LmshrinkModule):
                 raise OptionError(f"--model.model_scheme={model_scheme} needs calibration data; the audit applies "
                                   f"weight-only and dynamic schemes")
         # Every model is checked against the job (a causal LM whose context holds the windows) before any loads.
-        reads_windows = any("seq_len" in SETTINGS_READ[method] for method in methods)
+        reads_windows = any("seq_len" in method.calibration_reads for method in methods)
         lengths = {"--model.heldout_window": heldout_window if heldout_windows else 0,
                    "--model.one_shot.seq_len": self.one_shot.seq_len if reads_windows else 0}
         check_causal_lm(model_path, "--model.model_path", lengths)
@@ -134,7 +135,7 @@ class GenerativeAudit(LmshrinkModule):
         if model_scheme is not None:
             apply(teacher.eval(), model_scheme)  # lm_head in float, as the audit's copies
         # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.
-        self.variants, self.pruning_records = build_variants(teacher, students, sparsities, quantize, prune,
+        self.variants, self.pruning_records = build_variants(teacher, students, sparsities, quantize, methods,
                                                              self.tokenizer, self.one_shot, rank_zero_info)
         self.heldout_ids = heldout_ids(self.tokenizer) if heldout_windows else None
         self.records: dict[str, AuditRecords] = {}

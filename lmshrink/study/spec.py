@@ -8,7 +8,7 @@
       - {name: teacher, kind: teacher, config: configs/teacher/stereoset_minilm.yaml, seeded: false}
       - {name: distill-3l, kind: distill, from: teacher, config: configs/distill/stereoset_minilm_to_3layer.yaml}
       - {name: kprune-0.5, kind: prune, from: teacher, config: configs/prune/kprune_stereoset.yaml,
-         args: [--model.flops_keep_ratio=0.5]}
+         args: [--model.method.flops_keep_ratio=0.5]}
       - {name: int8, kind: quantize, from: teacher, scheme: dynamic-int8, seeded: false}
 
 Kinds: ``teacher`` (fit a TeacherFineTune, export its final weights), ``distill`` (fit a Distillation from

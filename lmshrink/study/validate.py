@@ -94,7 +94,7 @@ def _check_generative(spec: StudySpec, where: str) -> None:
     for the first and the last seed, without loading a model."""
     from lmshrink.cli import check_args
     from lmshrink.prune_generator import checked
-    from lmshrink.pruning.decoder.oneshot import SETTINGS_READ, parse_one_shot
+    from lmshrink.pruning.methods import from_short_name
     from lmshrink.study.generative import build_argv, eval_args
 
     from lmshrink.backbones import check_causal_lm
@@ -111,10 +111,10 @@ def _check_generative(spec: StudySpec, where: str) -> None:
                                                       "weight-only and dynamic schemes")
         if stage.kind == "prune":
             try:
-                method = parse_one_shot(stage.method)[0]
-            except ValueError as exc:
+                method = from_short_name(stage.method)
+            except OptionError as exc:
                 raise OptionError(f"{label}: method {exc}") from None
-            if stage.seeded and "seed" not in SETTINGS_READ[method]:
+            if stage.seeded and "seed" not in method.calibration_reads:
                 raise OptionError(f"{label}: {stage.method} draws no calibration sample, so no seed: set "
                                   f"'seeded: false'")
         for seed in dict.fromkeys((spec.seeds[0], spec.seeds[-1])):

@@ -8,6 +8,7 @@ import torch
 from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.generative.scorers import ClassifierScorer, build_scorer
 from lmshrink.modules.audit_variants import build_variants
+from lmshrink.pruning.methods import Wanda
 from lmshrink.pruning.decoder.oneshot import OneShotSettings
 from lmshrink.pruning.encoder.magnitude import decoder_linears
 
@@ -41,7 +42,7 @@ def test_variants_are_copies_with_the_requested_compression(tiny_llama_dir):
     teacher = load_causal_lm(tiny_llama_dir)
     before = [linear.weight.detach().clone() for linear in decoder_linears(teacher)]
     variants, records = build_variants(teacher, {"student": str(tiny_llama_dir)}, [0.5], ["dynamic-int8"],
-                                       ["wanda-2:4"], load_tokenizer(tiny_llama_dir), OneShotSettings(4, 16),
+                                       [Wanda(n_m="2:4")], load_tokenizer(tiny_llama_dir), OneShotSettings(4, 16),
                                        log=lambda _: None)
     assert list(variants) == ["teacher", "student", "l1-0.5", "wanda-2:4", "dynamic-int8"]
     assert records["wanda-2:4"]["calibration"] == [4, 16] and records["wanda-2:4"]["sparsity_reached"] == 0.5

@@ -74,7 +74,7 @@ def test_two_process_ddp_audit_counts_each_example_once(tiny_llama_dir, tmp_path
 def test_audit_prunes_copies_one_shot_and_records_how(tiny_llama_dir, tmp_path):
     args = audit_args(tiny_llama_dir, tmp_path, "--model.sparsities=[]", "--model.quantize=[]",
                       "--model.prune=[wanda-0.5, sparsegpt-2:4]", "--model.one_shot.num_sequences=4",
-                      "--model.one_shot.seq_len=32", "--model.one_shot.blocksize=16")
+                      "--model.one_shot.seq_len=32")
     main(["test", *args])
     record = audit_record(tmp_path)
     assert list(record["models"]) == ["teacher", "wanda-0.5", "sparsegpt-2:4"]
@@ -86,12 +86,12 @@ def test_audit_prunes_copies_one_shot_and_records_how(tiny_llama_dir, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--model.prune=[wanda-0.5]", "--model.one_shot.percdamp=0.1"],
-     "--model.one_shot.percdamp is read by none of --model.prune=['wanda-0.5']; remove it"),
+    (["--model.prune=[magnitude-0.5]", "--model.one_shot.seed=3"],
+     "--model.one_shot.seed is read by none of --model.prune=['magnitude-0.5']; remove it"),
     (["--model.prune=[magnitude-0.5]", "--model.one_shot.num_sequences=4"],
      "--model.one_shot.num_sequences is read by none of"),
     (["--model.prune=[wanda-50%]"], "'wanda-50%': '50%' is neither a sparsity nor an N:M pattern"),
-    (["--model.prune=[obs-0.5]"], "is not <method>-<sparsity> or <method>-<N:M>"),
+    (["--model.prune=[obs-0.5]"], "is not <method>-<sparsity>, <method>-<N:M> or <method>-keep<ratio>"),
     (["--model.model_scheme=dynamic-int8"],  # the config's sparsities / quantize would be copies of an int8 model
      "--model.model_scheme=dynamic-int8 quantizes the audited model itself; --model.sparsities would compare"),
     (["--model.model_scheme=static-int8-x86", "--model.sparsities=[]", "--model.quantize=[]"],

@@ -11,11 +11,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from lmshrink.backbones import load_sequence_classifier
-from lmshrink.cli import main
+from lmshrink.cli import check_args, main
 from lmshrink.datamodules import GroupedTextDataModule
-from lmshrink.pruning.settings import KPruneSettings
-from lmshrink.pruning.settings import KwonSettings
+from lmshrink.errors import OptionError
 from lmshrink.modules import Prune
+from lmshrink.pruning.methods import Kwon, Wanda
 from tests.helpers import REPO, group_record, run_train_py
 
 PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_stereoset.yaml"
@@ -23,19 +23,19 @@ PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_stereoset.yaml"
 
 def prune_args(model_dir: Path, root: Path, *extra: str) -> list[str]:
     """The shipped pruning config, shrunk: tiny model, small sample (of the method's kind), CSV logger."""
-    method = next((arg.split("=", 1)[1] for arg in extra if arg.startswith("--model.method=")), "kprune")
-    sample = {"kprune": ["--model.num_tokens=2000"], "kwon": ["--model.num_samples=64"]}.get(method, [])
+    method = next((arg.split("=", 1)[1] for arg in extra if arg.startswith("--model.method=")), "KPrune")
+    sample = {"KPrune": ["--model.method.num_tokens=2000"], "Kwon": ["--model.method.num_samples=64"]}.get(method, [])
     return [
         "--config", str(PRUNE_CONFIG),
         f"--model.teacher_path={model_dir}",
         f"--data.tokenizer_path={model_dir}",
-        *sample,
         f"--trainer.default_root_dir={root}",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.save_dir=.",
         "--trainer.enable_progress_bar=false",
         "--data.eval_batch_size=256",
         *extra,
+        *sample,  # after the method: its options belong to it
     ]
 
 
@@ -54,12 +54,13 @@ def val_batch(model_dir: Path, size: int = 64) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["kprune", "kwon"])
-def test_validate_prunes_slices_saves_and_records(method, tiny_bert_varied_dir, tmp_path):
+@pytest.mark.parametrize("method, name", [("KPrune", "kprune"), ("Kwon", "kwon")])
+def test_validate_prunes_slices_saves_and_records(method, name, tiny_bert_varied_dir, tmp_path):
     main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, f"--model.method={method}",
-                                  "--model.flops_keep_ratio=0.5")])
+                                  "--model.method.flops_keep_ratio=0.5")])
     result = record(tmp_path)
-    assert result["method"] == method and result["seq_len"] > 5
+    assert result["method"] == name and result["seq_len"] > 5
+    assert result["options"]["flops_keep_ratio"] == 0.5
     assert result["flops_after"] <= 0.5 * result["flops_before"] * (1 + 1e-9)
     assert result["params_after"] < result["params_before"]
     assert len(result["heads_per_layer"]) == 2 and result["pruning_seconds"] > 0
@@ -78,19 +79,20 @@ def test_validate_prunes_slices_saves_and_records(method, tiny_bert_varied_dir, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, sparsity", [("l1-unstructured", 0.6), ("l1-heads", 0.5)])
+@pytest.mark.parametrize("method, sparsity", [("L1Unstructured", 0.6), ("L1Heads", 0.5)])
 def test_magnitude_baselines(method, sparsity, tiny_bert_varied_dir, tmp_path):
     main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, f"--model.method={method}",
-                                  f"--model.sparsity={sparsity}")])
+                                  f"--model.method.sparsity={sparsity}")])
     result = record(tmp_path)
-    if method == "l1-unstructured":
+    assert result["sample"]["batches"] == 0  # a magnitude baseline reads no data
+    if method == "L1Unstructured":
         assert result["sparsity_reached"] == pytest.approx(sparsity, abs=0.01)
         assert result["flops_after"] == result["flops_before"]  # zeros do not remove structured FLOPs
     else:
         assert sum(result["heads_per_layer"]) == 4  # half of 2 x 4 heads
     model = load_sequence_classifier(result["model_dir"], num_labels=3)
     linears = [module for name, module in model.bert.encoder.named_modules() if isinstance(module, torch.nn.Linear)]
-    if method == "l1-unstructured":  # the reloaded weights hold the zeros the record reports
+    if method == "L1Unstructured":  # the reloaded weights hold the zeros the record reports
         zeros = sum(int((linear.weight == 0).sum()) for linear in linears) / sum(l.weight.numel() for l in linears)
         assert zeros == pytest.approx(result["sparsity_reached"], abs=1e-6)
     else:  # the reloaded model has the record's heads per layer, physically
@@ -100,21 +102,20 @@ def test_magnitude_baselines(method, sparsity, tiny_bert_varied_dir, tmp_path):
 
 
 def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path):
-    with pytest.raises(ValueError, match="method='magic'"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), method="magic")
-    with pytest.raises(ValueError, match="flops_keep_ratio=1.5"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), flops_keep_ratio=1.5)
+    with pytest.raises(OptionError, match=r"KPrune: flops_keep_ratio=1.5 must be in \(0, 1\]"):
+        main(["validate", *prune_args(tiny_bert_varied_dir, tmp_path, "--model.method.flops_keep_ratio=1.5")])
     with pytest.raises(ValueError, match="num_labels=1"):
         Prune(teacher_path=str(tiny_bert_varied_dir), num_labels=1)
-    # an option the chosen method does not read is refused by name, not silently dropped
-    with pytest.raises(ValueError, match=r"--model.num_tokens=5000 is ignored by --model.method=kwon, which reads"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), method="kwon", num_tokens=5000)
-    with pytest.raises(ValueError, match=r"--model.kprune.lam_rep=0.1 is ignored by --model.method=l1-heads"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), method="l1-heads", kprune=KPruneSettings(lam_rep=0.1))
-    with pytest.raises(ValueError, match=r"--model.kwon.faithful=True is ignored by --model.method=kprune"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), method="kprune", kwon=KwonSettings(faithful=True))
-    with pytest.raises(ValueError, match=r"--model.sparsity=0.3 is ignored by --model.method=kprune"):
-        Prune(teacher_path=str(tiny_bert_varied_dir), method="kprune", sparsity=0.3)
+    with pytest.raises(OptionError, match="Wanda.* does not prune encoders"):  # a decoder method, given in Python
+        Prune(teacher_path=str(tiny_bert_varied_dir), method=Wanda(sparsity=0.5))
+    # an option the chosen method does not take is refused by the method's signature, not silently dropped
+    with pytest.raises(TypeError, match="num_tokens"):
+        Kwon(num_tokens=5000)
+    for args, refused in ((["--model.method=Kwon", "--model.method.num_tokens=5000"], "num_tokens"),
+                          (["--model.method=L1Heads", "--model.method.lam_rep=0.1"], "lam_rep"),
+                          (["--model.method.sparsity=0.3"], "sparsity")):
+        with pytest.raises(OptionError, match=f"--model.method: .*Option '{refused}' is not accepted"):
+            check_args("validate", prune_args(tiny_bert_varied_dir, tmp_path, *args))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("user data")
     root = tmp_path / "run"
@@ -126,7 +127,7 @@ def test_bad_options_are_refused_before_any_work(tiny_bert_varied_dir, tmp_path)
 
 @pytest.mark.slow
 def test_two_process_ddp_pruning_matches_one_process(tiny_bert_varied_dir, tmp_path):
-    args = lambda root: prune_args(tiny_bert_varied_dir, root, "--model.flops_keep_ratio=0.4")
+    args = lambda root: prune_args(tiny_bert_varied_dir, root, "--model.method.flops_keep_ratio=0.4")
     main(["validate", *args(tmp_path / "one"), "--trainer.accelerator=cpu"])
     run_train_py("validate", [*args(tmp_path / "two"), "--config", "configs/trainer/ddp_cpu.yaml"])
     one, two = record(tmp_path / "one"), record(tmp_path / "two")

@@ -103,9 +103,10 @@ def test_quantize_compares_the_tagger_with_its_float_self_per_group(tiny_tagger_
 PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_conll.yaml"
 
 
-@pytest.mark.parametrize("method, extra", [("kprune", ["--model.num_tokens=2000"]), ("kwon", ["--model.num_samples=64"]),
-                                           ("l1-heads", ["--model.sparsity=0.5"]),
-                                           ("l1-unstructured", ["--model.sparsity=0.5"])])
+@pytest.mark.parametrize("method, extra", [("KPrune", ["--model.method.num_tokens=2000"]),
+                                           ("Kwon", ["--model.method.num_samples=64"]),
+                                           ("L1Heads", ["--model.method.sparsity=0.5"]),
+                                           ("L1Unstructured", ["--model.method.sparsity=0.5"])])
 def test_pruning_a_tagger_reports_entity_f1_against_the_dense_tagger_and_saves_a_reloadable_one(
         tiny_tagger_dir, tmp_path, method, extra):
     root = tmp_path / method
@@ -116,11 +117,11 @@ def test_pruning_a_tagger_reports_entity_f1_against_the_dense_tagger_and_saves_a
     record = group_record(root, "val")
     assert record["metric"] == "f1" and record["reference_name"] == "dense" and 0 < record["dense"]["f1"] < 1
     pruning = json.loads(next(root.rglob("pruning_record_val.json")).read_text())
-    if method in ("kprune", "kwon"):
+    if method in ("KPrune", "Kwon"):
         assert pruning["flops_kept"] <= 0.5 + 1e-9
         assert pruning["sample"]["tokens"] > pruning["sample"]["sentences"]
     model = AutoModelForTokenClassification.from_pretrained(pruning["model_dir"], trust_remote_code=True)
-    if method == "l1-unstructured":  # masked in place: a dense model with half its encoder weights zero
+    if method == "L1Unstructured":  # masked in place: a dense model with half its encoder weights zero
         assert type(model).__name__ == "BertForTokenClassification" and pruning["sparsity_reached"] >= 0.5 - 1e-3
     else:
         assert type(model).__name__ == "PrunedBertForTokenClassification"

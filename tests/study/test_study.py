@@ -35,7 +35,7 @@ def write_study(tmp_path: Path, model_dir: Path) -> Path:
              "args": [f"--model.model_path={model_dir}", "--trainer.limit_train_batches=3",
                       "--trainer.val_check_interval=1.0", "--trainer.limit_val_batches=2"]},
             {"name": "kprune", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
-             "args": ["--model.num_tokens=1500", "--model.flops_keep_ratio=0.5"]},
+             "args": ["--model.method.num_tokens=1500", "--model.method.flops_keep_ratio=0.5"]},
         ],
     }
     path = tmp_path / "study.yaml"
@@ -160,11 +160,12 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
      r"error: study config .*: stage 'kp' \(validate\): --model: 'lmshrink.modules.Prune': Option 'flops_keep_raito' "
      r"is not accepted"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
-      "args": ["--model.method=kprun"]},
-     r"error: study config .*: stage 'kp' \(validate\): --model.method: Expected a typing.Literal.*Got value: kprun"),
+      "args": ["--model.method=KPrun"]},
+     r"error: study config .*: stage 'kp' \(validate\): --model.method: .*KPrun"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
-      "args": ["--model.method=l1-heads", "--model.num_tokens=500"], "seeded": False},
-     r"error: study config .*: stage 'kp' \(validate\): --model.num_tokens=500 is ignored by --model.method=l1-heads"),
+      "args": ["--model.method=L1Heads", "--model.method.num_tokens=500"], "seeded": False},
+     r"error: study config .*: stage 'kp' \(validate\): --model.method: 'lmshrink.pruning.methods.L1Heads': Option "
+     r"'num_tokens' is not accepted"),
     ({"name": "static", "kind": "quantize", "from": "teacher", "scheme": "static-int8-x86"},
      r"error: study config .*: stage 'static': scheme 'static-int8-x86' is not a study scheme yet"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
@@ -172,9 +173,9 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
      r"error: study config .*: stage 'kp' \(validate\): --model.teacher_path='/no/such/teacher': no such local "
      r"directory"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
-      "args": "--model.flops_keep_ratio=0.5"},  # a string, not a list: it was split into characters
+      "args": "--model.method.flops_keep_ratio=0.5"},  # a string, not a list: it was split into characters
      r"error: study config .*: stages\[2\]: args must be a list of options such as \[--sequences=16\], got "
-     r"'--model.flops_keep_ratio=0.5'"),
+     r"'--model.method.flops_keep_ratio=0.5'"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--data.test_file=/no/such/test.csv"]},
      r"error: study config .*: stage 'kp' \(validate\): --data.test_file='/no/such/test.csv': no such file"),
@@ -253,7 +254,7 @@ def test_an_unseeded_stage_of_a_seeded_teacher_gets_no_seed_option(tiny_bert_dir
     spec = yaml.safe_load(write_study(tmp_path, tiny_bert_dir).read_text())
     spec["stages"][0]["seeded"] = True
     spec["stages"].append({"name": "l1", "kind": "prune", "from": "teacher", "seeded": False,
-                           "config": "configs/prune/kprune_stereoset.yaml", "args": ["--model.method=l1-heads"]})
+                           "config": "configs/prune/kprune_stereoset.yaml", "args": ["--model.method=L1Heads"]})
     (tmp_path / "seeded.yaml").write_text(yaml.safe_dump(spec))
     study = load_spec(tmp_path / "seeded.yaml")
     check_study(study)
@@ -275,7 +276,7 @@ def test_a_token_classification_study_reports_entity_f1_per_group_and_type(tiny_
         {"name": "teacher", "kind": "teacher", "config": "configs/teacher/conll_minilm.yaml", "seeded": False,
          "args": [f"--model.model_path={tiny_bert_dir}", "--trainer.max_epochs=1", "--model.learning_rate=0.001"]},
         {"name": "kprune", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_conll.yaml",
-         "args": ["--model.flops_keep_ratio=0.5"]}]}  # quantize stages: the StereoSet study test
+         "args": ["--model.method.flops_keep_ratio=0.5"]}]}  # quantize stages: the StereoSet study test
     (tmp_path / "ner.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.setattr(runner, "run_python", run_python_here)
     assert study_main([str(tmp_path / "ner.yaml"), "--latency-rounds=1", "--latency-compiled"]) == 0

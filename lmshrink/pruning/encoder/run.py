@@ -10,24 +10,17 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal, get_args
 
 from torch import Tensor, nn
 
 from lmshrink.pruning.encoder.arch import shape_of
-from lmshrink.pruning.flops import FlopsBudget, encoder_flops
-from lmshrink.pruning.settings import KPruneSettings
+from lmshrink.pruning.encoder.gates import full_masks
 from lmshrink.pruning.encoder.kprune import kprune as kprune_masks
-from lmshrink.pruning.settings import KwonSettings
 from lmshrink.pruning.encoder.kwon import kwon as kwon_masks
 from lmshrink.pruning.encoder.magnitude import prune_unstructured_l1, structured_head_mask
-from lmshrink.pruning.encoder.gates import full_masks
 from lmshrink.pruning.encoder.slicing import slice_encoder
-
-PruneMethod = Literal["kprune", "kwon", "l1-unstructured", "l1-heads"]
-"""The pruning methods as a type: ``--help`` lists them and a typo fails when the command line is parsed."""
-METHODS = get_args(PruneMethod)
-"""K-prune and Kwon et al. take a FLOPs keep ratio; the magnitude baselines take a sparsity."""
+from lmshrink.pruning.flops import FlopsBudget, encoder_flops
+from lmshrink.pruning.methods import EncoderMethod, KPrune, Kwon, L1Heads, L1Unstructured
 
 
 @dataclass
@@ -48,44 +41,52 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method: str, seq_len: float,
-                  flops_keep_ratio: float = 0.5, sparsity: float = 0.4, kprune: KPruneSettings = KPruneSettings(),
-                  kwon: KwonSettings = KwonSettings()) -> PruneOutcome:
+def _kprune(model: nn.Module, batches, method: KPrune, seq_len: float) -> tuple[Tensor, Tensor, dict]:
+    result = kprune_masks(model, batches, FlopsBudget(method.flops_keep_ratio, seq_len), method.settings)
+    return result.head_mask, result.neuron_mask, {"steps": [asdict(step) for step in result.steps],
+                                                  "stage_seconds": result.stage_seconds}
+
+
+def _kwon(model: nn.Module, batches, method: Kwon, seq_len: float) -> tuple[Tensor, Tensor, dict]:
+    result = kwon_masks(model, batches, FlopsBudget(method.flops_keep_ratio, seq_len), method.settings)
+    return result.head_mask, result.neuron_mask, {"tuned_sublayers": result.tuned_sublayers,
+                                                  "tuning_stopped_at": result.stopped_at}
+
+
+def _l1_heads(model: nn.Module, batches, method: L1Heads, seq_len: float) -> tuple[Tensor, Tensor, dict]:
+    return structured_head_mask(model, method.sparsity), full_masks(model)[1], {}
+
+
+def _l1_unstructured(model: nn.Module, batches, method: L1Unstructured, seq_len: float) -> tuple[Tensor, Tensor, dict]:
+    details = {"sparsity_reached": prune_unstructured_l1(model, method.sparsity)}
+    return *full_masks(model), details
+
+
+RUNS = {KPrune: _kprune, Kwon: _kwon, L1Heads: _l1_heads, L1Unstructured: _l1_unstructured}
+"""How each encoder method runs: its head and neuron masks (sliced when the method slices) and record details."""
+
+
+def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method: EncoderMethod,
+                  seq_len: float) -> PruneOutcome:
     """Prune ``model`` (changed in place) with ``method``; ``batches`` are the fixed-order sample (with labels
-    for Kwon et al.; the magnitude baselines need none). Structured results are physically sliced."""
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; choose one of {list(METHODS)}")
+    for Kwon et al.; the magnitude baselines read none). Structured results are physically sliced."""
+    if type(method) not in RUNS:
+        raise ValueError(f"{method!r} does not prune encoders; use one of {[cls.__name__ for cls in RUNS]}")
     shape = shape_of(model)
     params_before = count_parameters(model)
     start = time.perf_counter()
-    details: dict = {}
-    if method == "l1-unstructured":
-        details["sparsity_reached"] = prune_unstructured_l1(model, sparsity)
-        head_mask, neuron_mask = full_masks(model)
-    else:
-        if method == "kprune":
-            result = kprune_masks(model, batches, FlopsBudget(flops_keep_ratio, seq_len), kprune)
-            details["steps"] = [asdict(step) for step in result.steps]
-            details["stage_seconds"] = result.stage_seconds
-        elif method == "kwon":
-            result = kwon_masks(model, batches, FlopsBudget(flops_keep_ratio, seq_len), kwon)
-            details |= {"tuned_sublayers": result.tuned_sublayers, "tuning_stopped_at": result.stopped_at}
-        else:
-            result = None
-        if result is not None:
-            head_mask, neuron_mask = result.head_mask, result.neuron_mask
-        else:
-            head_mask = structured_head_mask(model, sparsity)
-            neuron_mask = full_masks(model)[1]
+    head_mask, neuron_mask, details = RUNS[type(method)](model, batches, method, seq_len)
+    if method.slices:
         slice_encoder(model, head_mask, neuron_mask)
     seconds = time.perf_counter() - start
     heads = [int(count) for count in (head_mask != 0).sum(1)]
     neurons = [int(count) for count in (neuron_mask != 0).sum(1)]
     flops_before, flops_after = encoder_flops(shape, seq_len), encoder_flops(shape, seq_len, heads, neurons)
     record = {
-        "method": method,
-        "flops_keep_ratio_target": flops_keep_ratio if method in ("kprune", "kwon") else None,
-        "sparsity_target": sparsity if method.startswith("l1-") else None,
+        "method": method.name,
+        "options": method.options(),
+        "flops_keep_ratio_target": method.options().get("flops_keep_ratio"),
+        "sparsity_target": method.options().get("sparsity"),
         "seq_len": seq_len,
         "flops_before": flops_before,
         "flops_after": flops_after,

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from lmshrink.pruning.decoder.blocks import block_linears, decoder_blocks
 from lmshrink.pruning.decoder.oneshot import magnitude_prune, prune_decoder, wanda_prune
+from lmshrink.pruning.methods import SparseGPT, Wanda, from_short_name
 from lmshrink.pruning.decoder.sparsegpt import Hessian, sparsegpt_prune
 from lmshrink.pruning.sparsity_masks import n_m_mask, parse_n_m, row_mask
 from lmshrink.pruning.decoder.wanda import InputNorms
@@ -122,7 +123,8 @@ def calibration(seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
 def test_prune_decoder_reaches_the_pattern_in_every_linear_and_logs_one_line_per_block(tiny_llama, method):
     lines, dense = [], copy.deepcopy(tiny_llama)
-    record = prune_decoder(tiny_llama, calibration(), method, sparsity=0.5, batch_size=4, log=lines.append)
+    record = prune_decoder(tiny_llama, calibration(), from_short_name(f"{method}-0.5"), batch_size=4,
+                           log=lines.append)
     assert len(lines) == len(decoder_blocks(tiny_llama)) and lines[0].startswith(f"[lmshrink] {method} block 1/2")
     assert record["sparsity_reached"] == pytest.approx(0.5, abs=0.01)
     for block in decoder_blocks(tiny_llama):
@@ -137,7 +139,7 @@ def test_prune_decoder_reaches_the_pattern_in_every_linear_and_logs_one_line_per
 
 
 def test_prune_decoder_n_m_holds_in_every_group(tiny_llama):
-    prune_decoder(tiny_llama, calibration(), "sparsegpt", n_m=(2, 4), batch_size=6, blocksize=16, log=lambda _: None)
+    prune_decoder(tiny_llama, calibration(), SparseGPT(n_m="2:4", blocksize=16), batch_size=6, log=lambda _: None)
     for block in decoder_blocks(tiny_llama):
         for linear in block_linears(block).values():
             groups = (linear.weight != 0).reshape(linear.out_features, -1, 4)
@@ -162,7 +164,7 @@ def test_each_block_is_calibrated_on_the_pruned_blocks_below_it(tiny_llama):
     block 0 is pruned and block 1 is not yet (one pass through the unpruned block, as the official code)."""
     dense = copy.deepcopy(tiny_llama)
     ids = calibration(3)
-    prune_decoder(tiny_llama, ids, "wanda", sparsity=0.5, batch_size=2, log=lambda _: None)
+    prune_decoder(tiny_llama, ids, Wanda(sparsity=0.5), batch_size=2, log=lambda _: None)
     hybrid = copy.deepcopy(dense)
     decoder_blocks(hybrid)[0].load_state_dict(decoder_blocks(tiny_llama)[0].state_dict())
     streamed, unpruned = block_input_norms(hybrid, ids, 1), block_input_norms(dense, ids, 1)
