@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.distill.cache import compute_topk_logits
+from lmshrink.distill.options import LossWeights, StudentSource
 from lmshrink.modules import Distillation
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     teacher_path = args.ckpt if os.path.isfile(args.ckpt) else "minilm"
     if teacher_path == "minilm":
         print(f"{args.ckpt} not found: timing with the pretrained MiniLM as teacher (same cost, untrained head)")
-    module = Distillation(teacher_path=teacher_path, student_num_layers=3, kd_weight=1.0, ce_weight=0.5)
+    module = Distillation(teacher_path=teacher_path, student=StudentSource(num_layers=3), loss_weights=LossWeights(kd=1.0, ce=0.5))
     dm = GroupedTextDataModule(batch_size=32, max_length=96)
     dm.setup("fit")
     loader = dm.train_dataloader()

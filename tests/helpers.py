@@ -19,7 +19,7 @@ DISTILL_CONFIG = REPO / "configs" / "distill" / "stereoset_minilm_to_3layer.yaml
 def tiny_run_args(model_dir: Path, root: Path, *extra: str, train_batches: int = 6, distill: bool = False) -> list[str]:
     """A shipped config (teacher, or distillation with ``distill``), shrunk: tiny model, few batches, CSV
     logger (W&B is tested separately)."""
-    model_args = ([f"--model.teacher_path={model_dir}", "--model.student_num_layers=1",
+    model_args = ([f"--model.teacher_path={model_dir}", "--model.student.num_layers=1",
                    f"--model.student_save_dir={root / 'student'}"] if distill else
                   [f"--model.model_path={model_dir}", f"--model.export_dir={root / 'model'}"])
     return [

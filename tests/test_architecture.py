@@ -76,3 +76,14 @@ def test_pruning_rooms_share_only_the_core():
         if target_room not in ("core", room):
             wrong.append(f"{source} -> {target}")
     assert not wrong, "pruning rooms crossing:\n" + "\n".join(wrong)
+
+
+def test_every_package_ships_in_the_wheel():
+    """``pyproject.toml`` finds packages by their ``__init__.py``: a folder of modules without one is left out of a
+    non-editable install, where its imports then fail (lmshrink.generative was, until this test)."""
+    from setuptools import find_packages
+
+    folders = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "lmshrink").rglob("*.py")
+               if "_configs" not in path.parts}
+    missing = sorted(folders - set(find_packages(str(REPO), include=["lmshrink*"])))
+    assert not missing, f"add an __init__.py to: {missing}"

@@ -69,9 +69,9 @@ def test_study_config_passes_the_study_checks(study, monkeypatch):
 TINY = {  # experiment -> (tiny model fixture, arguments that point it at that model and shrink its work)
     "teacher/stereoset_minilm.yaml": ("tiny_bert_dir", ["--model.model_path={m}", "--data.tokenizer_path={m}"]),
     "distill/stereoset_minilm_to_3layer.yaml": ("tiny_bert_dir", [
-        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student.num_layers=1"]),
     "distill/smollm2_half.yaml": ("tiny_llama_dir", [
-        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student.num_layers=1"]),
     "prune/kprune_stereoset.yaml": ("tiny_bert_dir", [
         "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.method.num_tokens=2000"]),
     "generative/toxicity_smollm2.yaml": ("tiny_llama_dir", [
@@ -84,7 +84,7 @@ TINY = {  # experiment -> (tiny model fixture, arguments that point it at that m
         "--model.heldout_window=16"]),
     "teacher/conll_minilm.yaml": ("tiny_bert_dir", ["--model.model_path={m}", "--data.tokenizer_path={m}"]),
     "distill/conll_minilm_to_3layer.yaml": ("tiny_tagger_dir", [
-        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student_num_layers=1"]),
+        "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.student.num_layers=1"]),
     "prune/kprune_conll.yaml": ("tiny_tagger_dir", [
         "--model.teacher_path={m}", "--data.tokenizer_path={m}", "--model.method.num_tokens=2000"]),
 }

@@ -74,7 +74,7 @@ def shrink(command: str, tiny: str, tiny_llama: str) -> list[str]:
         model = [] if "--model.model_path" in command else [f"--model.model_path={tiny}"]
         return model + data + TINY_TRAINER
     if re.search(r"--config (configs/)?distill/(stereoset|conll)_minilm_to_3layer", command):
-        return ["--model.student_num_layers=1"] + data + TINY_TRAINER
+        return ["--model.student.num_layers=1"] + data + TINY_TRAINER
     if re.search(r"--config (configs/)?prune/", command):
         sample = "--model.method.num_samples=32" if "--model.method Kwon" in command else "--model.method.num_tokens=2000"
         return [sample] + data + TINY_TRAINER

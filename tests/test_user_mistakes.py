@@ -191,11 +191,11 @@ def test_mistake_gets_one_clean_line(name, subcommand, extra, pattern, tiny_bert
 
 MODULE_MISTAKES = [
     ("distill-missing-teacher", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
-     ["--model.teacher_path={tmp}/teacher.ckpt", "--model.student_num_layers=1"], r"teacher_path='.*teacher.ckpt': checkpoint does not exist"),
+     ["--model.teacher_path={tmp}/teacher.ckpt", "--model.student.num_layers=1"], r"teacher_path='.*teacher.ckpt': checkpoint does not exist"),
     ("distill-corrupt-teacher", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
-     ["--model.teacher_path={model:corrupt_ckpt}", "--model.student_num_layers=1"], r"corrupt.ckpt': not a readable checkpoint"),
+     ["--model.teacher_path={model:corrupt_ckpt}", "--model.student.num_layers=1"], r"corrupt.ckpt': not a readable checkpoint"),
     ("distill-temperature", "fit", REPO / "configs/distill/stereoset_minilm_to_3layer.yaml",
-     ["--model.teacher_path={tiny}", "--model.student_num_layers=1", "--model.temperature=0"], r"--model.temperature=0.0 must be > 0"),
+     ["--model.teacher_path={tiny}", "--model.student.num_layers=1", "--model.temperature=0"], r"--model.temperature=0.0 must be > 0"),
     ("prune-ratio", "validate", REPO / "configs/prune/kprune_stereoset.yaml",
      ["--model.teacher_path={tiny}", "--model.method.flops_keep_ratio=1.5"], r"KPrune: flops_keep_ratio=1.5 must be in \(0, 1\]"),
     ("prune-method-typo", "validate", REPO / "configs/prune/kprune_stereoset.yaml",

@@ -18,7 +18,7 @@ hidden widths, ``A_s``/``A_t`` attention heads, ``L_s`` student blocks.
 - ``cached``: the teacher as top-k logits ``(values, indices)``, each ``[B, k]``, instead of ``teacher_out``.
 
 Block indices are 0-based everywhere (``layer_map[i]`` is the teacher block student block ``i`` imitates, as
-``Distillation(student_layers=...)`` counts blocks); hidden state ``i + 1`` is block ``i``'s output.
+``Distillation``'s ``student.layers`` counts blocks); hidden state ``i + 1`` is block ``i``'s output.
 """
 
 from __future__ import annotations

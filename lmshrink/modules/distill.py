@@ -38,6 +38,7 @@ from lmshrink.backbones import (
 from lmshrink.distill import losses, students
 from lmshrink.distill.cache import cache_fingerprint, compute_topk_logits, load_or_build
 from lmshrink.distill.objective import DistillationObjective
+from lmshrink.distill.options import LossWeights, StudentSource
 from lmshrink.distill.students import (
     check_same_tokenizer,
     evenly_spaced_layers,
@@ -51,6 +52,7 @@ from lmshrink.distill.next_token import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
+from lmshrink.options import as_settings
 
 
 class Distillation(TrainingModule):
@@ -63,17 +65,9 @@ class Distillation(TrainingModule):
         self,
         teacher_path: str,
         num_labels: int = 3,
-        student_num_layers: int | None = None,
-        student_layers: list[int] | None = None,
-        student_config: dict | None = None,
-        student_path: str | None = None,
+        student: StudentSource = StudentSource(),
+        loss_weights: LossWeights = LossWeights(),
         temperature: float = 2.0,
-        kd_weight: float = 1.0,
-        ce_weight: float = 0.0,
-        hidden_weight: float = 0.0,
-        cosine_weight: float = 0.0,
-        attention_weight: float = 0.0,
-        embedding_weight: float = 0.0,
         layer_map: Literal["uniform", "last"] | list[int] = "uniform",
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
@@ -88,20 +82,16 @@ class Distillation(TrainingModule):
         Args:
             teacher_path: Fine-tuned teacher: a local HF directory or a TeacherFineTune ``.ckpt``.
             num_labels: Number of classes (linked from the datamodule).
-            student_num_layers: Student = this many evenly spaced teacher blocks (DistilBERT-style copy).
-            student_layers: Student = exactly these teacher blocks (0-based, as ``layer_map``), copied.
-            student_config: Student = the teacher's architecture with these config fields, randomly initialised.
-            student_path: Student = this local HF model (must share the teacher's tokenizer).
+            student: Where the student comes from, exactly one of ``num_layers`` (evenly spaced teacher blocks,
+                copied), ``layers`` (these teacher blocks), ``config`` (the teacher's architecture with these fields,
+                random) or ``path`` (a local HF model sharing the teacher's tokenizer): ``--model.student.num_layers 3``.
+            loss_weights: Weight of each loss term: ``kd`` (soft-target KL), ``ce`` (gold labels), ``hidden``
+                (hidden-state MSE, TinyBERT), ``cosine`` (DistilBERT), ``attention`` (attention-map KL, MiniLM),
+                ``embedding`` (embedding MSE); 0 turns a term off: ``--model.loss_weights.hidden 1.0``.
             temperature: Softmax temperature of the soft-target loss.
-            kd_weight: Weight of the soft-target KL (Hinton et al. 2015).
-            ce_weight: Weight of the cross-entropy on the gold labels.
-            hidden_weight: Weight of the hidden-state MSE over mapped layers (TinyBERT).
-            cosine_weight: Weight of ``1 - cos`` between last hidden states (DistilBERT).
-            attention_weight: Weight of the attention-map KL over mapped layers (MiniLM).
-            embedding_weight: Weight of the embedding-output MSE (TinyBERT).
             layer_map: Teacher block each student block imitates (hidden and attention terms): ``uniform`` (every
                 k-th, ending with the last), ``last`` or an explicit list of teacher blocks (0-based, as
-                ``student_layers``).
+                ``--model.student.layers``).
             learning_rate: Peak AdamW learning rate.
             weight_decay: AdamW weight decay.
             warmup_ratio: Share of steps with linear warmup.
@@ -115,22 +105,14 @@ class Distillation(TrainingModule):
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        choices = {"student_num_layers": student_num_layers, "student_layers": student_layers,
-                   "student_config": student_config, "student_path": student_path}
-        chosen = [name for name, value in choices.items() if value is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"set exactly one of {list(choices)} to define the student; got {chosen or 'none'}")
-        feature_losses = {"hidden_weight": hidden_weight, "cosine_weight": cosine_weight,
-                          "attention_weight": attention_weight, "embedding_weight": embedding_weight}
-        if teacher_cache_dir and any(feature_losses.values()):
-            raise ValueError(f"teacher_cache_dir caches logits only; {[k for k, v in feature_losses.items() if v]} "
-                             f"need the teacher's hidden states every step: set them to 0 or drop the cache")
+        student, loss_weights = as_settings(student, StudentSource), as_settings(loss_weights, LossWeights)
+        student.check()
+        if teacher_cache_dir and loss_weights.feature_terms:
+            raise OptionError(f"teacher_cache_dir caches logits only; --model.loss_weights "
+                              f"{loss_weights.feature_terms} need the teacher's hidden states every step: set them "
+                              f"to 0 or drop the cache")
         if not temperature > 0:
             raise OptionError(f"--model.temperature={temperature} must be > 0")
-        negative = [name for name, value in {"kd_weight": kd_weight, "ce_weight": ce_weight, **feature_losses}.items()
-                    if value < 0]
-        if negative:
-            raise OptionError(f"--model.{negative[0]} must be >= 0")
         if teacher_topk < 0:
             raise OptionError(f"--model.teacher_topk={teacher_topk} must be >= 0 (0 keeps all classes)")
         check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
@@ -149,29 +131,28 @@ class Distillation(TrainingModule):
                               f"not supported")
         if self.is_causal_lm:
             self.reference_name = None
-        if student_path is not None:
-            if not self.is_causal_lm and not has_classifier_head(student_path, num_labels, "student_path", self.task):
-                rank_zero_info(f"[lmshrink] student_path={student_path!r} has no {self.task} classifier head for "
+        if student.path is not None:
+            option = "--model.student.path"
+            if not self.is_causal_lm and not has_classifier_head(student.path, num_labels, option, self.task):
+                rank_zero_info(f"[lmshrink] {option}={student.path!r} has no {self.task} classifier head for "
                                f"{num_labels} labels: a new one is initialised (distillation trains it)")
-            check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student_path),
-                                 str(teacher_path), student_path)
-            self.model = (load_causal_lm(student_path, "student_path") if self.is_causal_lm else
-                          load_sequence_classifier(student_path, num_labels, "student_path", self.task,
+            check_same_tokenizer(load_tokenizer(self.tokenizer_path), load_tokenizer(student.path),
+                                 str(teacher_path), student.path)
+            self.model = (load_causal_lm(student.path, option) if self.is_causal_lm else
+                          load_sequence_classifier(student.path, num_labels, option, self.task,
                                                    new_head=True)).train()
-        elif student_config is not None:
-            self.model = student_from_config(teacher, **student_config)
+        elif student.config is not None:
+            self.model = student_from_config(teacher, **student.config)
         else:
-            keep = student_layers or evenly_spaced_layers(num_layers(teacher), student_num_layers)
+            keep = student.layers or evenly_spaced_layers(num_layers(teacher), student.num_layers)
             self.model = student_from_teacher_layers(teacher, keep)
-        if attention_weight > 0:
+        if loss_weights.attention > 0:
             for network in (teacher, self.model):
                 network.set_attn_implementation("eager")  # only eager attention returns the attention maps
         self._set_teacher(teacher)
         self.model_inputs = accepted_inputs(self.model)
-        weights = {"kd": kd_weight, "ce": ce_weight, "hidden": hidden_weight, "cosine": cosine_weight,
-                   "attention": attention_weight, "embedding": embedding_weight}
         self.objective = DistillationObjective(
-            weights, temperature, students.layer_map(num_layers(self.model), num_layers(teacher), layer_map),
+            loss_weights.as_dict(), temperature, students.layer_map(num_layers(self.model), num_layers(teacher), layer_map),
             self.model.config.hidden_size, teacher.config.hidden_size, causal_lm=self.is_causal_lm)
         self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         if self.is_causal_lm:  # per-token means, summed over ranks before dividing
@@ -302,7 +283,7 @@ class Distillation(TrainingModule):
 
     @property
     def source_model(self) -> str:
-        return str(self.hparams.student_path or f"student of {self.hparams.teacher_path}")
+        return str(as_settings(self.hparams.student, StudentSource).path or f"student of {self.hparams.teacher_path}")
 
     def output_dirs(self, run_dir: str | Path, subcommand: str) -> dict[str, Path]:
         if subcommand != "fit":

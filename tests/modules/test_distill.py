@@ -10,7 +10,10 @@ from transformers import AutoModelForSequenceClassification
 from lmshrink.cli import main
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.distill.losses import soft_target_kl
+from lmshrink.distill.options import LossWeights, StudentSource
+from lmshrink.errors import OptionError
 from lmshrink.modules import Distillation
+from lmshrink.options import as_settings
 from tests.helpers import callbacks_overlay, final_weights, group_record, run_train_py, tiny_run_args
 
 
@@ -30,10 +33,10 @@ def kd_loss(student, teacher, batch) -> float:
 @pytest.mark.slow
 def test_distillation_lowers_kd_loss_and_saves_a_loadable_student(tiny_bert_varied_dir, tmp_path):
     root = tmp_path / "run"
-    before = Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1)
+    before = Distillation(teacher_path=str(tiny_bert_varied_dir), student=StudentSource(num_layers=1))
     batch = fixed_batch(tiny_bert_varied_dir)
     initial = kd_loss(before.model.eval(), before.teacher, batch)
-    main(["fit", *tiny_run_args(tiny_bert_varied_dir, root, "--model.learning_rate=1e-3", "--model.hidden_weight=0",
+    main(["fit", *tiny_run_args(tiny_bert_varied_dir, root, "--model.learning_rate=1e-3", "--model.loss_weights.hidden=0",
                                 train_batches=30, distill=True)])
     student = AutoModelForSequenceClassification.from_pretrained(root / "student", local_files_only=True).eval()
     assert student.config.num_hidden_layers == 1
@@ -48,9 +51,9 @@ def test_distillation_lowers_kd_loss_and_saves_a_loadable_student(tiny_bert_vari
 
 
 def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_dir):
-    module = Distillation(teacher_path=str(tiny_bert_dir), student_config={"num_hidden_layers": 1, "hidden_size": 16,
-                                                                            "intermediate_size": 32},
-                          hidden_weight=1.0, embedding_weight=1.0, cosine_weight=1.0, attention_weight=1.0)
+    module = Distillation(teacher_path=str(tiny_bert_dir),
+                          student=StudentSource(config={"num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 32}),
+                          loss_weights=LossWeights(hidden=1.0, embedding=1.0, cosine=1.0, attention=1.0))
     assert not module.teacher.training and not any(p.requires_grad for p in module.teacher.parameters())
     assert all(key.startswith(("model.", "objective.projections.", "eval_loss.")) for key in module.state_dict())
     teacher_ids = {id(p) for p in module.teacher.parameters()}
@@ -79,7 +82,7 @@ def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_di
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), name
     hp = module.hparams
-    weighted = sum(getattr(hp, f"{name}_weight") * value for name, value in expected.items())
+    weighted = sum(getattr(as_settings(hp.loss_weights, LossWeights), name) * value for name, value in expected.items())
     assert loss.item() == pytest.approx(weighted.item(), rel=1e-5)
     loss.backward()
     assert projections[1].weight.grad.abs().sum() > 0 and projections[0].weight.grad.abs().sum() > 0
@@ -87,12 +90,14 @@ def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_di
 
 
 def test_bad_student_options(tiny_bert_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"set exactly one of .*student_num_layers.*got none"):
+    with pytest.raises(OptionError, match=r"set exactly one of .*--model.student.num_layers.*got none"):
         Distillation(teacher_path=str(tiny_bert_dir))
-    with pytest.raises(ValueError, match=r"got \['student_num_layers', 'student_layers'\]"):
-        Distillation(teacher_path=str(tiny_bert_dir), student_num_layers=1, student_layers=[0])
+    with pytest.raises(OptionError, match=r"got \['--model.student.num_layers', '--model.student.layers'\]"):
+        Distillation(teacher_path=str(tiny_bert_dir), student=StudentSource(num_layers=1, layers=[0]))
+    with pytest.raises(OptionError, match=r"--model.loss_weights.ce=-1.0 must be >= 0"):
+        LossWeights(ce=-1.0)
     with pytest.raises(FileNotFoundError, match=r"teacher_path='.*missing.ckpt': checkpoint does not exist"):
-        Distillation(teacher_path=str(tmp_path / "missing.ckpt"), student_num_layers=1)
+        Distillation(teacher_path=str(tmp_path / "missing.ckpt"), student=StudentSource(num_layers=1))
 
 
 @pytest.mark.slow
@@ -137,7 +142,7 @@ def test_cached_teacher_logits_give_the_same_training(tiny_bert_varied_dir, tmp_
     (Not bit-identical weights: the cache ran the teacher in batches of 128, training in batches of 32, and
     Adam turns ~1e-7 differences in gradients that are zero in exact arithmetic, like the attention key
     bias's, into learning-rate-sized steps that do not change any output.)"""
-    args = lambda root, *extra: tiny_run_args(tiny_bert_varied_dir, root, "--model.hidden_weight=0", *extra,
+    args = lambda root, *extra: tiny_run_args(tiny_bert_varied_dir, root, "--model.loss_weights.hidden=0", *extra,
                                               train_batches=5, distill=True)
     main(["fit", *args(tmp_path / "live")])
     cache = tmp_path / "cache"
@@ -147,13 +152,14 @@ def test_cached_teacher_logits_give_the_same_training(tiny_bert_varied_dir, tmp_
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     live, cached = (AutoModelForSequenceClassification.from_pretrained(tmp_path / run / "student").eval()
                     for run in ("live", "cached"))
-    initial = Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1).model.eval()
+    initial = Distillation(teacher_path=str(tiny_bert_varied_dir), student=StudentSource(num_layers=1)).model.eval()
     with torch.no_grad():
         live_logits, cached_logits, initial_logits = (m(**inputs).logits for m in (live, cached, initial))
     assert (live_logits - initial_logits).abs().max() > 1e-2  # training moved the student
     torch.testing.assert_close(cached_logits, live_logits, rtol=0, atol=1e-4)
-    with pytest.raises(ValueError, match=r"caches logits only; \['hidden_weight'\]"):
-        Distillation(teacher_path=str(tiny_bert_varied_dir), student_num_layers=1, hidden_weight=1.0,
+    with pytest.raises(OptionError, match=r"caches logits only; --model.loss_weights \['hidden'\]"):
+        Distillation(teacher_path=str(tiny_bert_varied_dir), student=StudentSource(num_layers=1),
+                     loss_weights=LossWeights(hidden=1.0),
                      teacher_cache_dir=str(cache))
 
 
@@ -162,9 +168,22 @@ def test_teacher_from_a_train_py_checkpoint(tiny_bert_dir, tmp_path):
     root = tmp_path / "teacher"
     main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2)])
     checkpoint = root / "checkpoints" / "last.ckpt"
-    module = Distillation(teacher_path=str(checkpoint), student_num_layers=1)
+    module = Distillation(teacher_path=str(checkpoint), student=StudentSource(num_layers=1))
     trained = {k.removeprefix("model."): v for k, v in final_weights(root).items() if k.startswith("model.")}
     for key, value in module.teacher.state_dict().items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
     with pytest.raises(ValueError, match="is not a TeacherFineTune checkpoint with num_labels=5"):
-        Distillation(teacher_path=str(checkpoint), num_labels=5, student_num_layers=1)
+        Distillation(teacher_path=str(checkpoint), num_labels=5, student=StudentSource(num_layers=1))
+
+
+def test_replacing_the_configs_student_source_is_refused_until_the_other_is_unset(tiny_bert_dir, tmp_path):
+    """The shipped config copies 3 teacher blocks; a student path on top of it is two sources, refused by name
+    (never one silently preferred), and the same path with the config's source unset runs."""
+    config = ["--config", "configs/distill/stereoset_minilm_to_3layer.yaml", f"--model.teacher_path={tiny_bert_dir}",
+              f"--data.tokenizer_path={tiny_bert_dir}"]
+    # (raised in the module's __init__, which jsonargparse wraps; the command line prints the one line)
+    with pytest.raises((OptionError, ValueError), match=r"got \['--model.student.num_layers', '--model.student.path'\]"):
+        main(["fit", *config, f"--model.student.path={tiny_bert_dir}", "--trainer.fast_dev_run=1"])
+    main(["fit", *config, f"--model.student={{path: {tiny_bert_dir}, num_layers: null}}", "--trainer.fast_dev_run=1",
+          f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+          "--trainer.logger.save_dir=."])

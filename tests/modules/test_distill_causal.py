@@ -12,13 +12,14 @@ from lmshrink.cli import main
 from lmshrink.distill.losses import soft_target_kl
 from lmshrink.distill.next_token import next_token_nll
 from lmshrink.modules import Distillation
+from lmshrink.distill.options import StudentSource
 from tests.helpers import REPO, group_record
 
 
 def causal_args(model_dir, root, *extra):
     return ["--config", str(REPO / "configs" / "distill" / "smollm2_half.yaml"),
             f"--model.teacher_path={model_dir}", f"--data.tokenizer_path={model_dir}",
-            "--model.student_num_layers=1", f"--model.student_save_dir={root / 'student'}",
+            "--model.student.num_layers=1", f"--model.student_save_dir={root / 'student'}",
             f"--trainer.default_root_dir={root}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
             "--trainer.logger.save_dir=.", "--trainer.max_steps=12", "--trainer.val_check_interval=6",
             "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--trainer.enable_progress_bar=false",
@@ -35,7 +36,7 @@ def test_next_token_nll_by_hand():
 @pytest.mark.slow
 def test_causal_distillation_runs_learns_and_saves_a_generating_student(tiny_llama_dir, tmp_path):
     root = tmp_path / "run"
-    before = Distillation(teacher_path=str(tiny_llama_dir), student_num_layers=1)
+    before = Distillation(teacher_path=str(tiny_llama_dir), student=StudentSource(num_layers=1))
     assert before.is_causal_lm and before.reference_name is None
     from lmshrink.backbones import load_tokenizer
     from lmshrink.data.stereoset import load_stereoset_task
@@ -46,7 +47,7 @@ def test_causal_distillation_runs_learns_and_saves_a_generating_student(tiny_lla
     with torch.no_grad():
         teacher_logits = before.teacher(input_ids=ids).logits
         initial = soft_target_kl(before.model.eval()(input_ids=ids).logits, teacher_logits, 1.0).item()
-    main(["fit", *causal_args(tiny_llama_dir, root, "--model.ce_weight=0")])
+    main(["fit", *causal_args(tiny_llama_dir, root, "--model.loss_weights.ce=0")])
     student = AutoModelForCausalLM.from_pretrained(root / "student", local_files_only=True).eval()
     assert student.config.num_hidden_layers == 1
     with torch.no_grad():
@@ -67,4 +68,4 @@ def test_group_metrics_refuses_a_causal_run(tiny_llama_dir, tmp_path):
 
 def test_teacher_cache_is_refused_for_causal_teachers(tiny_llama_dir, tmp_path):
     with pytest.raises(ValueError, match="caching the per-token vocabulary logits of a causal LM teacher is not supported"):
-        Distillation(teacher_path=str(tiny_llama_dir), student_num_layers=1, teacher_cache_dir=str(tmp_path))
+        Distillation(teacher_path=str(tiny_llama_dir), student=StudentSource(num_layers=1), teacher_cache_dir=str(tmp_path))

@@ -135,7 +135,7 @@ DISTILL_CONFIG = REPO / "configs" / "distill" / "conll_minilm_to_3layer.yaml"
 def test_distilling_a_tagger_measures_the_student_against_the_teacher_per_group(tiny_tagger_dir, tmp_path):
     root = tmp_path / "distill"
     main(["fit", "--config", str(DISTILL_CONFIG), f"--model.teacher_path={tiny_tagger_dir}",
-          "--model.student_num_layers=1", f"--model.student_save_dir={root / 'student'}",
+          "--model.student.num_layers=1", f"--model.student_save_dir={root / 'student'}",
           f"--data.tokenizer_path={tiny_tagger_dir}", f"--trainer.default_root_dir={root}",
           "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
           "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.log_every_n_steps=1",

@@ -37,7 +37,7 @@ def write_study(tmp_path: Path, model_dir: Path, stages: list[dict] | None = Non
                  "args": ["--sequences=4", "--seq-len=32"]},
                 {"name": "wanda+int8", "kind": "quantize", "from": "wanda-0.5", "scheme": "dynamic-int8"},
                 {"name": "distilled", "kind": "distill", "from": "teacher", "config": "configs/distill/smollm2_half.yaml",
-                 "seeded": False, "args": [f"--data.tokenizer_path={model_dir}", "--model.student_num_layers=1",
+                 "seeded": False, "args": [f"--data.tokenizer_path={model_dir}", "--model.student.num_layers=1",
                                            "--trainer.max_steps=2", "--trainer.val_check_interval=2",
                                            "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"]}],
             **extra}
