@@ -70,7 +70,7 @@ def checked(argv: list[str] | None, check_save_dir: bool = True):
     if given and not isinstance(method, SparseGPT):
         raise OptionError(f"--{next(iter(given))} is not read by --method={args.method}; remove it")
     if given:
-        method = SparseGPT(method.sparsity, method.n_m, **{**{"blocksize": 128, "percdamp": 0.01}, **given})
+        method = SparseGPT(method.sparsity, method.n_m, **given)  # the rest keep SparseGPT's own defaults
     unread = unread_settings(settings, [method])
     if unread:
         raise OptionError(f"{FLAGS[unread[0]]} is not read by --method={args.method}; remove it")

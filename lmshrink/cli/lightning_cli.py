@@ -30,6 +30,7 @@ from lmshrink.errors import OptionError, OutputExistsError
 from lmshrink.model_fit import check_against_data, check_checkpoint
 from lmshrink.paths import refuse_non_empty
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.pruning.methods import PruningMethod
 
 
 def data_task(config: Namespace) -> str | None:
@@ -43,16 +44,17 @@ def data_task(config: Namespace) -> str | None:
 
 
 def build_option_objects(init_args: Namespace) -> None:
-    """Build the module's option objects (a pruning method) so that their own checks run now, before any model
-    loads (``KPrune: flops_keep_ratio=1.5 must be in (0, 1]``): they need no model."""
+    """Build the module's pruning method so that its own checks run now, before any model loads
+    (``KPrune: flops_keep_ratio=1.5 must be in (0, 1]``): it needs no model."""
     import importlib
 
     for value in vars(init_args).values():
-        class_path = str(value.get("class_path", "")) if isinstance(value, Namespace) else ""
-        if class_path.startswith("lmshrink.pruning.methods."):
-            module_name, _, class_name = class_path.rpartition(".")
-            method_class = vars(importlib.import_module(module_name))[class_name]
-            method_class(**(value.get("init_args") or Namespace()).as_dict())
+        if not (isinstance(value, Namespace) and value.get("class_path")):
+            continue
+        module_name, _, class_name = str(value.class_path).rpartition(".")
+        option_class = vars(importlib.import_module(module_name)).get(class_name)
+        if isinstance(option_class, type) and issubclass(option_class, PruningMethod):
+            option_class(**(value.get("init_args") or Namespace()).as_dict())
 
 
 class LmshrinkCLI(LightningCLI):

@@ -94,9 +94,11 @@ class KPrune(BudgetedMethod):
 
     name = "kprune"
 
-    def __init__(self, flops_keep_ratio: float = 0.5, num_tokens: int = 100_000, temperature: float = 2.0,
-                 lam_pred: float = 1.0, lam_rep: float = 2.5e-4, mu: float | None = None, weight_tuning: bool = True,
-                 ridge: float = 1e-6, faithful: bool = False) -> None:
+    def __init__(self, flops_keep_ratio: float = 0.5, num_tokens: int = 100_000,
+                 temperature: float = KPruneSettings.temperature, lam_pred: float = KPruneSettings.lam_pred,
+                 lam_rep: float = KPruneSettings.lam_rep, mu: float | None = KPruneSettings.mu,
+                 weight_tuning: bool = KPruneSettings.weight_tuning, ridge: float = KPruneSettings.ridge,
+                 faithful: bool = KPruneSettings.faithful) -> None:
         """
         Args:
             flops_keep_ratio: Share of the FLOPs kept; K-prune's ``--constraint c`` is ``1 - c``.
@@ -132,8 +134,9 @@ class Kwon(BudgetedMethod):
     name = "kwon"
     reads_labels = True
 
-    def __init__(self, flops_keep_ratio: float = 0.5, num_samples: int = 2048, rearrange: bool = True,
-                 mask_tuning: bool = True, faithful: bool = False) -> None:
+    def __init__(self, flops_keep_ratio: float = 0.5, num_samples: int = 2048,
+                 rearrange: bool = KwonSettings.rearrange, mask_tuning: bool = KwonSettings.mask_tuning,
+                 faithful: bool = KwonSettings.faithful) -> None:
         """
         Args:
             flops_keep_ratio: Share of the FLOPs kept.

@@ -50,9 +50,8 @@ from lmshrink.pruning.decoder.structure import (
     sublayer_targets,
 )
 from lmshrink.pruning.settings import SCALE_LIMIT, KwonSettings
-from lmshrink.pruning.search import rearrange
 from lmshrink.pruning.least_squares import ridge_towards_one, scale_normal_equations
-from lmshrink.pruning.search import kwon_search
+from lmshrink.pruning.search import kwon_search, rearrange
 
 log = logging.getLogger(__name__)
 
