@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 
+from lmshrink.machine import cpu_line
 from lmshrink.metrics.significance import mcnemar_exact_p
 
 
@@ -21,17 +21,6 @@ def summed_p(b: int, c: int) -> float:
     """The former implementation: ``2 * sum(comb(n, i) for i <= min(b, c)) / 2^n`` in exact integers."""
     n = b + c
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n) if n else 1.0
-
-
-def cpu_line() -> str:
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    shown = [flag for flag in ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16") if flag in flags]
-    return f"{name} ({', '.join(shown) or 'no AVX-512 VNNI / BF16 / AMX'})"
 
 
 def main() -> None:

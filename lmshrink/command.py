@@ -7,6 +7,7 @@
     lmshrink gate --reference ... --candidate ... --config teacher/stereoset_minilm
     lmshrink configs                                         # list the shipped configs
     lmshrink configs cp teacher/stereoset_minilm my.yaml     # copy one to edit
+    lmshrink card runs/prune_stereoset_minilm/pruned_model   # rebuild a model's card from its records
 
 Shipped configs are found by name from any directory (:mod:`lmshrink.shipped_configs`); a path that exists is used
 as it is. Every subcommand starts quietly and turns a user mistake into one ``error:`` line (exit code 2).
@@ -26,6 +27,7 @@ SUBCOMMANDS = {
     "prune-generator": "prune a causal LM one-shot and save it",
     "gate": "pass/fail for CI: does a candidate lose on some group?",
     "configs": "list the shipped configs; 'configs cp NAME DEST' copies one to edit",
+    "card": "rebuild a model directory's card (README.md) from the run's JSON records",
 }
 
 USAGE = "usage: lmshrink {" + ",".join(SUBCOMMANDS) + "} ...\n\n" + "\n".join(
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return gate_cli(rest)
     if subcommand == "configs":
         return run_command(_configs, rest)
+    if subcommand == "card":
+        from lmshrink.cards.__main__ import main as card_main
+
+        return run_command(card_main, rest)
     print(f"error: unknown subcommand {subcommand!r}; choose one of {list(SUBCOMMANDS)} (see lmshrink --help)",
           file=sys.stderr)
     return 2

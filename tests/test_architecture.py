@@ -10,8 +10,8 @@ from collections import defaultdict
 from tests.helpers import REPO
 
 LAYERS = [
-    {"errors", "quiet", "paths", "seeding", "options"},
-    {"data", "metrics", "distill", "quantize"},
+    {"errors", "quiet", "paths", "seeding", "options", "machine"},
+    {"data", "metrics", "distill", "quantize", "cards"},
     {"pruning", "generative"},
     {"model_fit", "backbones", "export", "optim"},
     {"datamodules", "modules", "callbacks"},
