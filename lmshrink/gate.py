@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from lmshrink.cards import add_measurement
 from lmshrink.data.text_files import read_json
 from lmshrink.errors import MissingInputError, OneLineParser, OptionError, OutputExistsError, message, user_error
 from lmshrink.metrics.gate_rule import GateThresholds, gate_failures
@@ -66,7 +67,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
     failures = gate_failures(record, thresholds)
     verdict = {"passed": not failures, "failures": failures, "thresholds": asdict(thresholds),
                "record": str(records[0]), "reference": args.reference, "candidate": args.candidate}
-    write_new_json(records[0].parent, "gate", verdict)
+    verdict_path = write_new_json(records[0].parent, "gate", verdict)
+    # The candidate's own card (a directory lmshrink wrote) gets the record and the verdict: Compare loaded that
+    # very directory, quantized or not.
+    if add_measurement(args.candidate, "test", records[0], record) is not None:
+        card = add_measurement(args.candidate, "gate", verdict_path, verdict)
+        print(f"[lmshrink] model card updated: {card}", flush=True)
     return failures
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,11 +83,17 @@ def checked(argv: list[str] | None, check_save_dir: bool = True):
     return args, method, settings
 
 
+def argv_given(argv: list[str] | None) -> list[str]:
+    return sys.argv[1:] if argv is None else list(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, method, settings = checked(argv)
     show_progress()  # the structured methods log one line per sublayer
 
     from lmshrink.backbones import load_causal_lm, load_tokenizer
+    from lmshrink.cards import start_card, weights_digest
+    from lmshrink.cards.sources import perplexity_from_pruning_record
     from lmshrink.data.calibration_text import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
     from lmshrink.pruning.decoder.oneshot import prune_decoder_with
@@ -117,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     record |= {"model": args.model, "spec": args.method, "settings": asdict(settings),
                "heldout_before": before, "heldout_after": after}
     (directory / "pruning_record.json").write_text(json.dumps(record, indent=2))
+    start_card(directory, "generator",
+               {"parent": args.model, "method": f"Pruning without retraining, {method!r}", "family": "pruning",
+                "method_tag": method.name, "settings": {"method": method.options(), "calibration": asdict(settings)},
+                "seed": settings.seed,
+                "command": "lmshrink prune-generator " + " ".join(shlex.quote(arg) for arg in argv_given(argv))},
+               {"trust_remote_code": method.slices, "quantized": None}, weights_digest(model),
+               [("perplexity", directory / "pruning_record.json", perplexity_from_pruning_record(record))])
     removed = "removed" if method.slices else "zero"
     print(f"[lmshrink] {args.method}: {record['sparsity_reached']:.3f} of the block weights are {removed}; saved to "
           f"{directory}", flush=True)

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import REPO
 
 GUIDES = ["distillation", "quantization", "pruning-encoders", "generative-audit", "pruning-generators", "study",
-          "beyond-accuracy", "ner", "operations", "architecture"]
+          "beyond-accuracy", "model-cards", "ner", "operations", "architecture"]
 """The guides in the order a reader meets their commands (each may use what an earlier one made)."""
 DOCS = [REPO / "README.md", *(REPO / "docs" / f"{name}.md" for name in GUIDES)]
 
@@ -61,7 +61,7 @@ def is_train(command: str) -> bool:
 def shrink(command: str, tiny: str, tiny_llama: str) -> list[str]:
     """Arguments appended to a documented command so that it runs on a tiny model in seconds."""
     data = [f"--data.tokenizer_path={tiny}"] + (["--trainer.max_epochs=1"] if "conll" in command else [])
-    if re.match(r"lmshrink (--help|configs)", command):
+    if re.match(r"lmshrink (--help|configs|card )", command):
         return []
     if command.startswith("lmshrink gate "):
         return ["--", f"--data.tokenizer_path={tiny}", "--trainer.limit_test_batches=2", "--data.eval_batch_size=64"]
@@ -132,6 +132,12 @@ def test_doc_commands_run_in_order(tiny_bert_dir, tiny_llama_dir, tmp_path):
     assert list((runs / "prune_stereoset_minilm").glob("pruned_model*/config.json"))
     assert (runs / "smollm2_sparsegpt50/pruning_record.json").is_file()
     assert list((runs / "gate").glob("gate*.json")), "the gate wrote no verdict"
+    # every model directory the walk wrote carries its card, with its numbers; the gated one with the verdict
+    for directory in ("teacher_stereoset_minilm/model", "distill_minilm_3layer/student", "smollm2_sparsegpt50",
+                      "quant_bnb_int8/model",
+                      "prune_stereoset_minilm/pruned_model", "distill_conll_3layer/student"):
+        assert "model-index:" in (runs / directory / "README.md").read_text(), directory
+    assert "## Gate" in (runs / "prune_stereoset_minilm/pruned_model/README.md").read_text()
     assert list((runs / "resume_demo").glob("group_metrics_test*.json")), "the resumed run did not finish"
     assert (runs / "distill_conll_3layer/student/model.safetensors").is_file()
     assert '"metric": "f1"' in next((runs / "quant_conll_int8").glob("quantization_dynamic-int8_test*.json")).read_text()

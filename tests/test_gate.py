@@ -10,10 +10,12 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from lmshrink.cards import start_card, weights_digest
 from lmshrink.cli import main
 from lmshrink.gate import cli
 from lmshrink.metrics.gate_rule import GateThresholds, gate_failures
-from tests.helpers import REPO
+from tests.card_checks import assert_card_reports
+from tests.helpers import REPO, group_record, tiny_run_args
 
 
 def record(groups: list[tuple[str, int, float, float, float]], reference_worst: float) -> dict:
@@ -111,3 +113,36 @@ def test_gate_reads_entity_f1_records_of_taggers():
     assert failures == ["group normal: f1 0.9000 -> 0.7200 (drop 0.1800 > 0.05, Holm p = 0.002 < 0.05, n = 50)"]
     record["groups"][0]["p_holm"] = 0.01  # the worst group's drop becomes significant too
     assert len(gate_failures(record, GateThresholds())) == 3
+
+
+def compare_args(candidate, reference, root, *extra) -> list[str]:
+    return ["test", "--config", str(REPO / "configs/teacher/stereoset_minilm.yaml"), "--model=lmshrink.modules.Compare",
+            f"--model.model_path={candidate}", f"--model.reference_path={reference}",
+            f"--data.tokenizer_path={reference}", f"--trainer.default_root_dir={root}",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
+            "--trainer.enable_progress_bar=false", "--data.eval_batch_size=256", *extra]
+
+
+@pytest.mark.slow
+def test_a_later_test_and_the_gate_put_their_numbers_on_the_candidates_card(models, tmp_path):
+    reference, no_class_0 = models
+    candidate = tmp_path / "candidate"
+    model = AutoModelForSequenceClassification.from_pretrained(no_class_0)
+    model.save_pretrained(candidate)
+    AutoTokenizer.from_pretrained(no_class_0).save_pretrained(candidate)
+    start_card(candidate, "classifier", {"parent": str(reference), "method": "A test model", "dataset": "stereoset"},
+               {"trust_remote_code": False, "quantized": None}, weights_digest(model))
+    unmeasured = (candidate / "README.md").read_text()
+    # a quantized evaluation of the directory measures other weights: nothing of it goes on the card
+    main(["test", *tiny_run_args(candidate, tmp_path / "quantized"), "--trainer.callbacks+=lmshrink.callbacks.Quantize",
+          "--trainer.callbacks.scheme=dynamic-int8", "--trainer.callbacks.latency_repeats=1"])
+    assert (candidate / "README.md").read_text() == unmeasured
+    # a plain test of the directory: its record goes on the card (the loaded weights have the saved digest)
+    main(compare_args(candidate, reference, tmp_path / "compare"))
+    assert_card_reports(candidate, group_record(tmp_path / "compare", "test"))
+    # the gate: its record and its verdict
+    assert cli(gate_args(reference, candidate, tmp_path / "gate")) == 1
+    verdict = json.loads(next((tmp_path / "gate").rglob("gate.json")).read_text())
+    card = assert_card_reports(candidate, json.loads(open(verdict["record"]).read()))
+    gate_section = card.text.split("## Gate", 1)[1].split("##", 1)[0]
+    assert "**failed**" in gate_section and verdict["failures"][0] in gate_section

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from lmshrink.errors import run_command
 from lmshrink.prune_generator import main
 from lmshrink.pruning.decoder.oneshot import decoder_sparsity
+from tests.card_checks import load_card, model_index_values
 
 
 def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, capsys):
@@ -31,6 +32,10 @@ def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, caps
     with torch.no_grad():
         assert not torch.allclose(model(input_ids=ids).logits, dense(input_ids=ids).logits)
     assert (out / "tokenizer_config.json").is_file()
+    card, _ = load_card(out)  # the pruned generator's card: held-out perplexity from its record, how it was made
+    assert model_index_values(card)[1] == {"perplexity": record["heldout_after"]["perplexity"]}
+    assert card.data.base_model is None and {"pruning", "sparsegpt"} <= set(card.data.tags)
+    assert f"lmshrink prune-generator --model {tiny_llama_dir} --method sparsegpt-2:4" in card.text
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from lmshrink.cli import main
 from lmshrink.datamodules import GroupedTextDataModule
+from tests.card_checks import assert_card_reports
 from tests.helpers import (
     callbacks_overlay,
     final_weights,
@@ -35,8 +36,14 @@ def test_fit_tiny_bert_writes_group_tables_and_refuses_overwrite(tiny_bert_dir, 
     assert val["global_step"] == 4
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert any(root.rglob("config.yaml"))
+    # the exported model carries its card: the tested weights are the exported ones, so the test record is on it
+    card = assert_card_reports(root / "model", test)
+    assert card.data.base_model is None and "fine-tuning" in card.data.tags  # a local parent is no Hub model
+    assert f"lmshrink fit --config {next(root.rglob('config.yaml'))}" in card.text
+    card_before = (root / "model" / "README.md").read_text()
     with pytest.raises(FileExistsError, match=r"belongs to an earlier run. Resume it with --ckpt_path last"):
         main(["fit", *args, f"--model.export_dir={tmp_path / 'other_export'}"])
+    assert (root / "model" / "README.md").read_text() == card_before  # a refused run touches no card
     # A new run directory whose export would land in the first run's model: refused before anything is written.
     other = tmp_path / "other_run"
     with pytest.raises(FileExistsError, match=r"--model.export_dir=.*run/model' is not empty; nothing was overwritten"):

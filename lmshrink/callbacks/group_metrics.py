@@ -43,6 +43,7 @@ from lmshrink.metrics.entity_comparison import GroupEntityComparison
 from lmshrink.metrics.gate_rule import GateFailure, GateThresholds, gate_failures
 from lmshrink.metrics.significance import METHODS
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.modules.model_cards import measured
 from lmshrink.paths import write_new_json
 
 STAGES = ("val", "test")
@@ -148,19 +149,19 @@ class GroupMetrics(Callback):
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._finish("test", trainer, pl_module)
-        self._report("test", trainer)
+        self._report("test", trainer, pl_module)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._report("val", trainer)
+        self._report("val", trainer, pl_module)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:  # `train.py validate` (e.g. pruning): no fit end follows
-            self._report("val", trainer)
+            self._report("val", trainer, pl_module)
 
-    def _report(self, stage: str, trainer: Trainer) -> None:
+    def _report(self, stage: str, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective call (broadcast): every rank must make it
         if stage in self.last_results:
-            self._write_report(stage, trainer, log_dir)
+            self._write_report(stage, trainer, pl_module, log_dir)
         if stage == "test" and self.gate is not None:
             failures = gate_failures(self.records["test"], self.gate) if trainer.is_global_zero else None
             failures = trainer.strategy.broadcast(failures, src=0)
@@ -168,7 +169,7 @@ class GroupMetrics(Callback):
                 raise GateFailure("\n".join(failures))
 
     @rank_zero_only
-    def _write_report(self, stage: str, trainer: Trainer, log_dir: str | None) -> None:
+    def _write_report(self, stage: str, trainer: Trainer, pl_module: LightningModule, log_dir: str | None) -> None:
         comparison = self.comparisons[stage]
         report = comparison.report(self.last_results[stage],
                                    f"Per-group {stage} {comparison.metric} (step {trainer.global_step})")
@@ -179,5 +180,8 @@ class GroupMetrics(Callback):
         record = {"stage": stage, "global_step": trainer.global_step, **report.record,
                   "eval_set": trainer.datamodule.split_fingerprint(stage)}
         self.records[stage] = record
+        source = None
         if self.write_json and log_dir is not None:
-            write_new_json(log_dir, f"group_metrics_{stage}", record)
+            source = write_new_json(log_dir, f"group_metrics_{stage}", record)
+        for card in measured(pl_module, stage, source, record):
+            rank_zero_info(f"[lmshrink] model card updated: {card}")

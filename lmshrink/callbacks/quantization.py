@@ -26,11 +26,14 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmshrink.cards import add_measurement
 from lmshrink.callbacks.group_metrics import comparison_for
 from lmshrink.errors import OptionError
 from lmshrink.metrics.calibration_error import N_BINS
 from lmshrink.metrics.comparison import GroupComparison, check_comparison_options
+from lmshrink.machine import cpu_line
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.modules.model_cards import plain_settings, start_model_card
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.datamodules.splits import SplitsDataModule
 from lmshrink.quantize import SCHEMES, apply, check_supported, save_quantized
@@ -240,12 +243,18 @@ class Quantize(Callback):
             "embeddings": self.embeddings, "quantized_embeddings": result.embeddings, "compiled": self.compile,
             "calibration": ({"samples": self.calibration_samples, "seed": self.calibration_seed, "split": "train"}
                             if scheme.calibrated else None),
-            "size_latency": {"float": float_stats, "quantized": quant_stats},
+            "size_latency": {"float": float_stats, "quantized": quant_stats, "cpu": cpu_line()},
         }
         if self.save_dir and trainer.is_global_zero:
-            save_quantized(model, self.scheme, quantized.skip, self.save_dir,
-                           source=pl_module.source_model if isinstance(pl_module, LmshrinkModule) else "",
+            source = pl_module.source_model if isinstance(pl_module, LmshrinkModule) else ""
+            save_quantized(model, self.scheme, quantized.skip, self.save_dir, source=source,
                            embeddings=self.embeddings)
+            settings = {key: self.record[key] for key in ("embeddings", "skipped_layers", "calibration", "compiled")}
+            start_model_card(trainer, pl_module, self.save_dir,
+                             {"parent": source, "method": f"Quantization, {self.scheme} ({scheme.description})",
+                              "family": "quantization", "method_tag": self.scheme,
+                              "settings": plain_settings(settings)}, model,
+                             {"trust_remote_code": False, "quantized": self.scheme, "source": source})
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
@@ -318,5 +327,8 @@ class Quantize(Callback):
                                step=trainer.global_step)
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"quant/{self.scheme}/{stage}_groups", columns=report.columns, data=report.data)
-        if log_dir is not None:
-            write_new_json(log_dir, f"quantization_{self.scheme}_{stage}", record)
+        source = write_new_json(log_dir, f"quantization_{self.scheme}_{stage}", record) if log_dir is not None else None
+        if self.save_dir:  # the model measured is the one saved there (the callback quantized it itself)
+            card = add_measurement(self.save_dir, stage, source, record)
+            if card is not None:
+                rank_zero_info(f"[lmshrink] model card updated: {card}")

@@ -50,6 +50,12 @@ class LmshrinkModule(LightningModule):
         before the run starts (and never when a checkpoint is only loaded for evaluation)."""
         return {}
 
+    def card_dirs(self) -> list[str | Path]:
+        """Model directories whose card (:mod:`lmshrink.cards`) may take this run's measurements: the one it wrote,
+        the one it loaded. GroupMetrics puts a record on a card only when ``self.model``'s weights are that
+        directory's (same digest), so listing a directory is safe even when another model is measured."""
+        return []
+
 
 class TrainingModule(LmshrinkModule):
     """Base of the modules that train (teacher fine-tuning, distillation): one optimizer and schedule set-up

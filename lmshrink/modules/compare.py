@@ -13,6 +13,8 @@ The Quantize callback works on it too (it quantizes the candidate).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import Tensor, nn
 
 from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, model_task, select_inputs
@@ -65,6 +67,9 @@ class Compare(LmshrinkModule):
     @property
     def source_model(self) -> str:
         return str(self.hparams.model_path)
+
+    def card_dirs(self) -> list[str | Path]:
+        return [self.hparams.model_path]
 
     def _sync_reference(self) -> None:
         self.reference.to(self.device)

@@ -51,6 +51,7 @@ from lmshrink.export import label_names, save_pretrained
 from lmshrink.distill.next_token import next_token_nll
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
+from lmshrink.modules.model_cards import plain_settings, start_model_card
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 from lmshrink.options import as_settings
 
@@ -297,4 +298,14 @@ class Distillation(TrainingModule):
         directory = self.output_dirs(self.trainer.default_root_dir, "fit")["student_save_dir"]
         class_names = None if self.is_causal_lm else label_names(self.trainer.datamodule)
         save_pretrained(self.model, self.tokenizer_path, directory, class_names)
+        hp = self.hparams
+        settings = plain_settings({key: hp[key] for key in ("student", "loss_weights", "temperature", "layer_map",
+                                                            "learning_rate", "weight_decay", "warmup_ratio")})
+        settings["steps"] = self.trainer.global_step
+        start_model_card(self.trainer, self, directory, {"parent": str(hp.teacher_path), "method": "Distillation",
+                                                        "family": "distillation", "settings": settings}, self.model)
+        self.exported_dir = directory
         rank_zero_info(f"[lmshrink] student written to {directory}")
+
+    def card_dirs(self) -> list[str | Path]:
+        return [getattr(self, "exported_dir", None)]

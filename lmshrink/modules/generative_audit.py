@@ -30,6 +30,8 @@ from lmshrink.modules.audit_variants import REFERENCE, build_variants
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
 from lmshrink.options import as_settings
+from lmshrink.cards import add_measurement
+from lmshrink.cards.sources import toxicity_from_audit
 from lmshrink.paths import write_new_json
 from lmshrink.quantize import apply, check_supported
 from lmshrink.pruning.decoder.oneshot import OneShotSettings, unread_settings
@@ -228,12 +230,18 @@ class GenerativeAudit(LmshrinkModule):
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 self._log_tables(logger, summaries, records, scorer)
-        if log_dir is not None:
-            write_new_json(log_dir, "generative_audit", {
-                "scorer": scorer, "hparams": dict(self.hparams), "models": summaries, "pruning": self.pruning_records,
-                "samples": {name: rec.samples for name, rec in records.items()},
-                "pairs": {name: rec.pairs for name, rec in records.items()},
-                "windows": {name: rec.windows for name, rec in records.items()}})
+        audit = {"scorer": scorer, "reference": REFERENCE, "hparams": dict(self.hparams), "models": summaries, "pruning": self.pruning_records,
+                 "samples": {name: rec.samples for name, rec in records.items()},
+                 "pairs": {name: rec.pairs for name, rec in records.items()},
+                 "windows": {name: rec.windows for name, rec in records.items()}}
+        source = write_new_json(log_dir, "generative_audit", audit) if log_dir is not None else None
+        audited = dict(self.hparams.students or {})  # loaded from their directories as they are
+        if self.hparams.model_scheme is None:  # the audited model itself, unless quantized for the audit
+            audited[REFERENCE] = self.hparams.model_path
+        for name, path in audited.items():
+            card = add_measurement(path, "toxicity", source, toxicity_from_audit(audit, name), variant=name)
+            if card is not None:
+                rank_zero_info(f"[lmshrink] model card updated: {card}")
 
     def _log_tables(self, logger: WandbLogger, summaries, records, scorer) -> None:
         columns = ["model", "source", "group", "prompt", "continuation", "score", "scorer"]

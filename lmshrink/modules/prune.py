@@ -24,6 +24,7 @@ from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, 
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, set_class_names
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.modules.model_cards import plain_settings, start_model_card
 from lmshrink.paths import free_path, write_new_json
 from lmshrink.pruning.encoder.run import prune_encoder
 from lmshrink.pruning.encoder.slicing import save_sliced, shrink_to_widths
@@ -138,7 +139,18 @@ class Prune(LmshrinkModule):
         else:
             self.model.save_pretrained(directory)
         load_tokenizer(self.tokenizer_path).save_pretrained(directory)
+        hp = self.hparams
+        outcome = {key: value for key, value in self.record.items() if "flops" in key or key.startswith("sparsity")}
+        settings = plain_settings({"method": self.method.options(), "sample_batch_size": hp.sample_batch_size,
+                                   "seq_len": hp.seq_len, "sample_seed": hp.seed, "outcome": outcome})
+        start_model_card(self.trainer, self, directory,
+                         {"parent": str(hp.teacher_path), "method": f"Pruning without retraining, {self.method!r}",
+                          "family": "pruning", "method_tag": self.method.name, "settings": settings},
+                         self.model, {"trust_remote_code": self.method.slices, "quantized": None})
         return directory
+
+    def card_dirs(self) -> list[str | Path]:
+        return [self.save_dir]
 
     # ------------------------------------------------------------------------------------------ evaluation
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

@@ -29,7 +29,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from lmshrink.generative.paired import item_values, mean_over_seeds, paired_delta_intervals, statistics  # noqa: E402
-from lmshrink.study.report import _cell, _save, check_same_eval_set, mean_std, wandb_run  # noqa: E402
+from lmshrink.study.report import _cell, _save, card_links, check_same_eval_set, mean_std, wandb_run  # noqa: E402
 
 HEADLINE = {"windowed_perplexity": "perplexity (windows)", "toxicity/expected_max_toxicity": "exp. max toxicity",
             "toxicity/toxicity_probability": "toxicity prob.", "names/group_gap_mean_toxicity": "name-group gap",
@@ -182,7 +182,7 @@ def write_generative_report(results: list[dict], directory: Path, title: str,
     rows = aggregate(results)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.jsonl").write_text("".join(json.dumps(result) + "\n" for result in results))
-    (directory / "report.md").write_text(markdown(rows, results[0]["eval_set"], title))
+    (directory / "report.md").write_text(markdown(rows, results[0]["eval_set"], title) + card_links(results, directory))
     images = plots(rows, directory)
     if wandb_options is not None:
         import wandb

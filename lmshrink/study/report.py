@@ -13,6 +13,7 @@ sentences for F1) has p below 0.05 in every seed; "who pays" lists only those, w
 from __future__ import annotations
 
 import json
+import os
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -308,13 +309,40 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def card_links(results: list[dict], directory: Path) -> str:
+    """The "Model cards" section: per stage and seed, a link (relative to the report) to the card of the model
+    directory it measured; a stage quantized in memory for its evaluation has no directory, and says so. Empty when
+    no model directory is at hand (a report rebuilt from a results file alone, like the shipped ones)."""
+    if not any((Path(result["model_dir"]) / "README.md").is_file() for result in results):
+        return ""
+    lines = ["", "## Model cards", "",
+             "Each model directory carries its own Hugging Face card (`README.md`) with its per-group results "
+             "against its teacher, how it was made and how to load it:", ""]
+    stages: dict[str, list[dict]] = {}
+    for result in results:
+        stages.setdefault(result["stage"], []).append(result)
+    for stage, runs in stages.items():
+        if any(run.get("scheme") for run in runs):
+            lines.append(f"- **{stage}**: quantized in memory for its evaluation ({runs[0]['scheme']}), not saved: "
+                         f"no directory, no card")
+            continue
+        links = []
+        for run in sorted(runs, key=lambda run: (run["seed"] is None, run["seed"] or 0)):
+            card = Path(run["model_dir"]) / "README.md"
+            label = f"seed {run['seed']}" if run["seed"] is not None else "card"
+            links.append(f"[{label}]({os.path.relpath(card, directory)})" if card.is_file() else f"{label}: no card")
+        lines.append(f"- **{stage}**: " + ", ".join(links))
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results: list[dict], directory: Path, title: str, wandb_options: dict | None = None) -> list[dict]:
     """Write ``results.jsonl``, ``report.md`` and the plots into ``directory`` (and a W&B table); return the rows."""
     rows = aggregate(results)  # refuses results from different test sets
     eval_set = results[0]["eval_set"]
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.jsonl").write_text("".join(json.dumps(result) + "\n" for result in results))
-    (directory / "report.md").write_text(markdown(rows, eval_set, title, delta_interval_method(results)))
+    (directory / "report.md").write_text(markdown(rows, eval_set, title, delta_interval_method(results))
+                                         + card_links(results, directory))
     images = plots(rows, directory)
     if wandb_options is not None:
         _log_wandb(rows, images, directory, wandb_options)

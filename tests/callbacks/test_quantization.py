@@ -10,6 +10,8 @@ import torch
 from lmshrink.callbacks import Quantize, quantization
 from lmshrink.cli import main
 from lmshrink.quantize.size_latency import alternating_latency_ms
+from lmshrink.machine import cpu_line
+from tests.card_checks import assert_card_reports
 from tests.helpers import group_record, run_train_py, tiny_run_args
 
 
@@ -34,7 +36,8 @@ def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_pa
 
     monkeypatch.setattr(quantization, "alternating_latency_ms", timed_in_alternation)
     main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "float")])
-    main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "q"), *quantize_args("torchao-int8-dynamic")])
+    main(["test", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "q"), *quantize_args("torchao-int8-dynamic"),
+          f"--trainer.callbacks.save_dir={tmp_path / 'saved'}"])
     # float and quantized latencies are timed call by call in alternation, at batch 1 and at batch 32
     assert timings == [(["beside", "model"], 2, 1)] * 2
     record = quant_record(tmp_path / "q", "torchao-int8-dynamic")
@@ -55,6 +58,10 @@ def test_report_matches_group_metrics_and_float_run(tiny_bert_varied_dir, tmp_pa
     assert sizes["quantized"]["memory_mb"] < sizes["float"]["memory_mb"]
     assert set(sizes["float"]) == {"memory_mb", "disk_mb", "latency_ms_bs1", "latency_ms_bs32"}
     assert record["skipped_layers"] == {"classifier": "in skip_modules"}
+    # the saved quantized model's card: the comparison with the float model, sizes and latency with the CPU
+    card = assert_card_reports(tmp_path / "saved", record)
+    assert card.data.to_dict()["base_model_relation"] == "quantized" and "load_quantized(" in card.text
+    assert "## Size and latency" in card.text and cpu_line() in card.text
 
 
 @pytest.mark.slow

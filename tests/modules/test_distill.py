@@ -14,6 +14,7 @@ from lmshrink.distill.options import LossWeights, StudentSource
 from lmshrink.errors import OptionError
 from lmshrink.modules import Distillation
 from lmshrink.options import as_settings
+from tests.card_checks import assert_card_reports
 from tests.helpers import callbacks_overlay, final_weights, group_record, run_train_py, tiny_run_args
 
 
@@ -48,6 +49,9 @@ def test_distillation_lowers_kd_loss_and_saves_a_loadable_student(tiny_bert_vari
     record = group_record(root, "test")
     assert set(record["delta_to_teacher"]) == {g["group"] for g in record["groups"]}
     assert record["teacher"]["avg_acc"] != pytest.approx(1 / 3)
+    card = assert_card_reports(root / "student", record)  # per-group deltas to the teacher, on the student's card
+    assert "distillation" in card.data.tags and f"`{tiny_bert_varied_dir}`" in card.text
+    assert "| group | n | accuracy | 95 % interval | teacher | delta |" in card.text
 
 
 def test_teacher_is_frozen_and_kept_out_of_checkpoint_and_optimizer(tiny_bert_dir):

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from lmshrink.cli import main
+from lmshrink.errors import run_command
+from lmshrink.prune_generator import main as prune_generator
+from tests.card_checks import load_card, model_index_values
 from tests.helpers import REPO, run_train_py
 
 CONFIG = REPO / "configs" / "generative" / "toxicity_smollm2.yaml"
@@ -104,3 +107,23 @@ def test_audit_refuses_bad_pruning_options_before_loading_anything(tiny_llama_di
         main(["test", *audit_args(tiny_llama_dir, tmp_path / "run", *extra)], exit_on_error=True)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_auditing_a_pruned_generator_puts_its_toxicity_on_its_card(tiny_llama_dir, tmp_path):
+    pruned = tmp_path / "wanda50"
+    assert run_command(prune_generator, ["--model", str(tiny_llama_dir), "--method", "wanda-0.5", "--save-dir",
+                                         str(pruned), "--sequences", "2", "--seq-len", "16", "--heldout-windows", "2",
+                                         "--heldout-window", "32"]) == 0
+    main(["test", *audit_args(tiny_llama_dir, tmp_path / "audit", "--model.students", f"{{wanda: {pruned}}}",
+                              "--model.sparsities=[]", "--model.quantize=[]")])
+    audit = audit_record(tmp_path / "audit")
+    pruning = json.loads((pruned / "pruning_record.json").read_text())
+    card, _ = load_card(pruned)
+    assert model_index_values(card)[1] == {
+        "perplexity": pruning["heldout_after"]["perplexity"],
+        "expected_max_toxicity": audit["models"]["wanda"]["toxicity"]["expected_max_toxicity"]}
+    section = card.text.split("## Toxicity and bias", 1)[1]
+    teacher = audit["models"]["teacher"]["toxicity"]["expected_max_toxicity"]
+    assert f"| expected max toxicity | {audit['models']['wanda']['toxicity']['expected_max_toxicity']:.4f} | " \
+           f"{teacher:.4f} |" in section

@@ -16,6 +16,7 @@ from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.errors import OptionError
 from lmshrink.modules import Prune
 from lmshrink.pruning.methods import Kwon, Wanda
+from tests.card_checks import assert_card_reports
 from tests.helpers import REPO, group_record, run_train_py
 
 PRUNE_CONFIG = REPO / "configs" / "prune" / "kprune_stereoset.yaml"
@@ -71,6 +72,8 @@ def test_validate_prunes_slices_saves_and_records(method, name, tiny_bert_varied
     assert groups["avg_acc"] == pytest.approx(metrics["val/avg_acc"])
     model_dir = Path(result["model_dir"])
     assert (model_dir / "pruning_record_val.json").is_file()
+    card = assert_card_reports(model_dir, groups, split="val")  # pruned vs dense, on the sliced model's card
+    assert {"pruning", name} <= set(card.data.tags) and "trust_remote_code=True" in card.text
     batch = val_batch(tiny_bert_varied_dir)
     ours = load_sequence_classifier(model_dir, num_labels=3).eval()
     stock = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()

@@ -13,6 +13,7 @@ from transformers import AutoModelForTokenClassification
 
 from lmshrink.cli import main
 from lmshrink.datamodules.token_tagging import CONLL2003_TAGS
+from tests.card_checks import assert_card_reports
 from tests.helpers import REPO, callbacks_overlay, final_weights, group_record, run_train_py
 
 CONFIG = REPO / "configs" / "teacher" / "conll_minilm.yaml"
@@ -39,6 +40,8 @@ def test_fit_logs_entity_f1_per_group_and_type_and_exports_a_tagger(tiny_bert_di
     assert len(record["worst_group_f1_ci"]) == 2
     model = AutoModelForTokenClassification.from_pretrained(root / "model")
     assert [model.config.id2label[i] for i in range(9)] == CONLL2003_TAGS
+    card = assert_card_reports(root / "model", record)  # entity F1 per group on the tagger's card
+    assert card.data.pipeline_tag == "token-classification" and card.data.datasets == ["eriktks/conll2003"]
     metrics = (next(root.rglob("metrics.csv"))).read_text().splitlines()[0].split(",")
     assert {"val/f1", "val/worst_group_f1", "val/f1/capitals", "val/type_f1/PER"} <= set(metrics)
 

@@ -18,6 +18,7 @@ from lmshrink.study import generative, runner
 from lmshrink.study.__main__ import main as study_main
 from lmshrink.study.generative_report import seed_interval
 from lmshrink.study.spec import load_spec
+from tests.card_checks import load_card, model_index_values
 from tests.helpers import REPO, run_python_here
 
 CSV_LOGS = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
@@ -106,6 +107,14 @@ def test_generative_study_resumes_and_reports_the_audits_numbers(tiny_llama_dir,
     markdown = (report / "report.md").read_text()
     assert "| teacher | – | 2 | " in markdown and f"{sum(teacher) / 2:.3f} [" in markdown
     assert "## Who pays (differences larger than their interval)" in markdown and "- **wanda+int8**" in markdown
+    # the pruned model's card holds its own audit (not the int8 copy's, audited from the same directory)
+    card, _ = load_card(Path(wanda[0]["model_dir"]))
+    assert model_index_values(card)[1]["expected_max_toxicity"] == wanda[0]["summary"]["toxicity"][
+        "expected_max_toxicity"]
+    cards = markdown.split("## Model cards", 1)[1]
+    assert "- **wanda-0.5**: [seed 0](../wanda-0.5/seed0/run/model/README.md)" in cards
+    assert "- **wanda+int8**: quantized in memory for its evaluation (dynamic-int8), not saved" in cards
+    assert "- **teacher**: seed 0: no card, seed 1: no card" in cards  # the given model is not lmshrink's
 
 
 def _table(outcomes: list[float], groups: list[str]) -> dict:

@@ -20,6 +20,7 @@ from lmshrink.study import runner
 from lmshrink.study.__main__ import main as study_main
 from lmshrink.study.report import aggregate, check_same_eval_set
 from lmshrink.study.spec import load_spec
+from tests.card_checks import assert_card_reports
 from tests.helpers import REPO, run_python_here
 
 
@@ -79,6 +80,7 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
         record = json.loads(next((run / "eval").rglob("group_metrics_test*.json")).read_text())
         assert result["avg_acc"] == record["avg_acc"] and result["worst_group_acc"] == record["worst_group_acc"]
         assert result["eval_set"] == record["eval_set"] is not None
+        assert_card_reports(Path(result["model_dir"]), record)  # each model's card holds the study's measurement
     # compressed models are evaluated against the teacher on the same examples: paired deltas and tests
     for result in results[1:]:
         record = json.loads(next((study / "kprune" / f"seed{result['seed']}" / "eval").rglob(
@@ -97,6 +99,8 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
     markdown = (report / "report.md").read_text()
     assert f"{rows[1]['avg_acc']:.4f}" in markdown and "Who pays (significant changes only)" in markdown
     assert "| ECE | flips |" in markdown
+    assert "- **kprune**: [seed 0](../kprune/seed0/run/model/README.md), [seed 1](../kprune/seed1/run/model/README.md)" \
+        in markdown.split("## Model cards", 1)[1]
     # 3) a third run recomputes nothing
     before = {p: p.stat().st_mtime_ns for p in study.rglob("result.json")}
     assert study_main([str(config)]) == 0
