@@ -65,7 +65,9 @@ def assert_card_reports(directory: Path, record: dict, split: str = "test") -> M
     card, card_record = load_card(directory)
     kind = card_record["kind"]
     name, values, results = model_index_values(card)
-    assert name == Path(directory).resolve().name
+    directory = Path(directory).resolve()
+    assert name == (directory.parent.name if directory.name in ("model", "student", "pruned_model") else directory.name)
+    assert card.text.split("\n# ", 1)[1].startswith(f"{name}\n")
     assert values == {metric: record[key] for metric, key in HEADLINE_KEYS[kind].items()}
     assert {result.dataset_split for result in results} == {split}
     value_key, reference_key = GROUP_KEYS[kind]

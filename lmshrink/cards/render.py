@@ -84,6 +84,22 @@ TEMPLATE = """---
 """
 
 
+GENERIC_NAMES = ("model", "student", "pruned_model")
+"""Directory names lmshrink gives its models inside a run directory; such a model is named after its run."""
+
+
+def model_name(directory: Path) -> str:
+    """The card's title and model-index name: the directory's name, or its run directory's for the generic names
+    (``runs/quant_bnb_int8/model`` is ``quant_bnb_int8``; ``pruned_model-1`` is ``<run>-1``)."""
+    directory = directory.resolve()
+    stem, _, number = directory.name.rpartition("-") if "-" in directory.name else (directory.name, "", "")
+    if directory.name in GENERIC_NAMES:
+        return directory.parent.name
+    if stem in GENERIC_NAMES and number.isdigit():
+        return f"{directory.parent.name}-{number}"
+    return directory.name
+
+
 def base_model(parent: str | None, depth: int = 8) -> str | None:
     """The parent as the Hub knows it: a Hub id as it is, lmshrink's offline names (``minilm``) as their Hub id, and
     for a local directory lmshrink wrote, its own parent, followed up to the first Hub model (the Hub's
@@ -118,7 +134,7 @@ def card_data(record: dict, name: str) -> ModelCardData:
 
 def build_card(record: dict, directory: str | Path) -> ModelCard:
     directory = Path(directory)
-    name = directory.resolve().name
+    name = model_name(directory)
     found = group_measurement(record)
     kind = record["kind"]
     variables = {"marker": MARKER, "name": name, "summary": _summary(record),

@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from lmshrink.cards import BESIDE_FILE, add_measurement, rebuild_card, start_card, weights_digest
-from lmshrink.cards.render import base_model
+from lmshrink.cards.render import base_model, model_name
 from lmshrink.command import main as lmshrink
 from lmshrink.metrics.comparison import GroupComparison
 from lmshrink.quantize import apply
@@ -166,3 +166,9 @@ def test_model_index_round_trips_for_a_generator(tmp_path):
 def test_a_directory_without_a_card_record_is_left_alone(tmp_path, digest):
     assert add_measurement(tmp_path, "test", None, comparison_record(pay=False), digest=digest) is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_in_a_run_directory_is_named_after_its_run(tmp_path):
+    run = tmp_path / "quant_bnb_int8"
+    assert model_name(run / "model") == "quant_bnb_int8" and model_name(run / "pruned_model-1") == "quant_bnb_int8-1"
+    assert model_name(tmp_path / "minilm-kprune50") == "minilm-kprune50"
