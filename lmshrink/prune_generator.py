@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                "heldout_before": before, "heldout_after": after}
     (directory / "pruning_record.json").write_text(json.dumps(record, indent=2))
     start_card(directory, "generator",
-               {"parent": args.model, "method": f"Pruning without retraining, {method!r}", "family": "pruning",
+               {"parent": args.model, "method": f"Pruning without retraining, {method.short_name}", "family": "pruning",
                 "method_tag": method.name, "settings": {"method": method.options(), "calibration": asdict(settings)},
                 "seed": settings.seed,
                 "command": "lmshrink prune-generator " + " ".join(shlex.quote(arg) for arg in argv_given(argv))},

@@ -99,10 +99,12 @@ def group_table(kind: str, data: dict) -> str:
     return "\n".join(lines)
 
 
-def provenance(record: dict) -> str:
+def provenance(record: dict, hub_parent: str | None = None) -> str:
+    """How the model was made; ``hub_parent``: the Hub model the parent is or descends from, named beside it."""
     made = record["made"]
     settings = made.get("settings") or {}
-    lines = [f"- **parent**: `{made.get('parent')}`",
+    on_hub = f" (on the Hub: `{hub_parent}`)" if hub_parent and hub_parent != made.get("parent") else ""
+    lines = [f"- **parent**: `{made.get('parent')}`{on_hub}",
              f"- **method**: {made.get('method')}"]
     if settings:
         lines.append(f"- **settings**: `{json.dumps(settings, sort_keys=True, default=str)}`")
@@ -173,6 +175,13 @@ def limitations(record: dict) -> list[str]:
                      f"); other data, other groups or other languages may be affected differently.")
         if split == "val":
             items.append("The numbers are from the validation split, not a held-out test split.")
+    toxicity = record["measurements"].get("toxicity", {}).get("data")
+    if toxicity:
+        groups = toxicity["model"].get("toxicity", {}).get("by_group", {})
+        small = [f"{group} ({values['prompts']})" for group, values in groups.items() if values["prompts"] < SMALL_GROUP]
+        items.append("The audit's numbers come from one audit (its seed's samples) and carry no interval here"
+                     + (f"; prompt groups with few prompts move a lot by chance: {', '.join(small)}" if small else "")
+                     + ". A generative study (`lmshrink study`) gives paired intervals over seeds.")
     if record["kind"] == "generator" and "toxicity" not in record["measurements"]:
         items.append("Not audited for toxicity and bias yet: `lmshrink test --config generative/toxicity_smollm2 "
                      "--model.students '{name: DIR}'` adds it to this card.")

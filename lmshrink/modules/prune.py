@@ -144,7 +144,8 @@ class Prune(LmshrinkModule):
         settings = plain_settings({"method": self.method.options(), "sample_batch_size": hp.sample_batch_size,
                                    "seq_len": hp.seq_len, "sample_seed": hp.seed, "outcome": outcome})
         start_model_card(self.trainer, self, directory,
-                         {"parent": str(hp.teacher_path), "method": f"Pruning without retraining, {self.method!r}",
+                         {"parent": str(hp.teacher_path),
+                          "method": f"Pruning without retraining, {self.method.short_name}",
                           "family": "pruning", "method_tag": self.method.name, "settings": settings},
                          self.model, {"trust_remote_code": self.method.slices, "quantized": None})
         return directory
