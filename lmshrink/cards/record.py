@@ -39,8 +39,11 @@ def read_card_record(directory: str | Path) -> dict:
 
     path = record_path(directory)
     if not path.is_file():
+        inside = sorted(str(found.parent) for found in Path(directory).glob(f"*/{RECORD_FILE}")) \
+            if Path(directory).is_dir() else []
+        hint = f"; the model directories in it: {', '.join(inside)}" if inside else ""
         raise MissingInputError(f"{directory}: no {RECORD_FILE}, so not a model directory lmshrink wrote (nothing to "
-                                f"build a card from)")
+                                f"build a card from){hint}")
     record = read_json(path)
     if record.get("format") != FORMAT:
         raise InputFileError(f"{path}: format {record.get('format')!r} is not {FORMAT!r}")

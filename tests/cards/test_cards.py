@@ -145,6 +145,9 @@ def test_card_command_mistakes_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path}: no lmshrink_card.json, so not a model directory lmshrink wrote (nothing to "
                    f"build a card from)"]
+    started(tmp_path / "model")  # the run directory named instead of its model: the model is named
+    assert lmshrink(["card", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"; the model directories in it: {tmp_path / 'model'}")
 
 
 def test_model_index_round_trips_for_a_generator(tmp_path):
