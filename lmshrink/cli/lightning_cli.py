@@ -3,7 +3,8 @@
 Checks, in order: the model's task against the data's, the given models against the data (class names, context),
 a fresh fit against an earlier run's files, the module's outputs, a resumed checkpoint against the config. A run
 that fails before its first training step removes what it wrote (config, W&B run, step-0 checkpoints), so the same
-command can be re-run once the mistake is fixed. ``fit`` ends by testing the best checkpoint.
+command can be re-run once the mistake is fixed. ``fit`` ends with a test (see
+:mod:`lmshrink.cli.main`).
 """
 
 from __future__ import annotations

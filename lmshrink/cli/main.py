@@ -12,8 +12,10 @@ One run = one directory, ``trainer.default_root_dir`` (e.g. ``runs/teacher_stere
 - The resolved config is saved as ``config.yaml``; resumed and evaluation runs save theirs beside it
   under a new name (``config.fit-1.yaml``, ``config.test-1.yaml``, ...).
 - The W&B run id is kept in ``<run dir>/wandb_run_id``: a resumed fit continues the same W&B run.
-- ``fit`` ends by testing the best checkpoint (by ``val/worst_group_acc`` in the shipped configs), so
-  the run directory always holds the held-out per-group table.
+- ``fit`` ends by testing the checkpoint of the trainer's first ModelCheckpoint when it monitors a metric, else
+  the final weights (the shipped configs list the unmonitored resume point first: the final weights, which are
+  the exported model, so its card carries the test), so the run directory always holds the held-out per-group
+  table.
 - A run that fails before its first training step removes what it wrote (config, W&B run, step-0
   checkpoints), so the same command can be re-run once the mistake is fixed.
 - A user mistake ends with one ``error: ...`` line and exit code 2; a bug with its traceback
