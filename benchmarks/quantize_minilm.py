@@ -46,7 +46,9 @@ import torch
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.modules import TeacherFineTune
+from lmshrink.machine import cpu_line
 from lmshrink.pruning.encoder.run import prune_encoder
+from lmshrink.pruning.methods import KPrune
 from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
 from lmshrink.quantize import SCHEMES, apply, check_supported
 from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds
@@ -81,7 +83,7 @@ def pruned_teacher(float_model: torch.nn.Module, dm: GroupedTextDataModule, toke
     lengths = dm.token_lengths("train")
     rows = draw_sample(lengths, samples_for_tokens(tokens, sum(lengths) / len(lengths), len(lengths)), 0)
     batches = dm.rows_as_batches("train", rows, 32, ["input_ids", "attention_mask", "token_type_ids"])
-    outcome = prune_encoder(copy.deepcopy(float_model), batches, "kprune", dm.mean_length("val"), 0.5)
+    outcome = prune_encoder(copy.deepcopy(float_model), batches, KPrune(flops_keep_ratio=0.5), dm.mean_length("val"))
     print(f"K-prune 0.5: {outcome.record['pruning_seconds']:.0f} s, FLOPs kept {outcome.record['flops_kept']:.3f}",
           flush=True)
     return outcome.model.eval()
@@ -99,6 +101,20 @@ def build(source: torch.nn.Module, scheme: str | None, embeddings: str, compiled
     return quantized.runnable, quantized.weights
 
 
+def fastest_within(rows: dict[str, dict], tolerance: float) -> str:
+    """The one line a user acts on: the fastest row at batch 32 (its latency over the fp32 reference timed beside it)
+    whose worst-group accuracy is within ``tolerance`` of fp32's, on this CPU."""
+    floor = rows["fp32"]["worst_group_acc"] - tolerance
+    eligible = {name: row["lat32_ms"] / row["fp32_lat32_ms"] for name, row in rows.items()
+                if row["worst_group_acc"] >= floor}
+    name = min(eligible, key=eligible.get)
+    row, base = rows[name], rows["fp32"]
+    return (f"fastest at batch 32 within {tolerance:g} of fp32's worst-group accuracy on {cpu_line()}: {name} "
+            f"({eligible[name]:.2f}x fp32 latency; worst group {row['worst_group_acc']:.4f} vs "
+            f"{base['worst_group_acc']:.4f}, average {row['avg_acc']:.4f} vs {base['avg_acc']:.4f}; per-group deltas "
+            f"below)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="TeacherFineTune checkpoint (default: the teacher run's best)")
@@ -107,6 +123,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=["eager", "compiled", "pruned"],
                         default=["eager", "compiled", "pruned"])
     parser.add_argument("--prune-tokens", type=int, default=100_000, help="K-prune sample for the pruned rows")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="worst-group accuracy drop from fp32 a scheme may have to count in the summary line")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (static int8 is CPU-only, "
                         "int4 tinygemm CUDA-only: each row a device cannot run is skipped with its reason)")
     args = parser.parse_args()
@@ -195,6 +213,7 @@ def main() -> None:
     print(f"\nMiniLM teacher {os.path.basename(ckpt)}, StereoSet test ({len(dm.datasets['test'])} examples, "
           f"{len(dm.group_names)} groups), {device}, {torch.get_num_threads()} CPU threads; ratios are to fp32 eager "
           f"(and bf16 eager) timed beside each row")
+    print(f"CPU: {cpu_line()}")
     print("hardware bound, GEMMs of the model's Linear shapes at 32 x 64 tokens: " + ", ".join(
         f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.0f} GFLOP/s ({dense_flops / rate * 1000:.1f} ms for the "
         f"dense model's Linears)" for dtype, rate in rates.items()))
@@ -210,6 +229,7 @@ def main() -> None:
               f"{versus_bf16} {row['fp32_lat32_ms']:7.1f} {bound:6.2f} {row['first_call_s']:9.1f} "
               f"{row['avg_acc']:7.4f} "
               f"{row['worst_group_acc']:6.4f} {row['worst_group_acc'] - base['worst_group_acc']:+7.4f}")
+    print(fastest_within(rows, args.tolerance))
     print("\nper-group accuracy delta to fp32 (points): " + ", ".join(
         f"{index}={group}" for index, group in enumerate(dm.group_names)))
     for name, row in rows.items():

@@ -1,0 +1,31 @@
+"""The benchmark scripts run end to end on a tiny model (their figures are measured on real models, by hand, on an
+idle machine: docs/results/benchmarks.md); a script that no longer matches the library fails here, not in a user's
+hands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lmshrink.cli import main
+from lmshrink.machine import cpu_line
+from tests.helpers import REPO, tiny_run_args
+
+
+@pytest.mark.slow
+def test_quantize_benchmark_prunes_quantizes_and_names_the_fastest_scheme(tiny_bert_varied_dir, tmp_path):
+    main(["fit", *tiny_run_args(tiny_bert_varied_dir, tmp_path / "teacher", train_batches=2)])
+    ckpt = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quantize_minilm.py"), "--ckpt", str(ckpt),
+                           "--rows", "pruned", "--prune-tokens", "300", "--rounds", "1", "--repeats", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"CPU: {cpu_line()}" in out
+    for row in ("kprune-0.5 fp32", "kprune-0.5 bf16", "kprune-0.5 dynamic-int8+emb-int8",
+                "kprune-0.5 static-int8-x86+emb-int8"):
+        assert f"\n{row} " in out, row
+    summary = next(line for line in out.splitlines() if line.startswith("fastest at batch 32 within 0.02"))
+    assert "x fp32 latency" in summary
