@@ -31,6 +31,7 @@ from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.distill.cache import compute_topk_logits
 from lmshrink.distill.options import LossWeights, StudentSource
 from lmshrink.modules import Distillation
+from lmshrink.machine import cpu_line
 
 
 def main() -> None:
@@ -72,6 +73,7 @@ def main() -> None:
             if index >= 2:  # the first two rounds warm up allocators and kernels
                 times[name].append((time.perf_counter() - start) * 1000)
     base = statistics.median(times["fine-tune"])
+    print(f"CPU: {cpu_line()}")
     print(f"teacher {teacher_path}: 6 layers; student: 3 layers; batch 32; {args.steps} timed steps each; "
           f"{torch.get_num_threads()} threads")
     for name, values in times.items():

@@ -31,6 +31,7 @@ from lmshrink.backbones import resolve_model_dir
 from lmshrink.callbacks import GroupMetrics
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.modules import Compare
+from lmshrink.machine import cpu_line
 
 BATCH_SIZE = 128
 
@@ -71,6 +72,7 @@ def main() -> None:
         plain.append(plain_loop(module, loader))
         lightning.append(lightning_loop(module, dm))
     plain_median, lightning_median = statistics.median(plain), statistics.median(lightning)
+    print(f"CPU: {cpu_line()}")
     print(f"model and reference: all-MiniLM-L6-v2, test split {dm.split_size('test')} examples, batch {BATCH_SIZE}, "
           f"{torch.get_num_threads()} threads, {args.repeats} alternating repeats")
     print(f"plain loop (logits of both)        : {plain_median:6.2f} s  (runs: {', '.join(f'{x:.2f}' for x in plain)})")

@@ -27,6 +27,7 @@ from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.prompts import toxicity_prompts
 from lmshrink.generative.scorers import ProfanityScorer
+from lmshrink.machine import cpu_line
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
                 naive_scores.append(scorer(one))
         naive += time.perf_counter() - start
 
+    print(f"CPU: {cpu_line()}")
     print(f"{len(prompts)} prompts x k={args.k} x {args.new_tokens} new tokens, model {args.model}, 2 CPU threads")
     print(f"batched ({args.batch} prompts per call): {len(prompts) / batched:.3f} prompts/s ({batched:.1f} s)")
     print(f"naive (one continuation per call):   {len(prompts) / naive:.3f} prompts/s ({naive:.1f} s)")

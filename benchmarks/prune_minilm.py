@@ -41,6 +41,7 @@ from lmshrink.pruning.encoder.run import prune_encoder
 from lmshrink.pruning.methods import EncoderMethod, from_short_name
 from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
 from lmshrink.quantize.size_latency import MatmulFlops, alternating_latency_ms, gemm_rate, linear_shapes
+from lmshrink.machine import cpu_line
 
 
 @torch.inference_mode()
@@ -100,6 +101,7 @@ def main() -> None:
     loader = datamodule.test_dataloader()
     latency_batch = datamodule.rows_as_batches("test", list(range(32)), 32, inputs)[0]
     baseline = evaluate(dense, loader, inputs, num_groups)
+    print(f"CPU: {cpu_line()}")
     print(f"dense: avg_acc {baseline['avg_acc']:.4f} worst_group_acc {baseline['worst_group_acc']:.4f}; "
           f"s = {seq_len:.2f}; sample: K-prune {len(kprune_rows)} sentences, Kwon {len(kwon_rows)}", flush=True)
     rates = {dtype: gemm_rate(linear_shapes(dense), 32 * 64, dtype) for dtype in (torch.float32, torch.float64)} \

@@ -43,6 +43,7 @@ from lmshrink.pruning.decoder.oneshot import OneShotSettings, decoder_sparsity, 
 from lmshrink.pruning.methods import from_short_name
 from lmshrink.pruning.decoder.structure import save_sliced_decoder
 from lmshrink.quantize.size_latency import alternating_latency_ms
+from lmshrink.machine import cpu_line
 
 RUNS = ("dense", "magnitude-0.5", "wanda-0.5", "sparsegpt-0.5", "magnitude-2:4", "wanda-2:4", "sparsegpt-2:4")
 
@@ -109,6 +110,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run(args.one, args)))
         return
+    print(f"CPU: {cpu_line()}")
     print(f"SmolLM2-135M, {torch.get_num_threads()} threads; calibration {args.sequences} x {args.seq_len} tokens "
           f"(structured: {args.structured_sequences} x {args.structured_seq_len}); held-out {args.windows} x "
           f"{args.window} tokens", flush=True)

@@ -32,6 +32,7 @@ from lmshrink.callbacks import GroupMetrics
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.modules import TeacherFineTune
 from lmshrink.optim import configure_optimization
+from lmshrink.machine import cpu_line
 
 BATCH_SIZE = 32
 
@@ -111,6 +112,7 @@ def main() -> None:
         lightning.append(lightning_loop(dm, args.steps, args.warmup))
     plain_median, lightning_median = statistics.median(plain), statistics.median(lightning)
     overhead = 1 - lightning_median / plain_median
+    print(f"CPU: {cpu_line()}")
     print(f"model: all-MiniLM-L6-v2 (frozen word embeddings), batch {BATCH_SIZE}, {args.steps} timed steps, "
           f"{torch.get_num_threads()} threads, {args.repeats} alternating repeats")
     print(f"plain PyTorch loop : {plain_median:7.2f} samples/s  (runs: {', '.join(f'{x:.2f}' for x in plain)})")
