@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     show_progress()  # the structured methods log one line per sublayer
 
     from lmshrink.backbones import load_causal_lm, load_tokenizer
-    from lmshrink.cards import start_card, weights_digest
+    from lmshrink.cards import parameter_counts, start_card, weights_digest
     from lmshrink.cards.sources import perplexity_from_pruning_record
     from lmshrink.data.calibration_text import calibration_ids, heldout_ids
     from lmshrink.generative.perplexity import windowed_perplexity
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     measure = (lambda: windowed_perplexity(model, heldout, args.heldout_window, args.heldout_windows, batch_size=2)
                if heldout is not None else None)
     before = measure()
+    dense_size = parameter_counts(model)
     if before:
         print(f"[lmshrink] held-out perplexity before: {before['perplexity']:.2f} ({before['windows']} windows of "
               f"{before['window']} tokens)", flush=True)
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                {"parent": args.model, "method": f"Pruning without retraining, {method.short_name}", "family": "pruning",
                 "method_tag": method.name, "settings": {"method": method.options(), "calibration": asdict(settings)},
                 "seed": settings.seed,
+                "size": parameter_counts(model) | {f"parent_{key}": value for key, value in dense_size.items()},
                 "command": "lmshrink prune-generator " + " ".join(shlex.quote(arg) for arg in argv_given(argv))},
                {"trust_remote_code": method.slices, "quantized": None}, weights_digest(model),
                [("perplexity", directory / "pruning_record.json", perplexity_from_pruning_record(record))])

@@ -36,6 +36,10 @@ def test_prunes_saves_and_reloads_with_its_record(tiny_llama_dir, tmp_path, caps
     assert model_index_values(card)[1] == {"perplexity": record["heldout_after"]["perplexity"]}
     assert card.data.base_model is None and {"pruning", "sparsegpt"} <= set(card.data.tags)
     assert f"lmshrink prune-generator --model {tiny_llama_dir} --method sparsegpt-2:4" in card.text
+    dense_nonzero = sum(int(p.count_nonzero()) for p in AutoModelForCausalLM.from_pretrained(tiny_llama_dir).parameters())
+    nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    assert nonzero < dense_nonzero  # the 2:4 zeros
+    assert f"| nonzero parameters | {dense_nonzero} | {nonzero} | {nonzero / dense_nonzero:.3f} |" in card.text
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmshrink.cards.digest import weights_digest
+from lmshrink.cards.digest import parameter_counts, weights_digest
 from lmshrink.cards.record import (
     Kind,
     MeasurementKind,
@@ -29,7 +29,7 @@ from lmshrink.cards.record import (
 from lmshrink.cards.render import BESIDE_FILE, CARD_FILE, MARKER, build_card, write_card
 
 __all__ = ["BESIDE_FILE", "CARD_FILE", "MARKER", "add_measurement", "build_card", "has_card_record",
-           "rebuild_card", "start_card", "weights_digest"]
+           "parameter_counts", "rebuild_card", "start_card", "weights_digest"]
 
 
 def installed_version() -> str:

@@ -141,7 +141,7 @@ def build_card(record: dict, directory: str | Path) -> ModelCard:
                  "who_pays": _who_pays(record, found), "headline": None, "group_table": None,
                  "group_intro": None, "gate": sections.gate_verdict(record),
                  "perplexity": sections.perplexity_section(record), "toxicity": sections.toxicity_section(record),
-                 "size_latency": sections.size_latency(record), "provenance": sections.provenance(record, base_model(record["made"].get("parent"))),
+                 "size_latency": sections.size_latency(record, directory), "provenance": sections.provenance(record, base_model(record["made"].get("parent"))),
                  "how_to_load": sections.how_to_load(record, directory), "limitations": sections.limitations(record)}
     if found is not None and kind != "generator":
         split, data = found

@@ -121,19 +121,37 @@ def provenance(record: dict, hub_parent: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def size_latency(record: dict) -> str | None:
+def size_latency(record: dict, directory: Path | None = None) -> str | None:
+    """Size and latency against the model it was made from: a quantization run's paired measurements (with the CPU);
+    otherwise the parameter counts the writer recorded and the weights on disk, latency named as not measured."""
     found = group_measurement(record)
     stats = (found[1].get("size_latency") if found else None) or record["made"].get("size_latency")
-    if not stats:
+    if stats:
+        float_stats, quantized = stats.get("float", {}), stats.get("quantized", {})
+        keys = [key for key in float_stats if key in quantized and not key.startswith("first_call")]
+        lines = ["| measure | float | this model | ratio |", "|---|---:|---:|---:|"]
+        lines += [f"| {key} | {float_stats[key]:.2f} | {quantized[key]:.2f} | {quantized[key] / float_stats[key]:.3f} |"
+                  for key in keys if float_stats[key]]
+        cpu = stats.get("cpu") or record["made"].get("cpu")
+        where = f"Measured on {cpu}" if cpu else "Measured on the machine of the run (CPU not recorded)"
+        return "\n".join(lines) + f"\n\n{where}, the two models timed call by call in alternation in one process."
+    size = record["made"].get("size")
+    if not size:
         return None
-    float_stats, quantized = stats.get("float", {}), stats.get("quantized", {})
-    keys = [key for key in float_stats if key in quantized and not key.startswith("first_call")]
-    lines = ["| measure | float | this model | ratio |", "|---|---:|---:|---:|"]
-    lines += [f"| {key} | {float_stats[key]:.2f} | {quantized[key]:.2f} | {quantized[key] / float_stats[key]:.3f} |"
-              for key in keys if float_stats[key]]
-    cpu = stats.get("cpu") or record["made"].get("cpu")
-    where = f"Measured on {cpu}" if cpu else "Measured on the machine of the run (CPU not recorded)"
-    return "\n".join(lines) + f"\n\n{where}, the two models timed call by call in alternation in one process."
+    lines = ["| measure | parent | this model | ratio |", "|---|---:|---:|---:|"]
+    for key, label in (("parameters", "parameters"), ("nonzero_parameters", "nonzero parameters")):
+        mine, parent = size.get(key), size.get(f"parent_{key}")
+        if mine is None:
+            continue
+        ratio = f"{mine / parent:.3f}" if parent else "–"
+        lines.append(f"| {label} | {parent if parent is not None else '–'} | {mine} | {ratio} |")
+    weights = sum(path.stat().st_size for path in Path(directory).glob("*.safetensors")) if directory else 0
+    if weights:
+        lines.append(f"\nWeights on disk: {weights / 2**20:.1f} MB (`*.safetensors` in this directory).")
+    lines.append("\nLatency was not measured by the run that made this model: `lmshrink study` times every model side by "
+                 "side with its teacher (its report), and lmshrink's `benchmarks/` scripts do so per path, each with the "
+                 "CPU it ran on.")
+    return "\n".join(lines)
 
 
 def how_to_load(record: dict, directory: Path) -> str:

@@ -303,7 +303,8 @@ class Distillation(TrainingModule):
                                                             "learning_rate", "weight_decay", "warmup_ratio")})
         settings["steps"] = self.trainer.global_step
         start_model_card(self.trainer, self, directory, {"parent": str(hp.teacher_path), "method": "Distillation",
-                                                        "family": "distillation", "settings": settings}, self.model)
+                                                        "family": "distillation", "settings": settings}, self.model,
+                         parent=self.teacher)
         self.exported_dir = directory
         rank_zero_info(f"[lmshrink] student written to {directory}")
 

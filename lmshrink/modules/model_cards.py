@@ -15,7 +15,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from lmshrink.cards import add_measurement, start_card, weights_digest
+from lmshrink.cards import add_measurement, parameter_counts, start_card, weights_digest
 
 
 def run_provenance(trainer: Trainer) -> dict:
@@ -50,11 +50,14 @@ def card_kind(module: LightningModule) -> str:
 
 
 def start_model_card(trainer: Trainer, module: LightningModule, directory: str | Path, made: dict,
-                     model: nn.Module, load: dict | None = None) -> None:
+                     model: nn.Module, load: dict | None = None, parent: nn.Module | None = None) -> None:
     """Write the card of a model directory the module just wrote (rank 0): ``made`` = {parent, method, method_tag,
-    family, settings} beside the run's facts; the weights' digest lets later measurements find it. A card that
+    family, settings} beside the run's facts and the parameter counts of ``model`` and of ``parent`` (the model it
+    was made from, when at hand); the weights' digest lets later measurements find it. A card that
     cannot be written is a warning, never a lost model."""
     try:
+        if not (load or {}).get("quantized"):  # a quantization run records its own paired size and latency
+            made = {"size": parameter_counts(model, parent)} | made
         start_card(directory, card_kind(module), run_provenance(trainer) | made,
                    load or {"trust_remote_code": False, "quantized": None}, weights_digest(model))
     except OSError as exc:  # e.g. a read-only directory: the model is there, its card is not

@@ -147,7 +147,7 @@ class Prune(LmshrinkModule):
                          {"parent": str(hp.teacher_path),
                           "method": f"Pruning without retraining, {self.method.short_name}",
                           "family": "pruning", "method_tag": self.method.name, "settings": settings},
-                         self.model, {"trust_remote_code": self.method.slices, "quantized": None})
+                         self.model, {"trust_remote_code": self.method.slices, "quantized": None}, parent=self.dense)
         return directory
 
     def card_dirs(self) -> list[str | Path]:

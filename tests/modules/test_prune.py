@@ -74,6 +74,10 @@ def test_validate_prunes_slices_saves_and_records(method, name, tiny_bert_varied
     assert (model_dir / "pruning_record_val.json").is_file()
     card = assert_card_reports(model_dir, groups, split="val")  # pruned vs dense, on the sliced model's card
     assert {"pruning", name} <= set(card.data.tags) and "trust_remote_code=True" in card.text
+    dense_count = sum(p.numel() for p in load_sequence_classifier(tiny_bert_varied_dir, num_labels=3).parameters())
+    pruned_count = sum(p.numel() for p in load_sequence_classifier(model_dir, num_labels=3).parameters())
+    assert pruned_count < dense_count
+    assert f"| parameters | {dense_count} | {pruned_count} | {pruned_count / dense_count:.3f} |" in card.text
     batch = val_batch(tiny_bert_varied_dir)
     ours = load_sequence_classifier(model_dir, num_labels=3).eval()
     stock = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
