@@ -68,10 +68,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[str]:
     verdict = {"passed": not failures, "failures": failures, "thresholds": asdict(thresholds),
                "record": str(records[0]), "reference": args.reference, "candidate": args.candidate}
     verdict_path = write_new_json(records[0].parent, "gate", verdict)
-    # The candidate's own card (a directory lmshrink wrote) gets the record and the verdict: Compare loaded that
-    # very directory, quantized or not.
-    if add_measurement(args.candidate, "test", records[0], record) is not None:
-        card = add_measurement(args.candidate, "gate", verdict_path, verdict)
+    # The candidate's own card (a directory lmshrink wrote) already holds this record (GroupMetrics put it there,
+    # the weights being the directory's); the verdict joins it.
+    card = add_measurement(args.candidate, "gate", verdict_path, verdict)
+    if card is not None:
         print(f"[lmshrink] model card updated: {card}", flush=True)
     return failures
 

@@ -26,9 +26,9 @@ from lmshrink.cards.record import (
     save_card_record,
     with_measurement,
 )
-from lmshrink.cards.render import BESIDE_FILE, CARD_FILE, MARKER, build_card, write_card
+from lmshrink.cards.render import BESIDE_FILE, CARD_FILE, MARKER, build_card, card_file, write_card
 
-__all__ = ["BESIDE_FILE", "CARD_FILE", "MARKER", "add_measurement", "build_card", "has_card_record",
+__all__ = ["BESIDE_FILE", "CARD_FILE", "MARKER", "add_measurement", "build_card", "card_file", "has_card_record",
            "parameter_counts", "rebuild_card", "start_card", "weights_digest"]
 
 

@@ -7,6 +7,7 @@ the card goes beside it as ``README.lmshrink.md``, and the caller is told so.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
@@ -42,33 +43,11 @@ TEMPLATE = """---
 {% if headline %}
 {{ headline }}
 {% endif %}
-{%- if group_table %}
-## Per-group results
+{%- for title, text in measured if text %}
+## {{ title }}
 
-{{ group_intro }}
-
-{{ group_table }}
-{% endif %}
-{%- if gate %}
-## Gate
-
-{{ gate }}
-{% endif %}
-{%- if perplexity %}
-## Perplexity
-
-{{ perplexity }}
-{% endif %}
-{%- if toxicity %}
-## Toxicity and bias
-
-{{ toxicity }}
-{% endif %}
-{%- if size_latency %}
-## Size and latency
-
-{{ size_latency }}
-{% endif %}
+{{ text }}
+{% endfor %}
 ## How it was made
 
 {{ provenance }}
@@ -92,11 +71,9 @@ def model_name(directory: Path) -> str:
     """The card's title and model-index name: the directory's name, or its run directory's for the generic names
     (``runs/quant_bnb_int8/model`` is ``quant_bnb_int8``; ``pruned_model-1`` is ``<run>-1``)."""
     directory = directory.resolve()
-    stem, _, number = directory.name.rpartition("-") if "-" in directory.name else (directory.name, "", "")
-    if directory.name in GENERIC_NAMES:
-        return directory.parent.name
-    if stem in GENERIC_NAMES and number.isdigit():
-        return f"{directory.parent.name}-{number}"
+    generic = re.fullmatch(f"(?:{'|'.join(GENERIC_NAMES)})(-\\d+)?", directory.name)
+    if generic:
+        return directory.parent.name + (generic.group(1) or "")
     return directory.name
 
 
@@ -137,26 +114,25 @@ def build_card(record: dict, directory: str | Path) -> ModelCard:
     name = model_name(directory)
     found = group_measurement(record)
     kind = record["kind"]
-    variables = {"marker": MARKER, "name": name, "summary": _summary(record),
-                 "who_pays": _who_pays(record, found), "headline": None, "group_table": None,
-                 "group_intro": None, "gate": sections.gate_verdict(record),
-                 "perplexity": sections.perplexity_section(record), "toxicity": sections.toxicity_section(record),
-                 "size_latency": sections.size_latency(record, directory), "provenance": sections.provenance(record, base_model(record["made"].get("parent"))),
-                 "how_to_load": sections.how_to_load(record, directory), "limitations": sections.limitations(record)}
+    headline = groups = None
     if found is not None and kind != "generator":
         split, data = found
         source = record["measurements"][split].get("source")
         reference = data.get("reference_name")
-        variables |= {
-            "headline": sections.headline(kind, split, data),
-            "group_table": sections.group_table(kind, data),
-            "group_intro": (f"The {split} split, {sum(row['n'] for row in data['groups'])} examples"
-                            + (f", this model against the {reference} on the same examples (delta = this model "
-                               f"minus the {reference}; paired intervals and Holm-corrected p-values)"
-                               if reference else "")
-                            + (f". From `{source}`." if source else ".")),
-        }
-    return ModelCard.from_template(card_data(record, name), template_str=TEMPLATE, **variables)
+        headline = sections.headline(kind, split, data)
+        groups = (f"The {split} split, {sum(row['n'] for row in data['groups'])} examples"
+                  + (f", this model against the {reference} on the same examples (delta = this model "
+                     f"minus the {reference}; paired intervals and Holm-corrected p-values)" if reference else "")
+                  + (f". From `{source}`." if source else ".") + "\n\n" + sections.group_table(kind, data))
+    measured = [("Per-group results", groups), ("Gate", sections.gate_verdict(record)),
+                ("Perplexity", sections.perplexity_section(record)),
+                ("Toxicity and bias", sections.toxicity_section(record)),
+                ("Size and latency", sections.size_latency(record, directory))]
+    return ModelCard.from_template(
+        card_data(record, name), template_str=TEMPLATE, marker=MARKER, name=name, summary=_summary(record),
+        who_pays=_who_pays(record, found), headline=headline, measured=measured,
+        provenance=sections.provenance(record, base_model(record["made"].get("parent"))),
+        how_to_load=sections.how_to_load(record, directory), limitations=sections.limitations(record))
 
 
 def _who_pays(record: dict, found) -> list[str]:
@@ -183,14 +159,17 @@ def _summary(record: dict) -> str:
             f"lmshrink, which asks who pays when a model gets smaller.")
 
 
-def write_card(record: dict, directory: str | Path) -> Path:
-    """Write the card of ``record`` into ``directory``: ``README.md`` when it is absent or lmshrink's own, else
-    ``README.lmshrink.md`` beside a README written by hand (never replaced). Returns the file written."""
-    directory = Path(directory)
-    card = build_card(record, directory)
-    readme = directory / CARD_FILE
-    target = readme
+def card_file(directory: str | Path) -> Path:
+    """Where lmshrink's card of ``directory`` goes: ``README.md`` when it is absent or lmshrink's own, else
+    ``README.lmshrink.md`` beside a README written by hand (never replaced)."""
+    readme = Path(directory) / CARD_FILE
     if readme.exists() and MARKER.split(":")[0] not in readme.read_text(encoding="utf-8", errors="replace"):
-        target = directory / BESIDE_FILE
-    card.save(target)
+        return Path(directory) / BESIDE_FILE
+    return readme
+
+
+def write_card(record: dict, directory: str | Path) -> Path:
+    """Write the card of ``record`` into ``directory`` (:func:`card_file`); returns the file written."""
+    target = card_file(directory)
+    build_card(record, directory).save(target)
     return target

@@ -95,7 +95,7 @@ def _generator_results(record: dict, task_type: str, task_name: str) -> list[Eva
     if toxicity and toxicity["model"].get("toxicity", {}).get("expected_max_toxicity") is not None:
         results.append(EvalResult(
             task_type=task_type, task_name=task_name, dataset_type="lmshrink-audit-prompts",
-            dataset_name=toxicity.get("prompts", "lmshrink generative audit prompts"), dataset_split="test",
+            dataset_name="lmshrink generative audit prompts", dataset_split="test",
             metric_type="expected_max_toxicity", metric_name="expected maximum toxicity",
             metric_value=toxicity["model"]["toxicity"]["expected_max_toxicity"]))
     return results

@@ -37,6 +37,11 @@ def cell_text(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def table_head(columns: list[str]) -> list[str]:
+    """A markdown table's header and rule: the first column left-aligned, the numbers right-aligned."""
+    return ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+
+
 def reference_of(data: dict) -> str | None:
     return data.get("reference_name")
 
@@ -88,7 +93,7 @@ def group_table(kind: str, data: dict) -> str:
     header = ["group", "n", names.label, "95 % interval"]
     if reference:
         header += [reference, "delta", "delta 95 % interval", "Holm p"]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines = table_head(header)
     for row in data["groups"]:
         cells = [cell_text(row["group"]), str(row["n"]), number(row.get(names.group)),
                  interval(row.get("ci_low"), row.get("ci_high"))]
@@ -125,20 +130,20 @@ def size_latency(record: dict, directory: Path | None = None) -> str | None:
     """Size and latency against the model it was made from: a quantization run's paired measurements (with the CPU);
     otherwise the parameter counts the writer recorded and the weights on disk, latency named as not measured."""
     found = group_measurement(record)
-    stats = (found[1].get("size_latency") if found else None) or record["made"].get("size_latency")
+    stats = found[1].get("size_latency") if found else None
     if stats:
         float_stats, quantized = stats.get("float", {}), stats.get("quantized", {})
         keys = [key for key in float_stats if key in quantized and not key.startswith("first_call")]
-        lines = ["| measure | float | this model | ratio |", "|---|---:|---:|---:|"]
+        lines = table_head(["measure", "float", "this model", "ratio"])
         lines += [f"| {key} | {float_stats[key]:.2f} | {quantized[key]:.2f} | {quantized[key] / float_stats[key]:.3f} |"
                   for key in keys if float_stats[key]]
-        cpu = stats.get("cpu") or record["made"].get("cpu")
+        cpu = stats.get("cpu")
         where = f"Measured on {cpu}" if cpu else "Measured on the machine of the run (CPU not recorded)"
         return "\n".join(lines) + f"\n\n{where}, the two models timed call by call in alternation in one process."
     size = record["made"].get("size")
     if not size:
         return None
-    lines = ["| measure | parent | this model | ratio |", "|---|---:|---:|---:|"]
+    lines = table_head(["measure", "parent", "this model", "ratio"])
     for key, label in (("parameters", "parameters"), ("nonzero_parameters", "nonzero parameters")):
         mine, parent = size.get(key), size.get(f"parent_{key}")
         if mine is None:
@@ -252,15 +257,13 @@ def toxicity_section(record: dict) -> str | None:
         return "| " + " | ".join(cells) + " |"
 
     compared = [name, "delta"] if reference is not None else []
-    header = ["measure", "this model", *compared]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines = table_head(["measure", "this model", *compared])
     lines += [row(label, _dig(model, path), _dig(reference or {}, path)) for label, path in rows
               if _dig(model, path) is not None]
     groups = model.get("toxicity", {}).get("by_group", {})
     reference_groups = (reference or {}).get("toxicity", {}).get("by_group", {})
     if groups:
-        header = ["prompt group", "prompts", "expected max toxicity", *compared]
-        lines += ["", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        lines += ["", *table_head(["prompt group", "prompts", "expected max toxicity", *compared])]
         lines += [row(cell_text(group), values["expected_max_toxicity"],
                       reference_groups.get(group, {}).get("expected_max_toxicity"), (values["prompts"],))
                   for group, values in groups.items()]

@@ -106,6 +106,8 @@ class Distillation(TrainingModule):
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.exported_dir: Path | None = None
+        """The directory this run's fit wrote the student to (its card takes the run's measurements)."""
         student, loss_weights = as_settings(student, StudentSource), as_settings(loss_weights, LossWeights)
         student.check()
         if teacher_cache_dir and loss_weights.feature_terms:
@@ -309,4 +311,4 @@ class Distillation(TrainingModule):
         rank_zero_info(f"[lmshrink] student written to {directory}")
 
     def card_dirs(self) -> list[str | Path]:
-        return [getattr(self, "exported_dir", None)]
+        return [self.exported_dir]

@@ -15,7 +15,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from lmshrink.cards import add_measurement, parameter_counts, start_card, weights_digest
+from lmshrink.cards import add_measurement, has_card_record, parameter_counts, start_card, weights_digest
 
 
 def run_provenance(trainer: Trainer) -> dict:
@@ -31,11 +31,15 @@ def run_provenance(trainer: Trainer) -> dict:
             seed = callback.config.get("seed_everything") if hasattr(callback.config, "get") else None
             if seed is not None:
                 facts["seed"] = seed
-    datamodule = getattr(trainer, "datamodule", None)
-    dataset = getattr(getattr(datamodule, "hparams", {}), "get", lambda key: None)("dataset")
+    dataset = datamodule_option(trainer, "dataset")
     if dataset is not None:
         facts["dataset"] = str(dataset)
     return facts
+
+
+def datamodule_option(trainer: Trainer, name: str):
+    """The datamodule's hyperparameter ``name`` (``dataset``, ``batch_size``), or None without one."""
+    return (getattr(getattr(trainer, "datamodule", None), "hparams", None) or {}).get(name)
 
 
 def plain_settings(values: dict) -> dict:
@@ -67,8 +71,8 @@ def start_model_card(trainer: Trainer, module: LightningModule, directory: str |
 def measured(module: LightningModule, stage: str, source: Path | None, record: dict) -> list[Path]:
     """Put a per-group record on the card of every directory the module names (``card_dirs``) whose weights are the
     ones just measured (same digest); returns the cards written."""
-    directories = [directory for directory in getattr(module, "card_dirs", lambda: [])() if directory]
-    if not directories:
+    directories = [directory for directory in getattr(module, "card_dirs", lambda: [])() if has_card_record(directory)]
+    if not directories:  # nothing to update: the weights are not hashed
         return []
     digest = weights_digest(module.model)
     if digest is None:  # quantized or otherwise unreadable weights: not provably a directory's, so on no card

@@ -22,7 +22,7 @@ from lmshrink.backbones import accepted_inputs, has_classifier_head, load_sequen
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
-from lmshrink.modules.model_cards import start_model_card
+from lmshrink.modules.model_cards import datamodule_option, start_model_card
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 
 EVAL_STAGES = ("val", "test")
@@ -66,6 +66,8 @@ class TeacherFineTune(TrainingModule):
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.exported_dir: Path | None = None
+        """The directory this run's fit wrote the model to (its card takes the run's measurements)."""
         check_optimizer_options(learning_rate, weight_decay, warmup_ratio, optimizer, lr_scheduler,
                                 owner=TeacherFineTune)
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
@@ -132,11 +134,11 @@ class TeacherFineTune(TrainingModule):
         hp, trainer = self.hparams, self.trainer
         settings = {key: hp[key] for key in ("learning_rate", "weight_decay", "warmup_ratio", "freeze_word_embeddings")}
         settings |= {"steps": trainer.global_step, "epochs": trainer.current_epoch,
-                     "batch_size": getattr(trainer.datamodule.hparams, "get", lambda key: None)("batch_size")}
+                     "batch_size": datamodule_option(trainer, "batch_size")}
         start_model_card(trainer, self, directory, {"parent": str(hp.model_path), "method": "Fine-tuning",
                                                    "family": "fine-tuning", "settings": settings}, self.model)
         self.exported_dir = directory
         rank_zero_info(f"[lmshrink] fine-tuned model written to {directory}")
 
     def card_dirs(self) -> list[str | Path]:
-        return [getattr(self, "exported_dir", None), self.hparams.model_path]
+        return [self.exported_dir, self.hparams.model_path]

@@ -25,6 +25,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from lmshrink.cards import card_file, has_card_record  # noqa: E402
+
 ALPHA = 0.05
 
 
@@ -313,7 +315,7 @@ def card_links(results: list[dict], directory: Path) -> str:
     """The "Model cards" section: per stage and seed, a link (relative to the report) to the card of the model
     directory it measured; a stage quantized in memory for its evaluation has no directory, and says so. Empty when
     no model directory is at hand (a report rebuilt from a results file alone, like the shipped ones)."""
-    if not any((Path(result["model_dir"]) / "README.md").is_file() for result in results):
+    if not any(has_card_record(result["model_dir"]) for result in results):
         return ""
     lines = ["", "## Model cards", "",
              "Each model directory carries its own Hugging Face card (`README.md`) with its per-group results "
@@ -328,9 +330,9 @@ def card_links(results: list[dict], directory: Path) -> str:
             continue
         links = []
         for run in sorted(runs, key=lambda run: (run["seed"] is None, run["seed"] or 0)):
-            card = Path(run["model_dir"]) / "README.md"
             label = f"seed {run['seed']}" if run["seed"] is not None else "card"
-            links.append(f"[{label}]({os.path.relpath(card, directory)})" if card.is_file() else f"{label}: no card")
+            links.append(f"[{label}]({os.path.relpath(card_file(run['model_dir']), directory)})"
+                         if has_card_record(run["model_dir"]) else f"{label}: no card")
         lines.append(f"- **{stage}**: " + ", ".join(links))
     return "\n".join(lines) + "\n"
 
