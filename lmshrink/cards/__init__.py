@@ -14,6 +14,7 @@ All of it is plain Python over JSON records and ``huggingface_hub``; nothing her
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lmshrink.cards.digest import parameter_counts, weights_digest
@@ -26,6 +27,7 @@ from lmshrink.cards.record import (
     save_card_record,
     with_measurement,
 )
+from lmshrink.errors import InputFileError
 from lmshrink.cards.render import BESIDE_FILE, CARD_FILE, MARKER, build_card, card_file, write_card
 
 __all__ = ["BESIDE_FILE", "CARD_FILE", "MARKER", "add_measurement", "build_card", "card_file", "has_card_record",
@@ -59,7 +61,12 @@ def add_measurement(directory: str | Path | None, kind: MeasurementKind, source:
     Returns the card file written, or None."""
     if not has_card_record(directory):
         return None
-    record = read_card_record(directory)
+    try:
+        record = read_card_record(directory)
+    except InputFileError as exc:  # a damaged card must not fail the run whose numbers are safe in its own records
+        print(f"[lmshrink] warning: {exc}; the card of {directory} was not updated (this run's numbers are in its "
+              f"own records)", file=sys.stderr, flush=True)
+        return None
     if digest is not None and digest != record.get("digest"):
         return None
     record = with_measurement(record, kind, source, data, variant)

@@ -175,3 +175,15 @@ def test_a_model_in_a_run_directory_is_named_after_its_run(tmp_path):
     run = tmp_path / "quant_bnb_int8"
     assert model_name(run / "model") == "quant_bnb_int8" and model_name(run / "pruned_model-1") == "quant_bnb_int8-1"
     assert model_name(tmp_path / "minilm-kprune50") == "minilm-kprune50"
+
+
+def test_a_damaged_card_record_is_named_and_never_fails_the_measuring_run(tmp_path, capsys):
+    directory = started(tmp_path / "model")
+    damaged = (directory / "lmshrink_card.json").read_text()[:200]
+    (directory / "lmshrink_card.json").write_text(damaged)
+    assert add_measurement(directory, "test", None, comparison_record(pay=False), digest="d1") is None
+    warning = capsys.readouterr().err
+    assert f"{directory / 'lmshrink_card.json'}: line" in warning and "was not updated" in warning
+    assert (directory / "lmshrink_card.json").read_text() == damaged  # left as it was
+    assert lmshrink(["card", str(directory)]) == 2  # rebuilding it is the user's request: one error line
+    assert capsys.readouterr().err.startswith(f"error: {directory / 'lmshrink_card.json'}: line")
