@@ -6,7 +6,11 @@ shipped configuration: TeacherFineTune with per-step loss/accuracy logging, the 
 a progress bar, and the offline W&B logger. Runs alternate (plain, Lightning, plain, Lightning, ...) and
 the median of each is reported, which keeps drift of a shared machine out of the ratio.
 
-    python benchmarks/teacher_throughput.py [--steps 40] [--warmup 5] [--repeats 2]
+``--precision`` runs both loops at each Lightning precision given (default ``32-true bf16-mixed``: bf16 autocast,
+which the plain loop runs through ``torch.autocast``), all in the same alternating rounds, and prints the
+throughput of each precision relative to the first.
+
+    python benchmarks/teacher_throughput.py [--steps 40] [--warmup 5] [--repeats 3] [--precision 32-true bf16-mixed]
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def datamodule() -> GroupedTextDataModule:
     return dm
 
 
-def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int) -> float:
+def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int, precision: str = "32-true") -> float:
     torch.manual_seed(0)
     module = TeacherFineTune(freeze_word_embeddings=True)
     model = module.model.train()
@@ -71,9 +75,10 @@ def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int) -> float:
             start = time.perf_counter()
         if index == steps + warmup:
             break
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"]).logits
-        loss = F.cross_entropy(logits, batch["labels"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"]).logits
+            loss = F.cross_entropy(logits, batch["labels"])
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -81,7 +86,7 @@ def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int) -> float:
     return steps * BATCH_SIZE / (time.perf_counter() - start)
 
 
-def lightning_loop(dm: GroupedTextDataModule, steps: int, warmup: int) -> float:
+def lightning_loop(dm: GroupedTextDataModule, steps: int, warmup: int, precision: str = "32-true") -> float:
     torch.manual_seed(0)
     module = TeacherFineTune(freeze_word_embeddings=True, learning_rate=1e-4)
     timer = StepTimer(warmup)
@@ -90,7 +95,7 @@ def lightning_loop(dm: GroupedTextDataModule, steps: int, warmup: int) -> float:
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_steps=steps + warmup, limit_val_batches=0, logger=logger,
             callbacks=[GroupMetrics(write_json=False), timer], enable_checkpointing=False, log_every_n_steps=10,
-            default_root_dir=root, enable_model_summary=False,
+            default_root_dir=root, enable_model_summary=False, precision=precision,
         )
         trainer.fit(module, datamodule=dm)
         logger.experiment.finish()
@@ -102,22 +107,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", nargs="+", choices=["32-true", "bf16-mixed"], default=["32-true", "bf16-mixed"],
+                        help="Lightning precisions timed side by side (the first is the reference of the ratios)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     dm = datamodule()
     plain_loop(dm, steps=5, warmup=2)  # unmeasured: first-touch allocations and kernel selection
-    plain, lightning = [], []
+    plain = {precision: [] for precision in args.precision}
+    lightning = {precision: [] for precision in args.precision}
     for _ in range(args.repeats):
-        plain.append(plain_loop(dm, args.steps, args.warmup))
-        lightning.append(lightning_loop(dm, args.steps, args.warmup))
-    plain_median, lightning_median = statistics.median(plain), statistics.median(lightning)
-    overhead = 1 - lightning_median / plain_median
+        for precision in args.precision:
+            plain[precision].append(plain_loop(dm, args.steps, args.warmup, precision))
+            lightning[precision].append(lightning_loop(dm, args.steps, args.warmup, precision))
     print(f"CPU: {cpu_line()}")
     print(f"model: all-MiniLM-L6-v2 (frozen word embeddings), batch {BATCH_SIZE}, {args.steps} timed steps, "
           f"{torch.get_num_threads()} threads, {args.repeats} alternating repeats")
-    print(f"plain PyTorch loop : {plain_median:7.2f} samples/s  (runs: {', '.join(f'{x:.2f}' for x in plain)})")
-    print(f"lmshrink Lightning : {lightning_median:7.2f} samples/s  (runs: {', '.join(f'{x:.2f}' for x in lightning)})")
-    print(f"Lightning/plain ratio: {lightning_median / plain_median:.3f}  -> overhead {overhead * 100:+.1f} % (target < 5 %)")
+    reference = statistics.median(lightning[args.precision[0]])
+    for precision in args.precision:
+        plain_median, lightning_median = statistics.median(plain[precision]), statistics.median(lightning[precision])
+        print(f"[{precision}] plain PyTorch loop : {plain_median:7.2f} samples/s  "
+              f"(runs: {', '.join(f'{x:.2f}' for x in plain[precision])})")
+        print(f"[{precision}] lmshrink Lightning : {lightning_median:7.2f} samples/s  "
+              f"(runs: {', '.join(f'{x:.2f}' for x in lightning[precision])})")
+        print(f"[{precision}] Lightning/plain ratio: {lightning_median / plain_median:.3f}  -> overhead "
+              f"{(1 - lightning_median / plain_median) * 100:+.1f} % (target < 5 %)")
+        if precision != args.precision[0]:
+            print(f"[{precision}] Lightning step time vs {args.precision[0]}: {reference / lightning_median:.2f}x")
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ class GroupMetrics(Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"{stage}/group_table", columns=report.columns, data=report.data)
         record = {"stage": stage, "global_step": trainer.global_step, **report.record,
-                  "eval_set": trainer.datamodule.split_fingerprint(stage)}
+                  "eval_set": trainer.datamodule.split_fingerprint(stage), "run_precision": str(trainer.precision)}
         self.records[stage] = record
         source = None
         if self.write_json and log_dir is not None:

@@ -37,6 +37,7 @@ from lmshrink.modules.model_cards import plain_settings, start_model_card
 from lmshrink.paths import refuse_non_empty, write_new_json
 from lmshrink.datamodules.splits import SplitsDataModule
 from lmshrink.quantize import SCHEMES, apply, check_supported, save_quantized
+from lmshrink.quantize.apply import CALIBRATION_BATCH_SIZE, CALIBRATION_SAMPLES
 from lmshrink.quantize.compiled import first_call_seconds
 from lmshrink.quantize.embeddings import EmbeddingBits
 from lmshrink.quantize.saved_model import NOT_RELOADABLE
@@ -129,7 +130,7 @@ class Quantize(Callback):
             raise OptionError(f"Quantize: calibration_samples={calibration_samples} must be >= 1")
         self.scheme = scheme
         self.compile = calibrated if compile is None else compile
-        self.calibration_samples = calibration_samples or 128
+        self.calibration_samples = calibration_samples or CALIBRATION_SAMPLES
         self.calibration_seed = calibration_seed or 0
         self.skip_modules = skip_modules  # None: the model's head (lmshrink.quantize.default_skip)
         self.embeddings = embeddings
@@ -208,7 +209,7 @@ class Quantize(Callback):
         if not SCHEMES[self.scheme].calibrated:
             return None
         batches = trainer.datamodule.seeded_sample("train", self.calibration_samples, self.calibration_seed,
-                                                   batch_size=32, keys=pl_module.model_inputs)
+                                                   batch_size=CALIBRATION_BATCH_SIZE, keys=pl_module.model_inputs)
         return [{key: value.to(pl_module.device) for key, value in batch.items()} for batch in batches]
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -28,6 +28,7 @@ from lmshrink.cli.run_dirs import (
 from lmshrink.cli.wandb_runs import announce_runs, continue_wandb_run, forget_run_id, remove_started_runs, save_run_id
 from lmshrink.datamodules.splits import SplitsDataModule
 from lmshrink.errors import OptionError, OutputExistsError
+from lmshrink.machine import precision_line
 from lmshrink.model_fit import check_against_data, check_checkpoint
 from lmshrink.paths import refuse_non_empty
 from lmshrink.modules.base import LmshrinkModule
@@ -190,6 +191,8 @@ class LmshrinkCLI(LightningCLI):
 
     def _announce_wandb(self) -> None:
         if self.trainer.is_global_zero:
+            print(f"[lmshrink] {precision_line(str(self.trainer.precision), self.trainer.strategy.root_device.type)}",
+                  flush=True)
             announce_runs(self.trainer.loggers)
 
     def _before_evaluation(self) -> None:

@@ -19,6 +19,11 @@ from lmshrink.quantize.compiled import compile_for_inference, weights_of
 from lmshrink.quantize.embeddings import EmbeddingBits
 from lmshrink.quantize.schemes import SCHEMES, QuantizationResult, check_supported, quantize_model, quantize_static
 
+CALIBRATION_SAMPLES = 128
+"""Default size of a calibrated scheme's sample (training sentences), for the Quantize callback and the study alike."""
+CALIBRATION_BATCH_SIZE = 32
+"""Batch size of that sample (its padding, hence the observed activation ranges, depends on it)."""
+
 HEADS = ("lm_head", "classifier")
 """The output heads kept in float by default: small, and their precision decides the prediction (as transformers'
 ``llm_int8_skip_modules`` keeps them)."""

@@ -91,11 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if spec.generative:
         return _report(spec, results)
     # Latency of every model side by side, now, in this process: stage-time timings ran under varying load.
-    models = {f"{r['stage']}/{r['seed']}": (r["model_dir"], r["scheme"]) for r in results}
+    models = {f"{r['stage']}/{r['seed']}": (r["model_dir"], r["scheme"], r.get("calibration_seed")) for r in results}
     latencies = measure.latencies(models, rounds=args.latency_rounds, compiled=args.latency_compiled)
     for result in results:
-        result["latency_ms"] = latencies[f"{result['stage']}/{result['seed']}"]
-        result["latency_compiled"] = args.latency_compiled
+        result["latency_ms"], result["latency_compiled"] = latencies[f"{result['stage']}/{result['seed']}"]
     return _report(spec, results)
 
 

@@ -4,7 +4,8 @@ FLOPs follow the pruning spec's model (encoder heads and neurons at a sequence l
 of the evaluation data's val split); quantization leaves FLOPs unchanged and unstructured zeros are counted as
 dense work. Latency is measured when the report is written, for all models side by side in one process
 (alternating rounds, median), on one fixed batch of 32 real val examples: stages run at different times and
-under different machine load, so per-stage timings would not be comparable.
+under different machine load, so per-stage timings would not be comparable. A calibrated scheme
+(``static-int8-x86``) is rebuilt on its stage's seeded calibration sample and timed compiled, as it runs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from lmshrink.pruning.encoder.arch import layout_of, shape_of
 from lmshrink.pruning.flops import encoder_flops
 from lmshrink.pruning.encoder.run import count_parameters
 from lmshrink.pruning.encoder.sliced_modeling import FFN_FIELD, HEADS_FIELD, is_sliced
-from lmshrink.quantize import apply
-from lmshrink.quantize.compiled import compile_for_inference
+from lmshrink.quantize.apply import CALIBRATION_BATCH_SIZE, CALIBRATION_SAMPLES, Quantized, apply
+from lmshrink.quantize.compiled import CompiledForInference, compile_for_inference
 from lmshrink.quantize.size_latency import alternating_latency_ms, memory_bytes
 
 
@@ -32,7 +33,8 @@ def encoder_gflops(model: torch.nn.Module, seq_len: float) -> float:
 
 
 class StudyMeasure:
-    """Measurements bound to the study's evaluation data (for s and the latency batch)."""
+    """Measurements bound to the study's evaluation data (for s, the latency batch and a calibrated scheme's
+    sample)."""
 
     def __init__(self, eval_config: str, common_args: tuple[str, ...] = ()) -> None:
         """The evaluation data as every stage's ``train.py test`` sees it: the evaluation config with the study's
@@ -40,38 +42,49 @@ class StudyMeasure:
         token classification) and number of labels say which head every model is loaded with."""
         from lmshrink.cli import check_args, instantiate_datamodule
 
-        datamodule = instantiate_datamodule(check_args("test", ["--config", str(eval_config), *common_args]))
-        datamodule.setup("test")
-        val = datamodule.datasets["val"]
+        self.datamodule = instantiate_datamodule(check_args("test", ["--config", str(eval_config), *common_args]))
+        self.datamodule.setup("test")
+        val = self.datamodule.datasets["val"]
         self.seq_len = mean_length(val)
-        self.batch = datamodule.val_dataloader().collate_fn([val[index] for index in range(min(32, len(val)))])
-        self.num_labels, self.task = datamodule.hparams.num_labels, datamodule.task
+        self.batch = self.datamodule.val_dataloader().collate_fn([val[index] for index in range(min(32, len(val)))])
+        self.num_labels, self.task = self.datamodule.hparams.num_labels, self.datamodule.task
 
-    def load(self, model_dir: str | Path, scheme: str | None) -> torch.nn.Module:
+    def load(self, model_dir: str | Path, scheme: str | None, calibration_seed: int | None = None,
+             compiled: bool = False) -> tuple[Quantized | torch.nn.Module, list[str]]:
+        """The stage's model and the inputs it takes: float, or quantized by :func:`~lmshrink.quantize.apply` as
+        its evaluation quantized it (the head in float; a calibrated scheme on the same seeded training sample as
+        the Quantize callback, compiled, since its int8 kernels exist only compiled)."""
         model = load_sequence_classifier(model_dir, self.num_labels, task=self.task).eval()
-        if scheme is not None:
-            apply(model, scheme)  # the head stays in float, as the Quantize callback keeps it
-        return model
+        names = accepted_inputs(model)
+        if scheme is None:
+            return (compile_for_inference(model) if compiled else model), names
+        calibration = None
+        if calibration_seed is not None:
+            calibration = self.datamodule.seeded_sample("train", CALIBRATION_SAMPLES, calibration_seed,
+                                                        CALIBRATION_BATCH_SIZE, names)
+        return apply(model, scheme, calibration=calibration, compile=True if compiled else None), names
 
-    def __call__(self, model_dir: Path, scheme: str | None) -> dict:
+    def __call__(self, model_dir: Path, scheme: str | None, calibration_seed: int | None = None) -> dict:
         """Parameters and encoder GFLOPs (at s) of the float model, and the size in memory of the stage's model
         (quantized when the stage is)."""
-        model = self.load(model_dir, None)
+        model = self.load(model_dir, None)[0]
         layout_of(model)  # clear error for an architecture the FLOPs model does not know
         result = {"params": count_parameters(model), "seq_len": self.seq_len,
                   "gflops": encoder_gflops(model, self.seq_len)}
-        if scheme is not None:
-            apply(model, scheme)  # in place: the float numbers are taken
-        result["size_mb"] = memory_bytes(model) / 2**20
+        weights = self.load(model_dir, scheme, calibration_seed)[0].weights if scheme is not None else model
+        result["size_mb"] = memory_bytes(weights) / 2**20
         return result
 
-    def latencies(self, models: dict[str, tuple[str, str | None]], rounds: int = 5, repeats: int = 3,
-                  compiled: bool = False) -> dict[str, float]:
-        """Median ms per forward of every ``{key: (model_dir, scheme)}``, in alternating rounds; ``compiled``: each
-        through ``torch.compile`` (compiled in the untimed warm-up call)."""
-        runs = {}
-        for key, (directory, scheme) in models.items():
-            model = self.load(directory, scheme)
-            inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
-            runs[key] = (compile_for_inference(model) if compiled else model, inputs)
-        return alternating_latency_ms(runs, rounds, repeats)
+    def latencies(self, models: dict[str, tuple[str, str | None, int | None]], rounds: int = 5, repeats: int = 3,
+                  compiled: bool = False) -> dict[str, tuple[float, bool]]:
+        """(median ms per forward, whether compiled) of every ``{key: (model_dir, scheme, calibration_seed)}``, in
+        alternating rounds; ``compiled``: every model through ``torch.compile`` (a calibrated scheme always is);
+        compilation happens in the untimed warm-up call."""
+        runs, was_compiled = {}, {}
+        for key, (directory, scheme, seed) in models.items():
+            loaded, names = self.load(directory, scheme, seed, compiled)
+            runnable = loaded.runnable if isinstance(loaded, Quantized) else loaded
+            was_compiled[key] = isinstance(runnable, CompiledForInference)
+            inputs = {name: self.batch[name] for name in names if name in self.batch}
+            runs[key] = (runnable, inputs)
+        return {key: (ms, was_compiled[key]) for key, ms in alternating_latency_ms(runs, rounds, repeats).items()}

@@ -89,7 +89,7 @@ def aggregate(results: list[dict]) -> list[dict]:
     for stage, runs in by_stage.items():
         row = {"stage": stage, "kind": runs[0]["kind"], "from": runs[0]["from"], "scheme": runs[0]["scheme"],
                "seeds": [run["seed"] for run in runs], "metric": score.metric,
-               "latency_compiled": bool(runs[0].get("latency_compiled"))}
+               "latency_compiled": all(run.get("latency_compiled") for run in runs)}
         for key in (score.average, score.worst, *MEASURES):
             values = [run[key] for run in runs if run.get(key) is not None]
             if values:
@@ -152,10 +152,12 @@ def markdown(rows: list[dict], eval_set: str, title: str, interval: str = BOOTST
     score = SCORES[rows[0]["metric"]]
     name = "accuracy" if score.metric == "accuracy" else "entity F1"
     extra_header, extra_rule = (" ECE | flips |", "---:|---:|") if score.calibration else ("", "")
+    compiled = [row.get("latency_compiled") for row in rows]
     lines = [f"# {title}", "", f"Test set fingerprint `{eval_set}`; mean ± std over seeds (n = seeds run); "
              "FLOPs: encoder, pruning-spec model at s = mean val length; latency: CPU, batch of 32 real val examples, "
-             + ("every model compiled (torch.compile, compilation not timed), " if rows[0].get("latency_compiled")
-                else "") +
+             + ("every model compiled (torch.compile, compilation not timed), " if all(compiled) else
+                "models marked (compiled) through torch.compile as they run (compilation not timed), the others "
+                "eager, " if any(compiled) else "") +
              "all models timed side by side when this report was written (alternating rounds, median). "
              + ("ECE: 15 equal-width bins, top label. Flips: share of test predictions that differ from the teacher's."
                 if score.calibration else "F1: exact entity spans over words (CoNLL / seqeval), micro over the test "
@@ -165,7 +167,8 @@ def markdown(rows: list[dict], eval_set: str, title: str, interval: str = BOOTST
     for row in rows:
         calibration = f" {_pm(row, 'ece')} | {_pm(row, 'flip_rate')} |" if score.calibration else ""
         lines.append(f"| {row['stage']} | {row['from'] or '–'} | {len(row['seeds'])} | {row['params'] / 1e6:.1f} | "
-                     f"{row['size_mb']:.1f} | {row['gflops']:.3g} | {row['latency_ms']:.1f} | "
+                     f"{row['size_mb']:.1f} | {row['gflops']:.3g} | {row['latency_ms']:.1f}"
+                     f"{' (compiled)' if row.get('latency_compiled') and not all(compiled) else ''} | "
                      f"{_pm(row, score.average)} | {_pm(row, score.worst)} |" + calibration)
     groups = list(rows[0]["delta"])
     lines += ["", f"## Per-group {name} delta to the teacher (points; worst group of each model in bold; * Holm "
@@ -337,6 +340,21 @@ def card_links(results: list[dict], directory: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def precision_note(results: list[dict]) -> str:
+    """Which precision the models were built and evaluated in, and on which machine (results written before the
+    study recorded it say nothing)."""
+    used = {}
+    for result in results:
+        if result.get("run_precision"):
+            used.setdefault((result["run_precision"], result.get("cpu") or "?"), []).append(result["stage"])
+    if not used:
+        return ""
+    parts = [f"{precision} on {cpu}" + (f" ({', '.join(dict.fromkeys(stages))})" if len(used) > 1 else "")
+             for (precision, cpu), stages in used.items()]
+    return ("\n\nPrecision of each model's build and evaluation (quantize stages are evaluated in 32-true): "
+            + "; ".join(parts) + ".\n")
+
+
 def write_report(results: list[dict], directory: Path, title: str, wandb_options: dict | None = None) -> list[dict]:
     """Write ``results.jsonl``, ``report.md`` and the plots into ``directory`` (and a W&B table); return the rows."""
     rows = aggregate(results)  # refuses results from different test sets
@@ -344,7 +362,7 @@ def write_report(results: list[dict], directory: Path, title: str, wandb_options
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.jsonl").write_text("".join(json.dumps(result) + "\n" for result in results))
     (directory / "report.md").write_text(markdown(rows, eval_set, title, delta_interval_method(results))
-                                         + card_links(results, directory))
+                                         + precision_note(results) + card_links(results, directory))
     images = plots(rows, directory)
     if wandb_options is not None:
         _log_wandb(rows, images, directory, wandb_options)

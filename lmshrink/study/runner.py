@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from lmshrink.machine import cpu_line, resolve_precision
 from lmshrink.paths import free_path
 from lmshrink.data.text_files import read_json
 from lmshrink.study.spec import Stage, StudySpec
@@ -65,11 +66,18 @@ def _input_seed(spec: StudySpec, source: Stage, seed: int | None) -> int | None:
     return seed if spec.seeds_of(source) != (None,) else None
 
 
+def precision_of(spec: StudySpec, stage: Stage) -> str:
+    """The Lightning precision a stage builds and is evaluated in: the study's (resolved on this machine), except
+    a quantize stage, evaluated in 32-true so that its deltas are the scheme's alone."""
+    return "32-true" if stage.kind == "quantize" else resolve_precision(spec.precision)
+
+
 def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str, list[str]] | None:
     """(subcommand, arguments) of the run that builds the stage's model; None for quantize (no build step)."""
     directory = run_dir(spec, stage, seed) / "run"
     seed_args = [f"--seed_everything={seed}"] if seed is not None else []
-    common = ["--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}"]
+    common = ["--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}",
+              f"--trainer.precision={precision_of(spec, stage)}"]
     if stage.kind == "quantize":
         return None
     if stage.kind == "teacher":
@@ -100,16 +108,28 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
     """``train.py test`` arguments: the teacher alone; every other model against its teacher on the same examples
     (``lmshrink.modules.Compare``: paired deltas, flips, McNemar/Holm, paired intervals)."""
     model_dir, scheme = model_of(spec, stage, seed)
-    where = [f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}"]
+    where = [f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}",
+             f"--trainer.precision={precision_of(spec, stage)}"]
     if stage.kind == "teacher":
         model = [f"--model.model_path={model_dir}", "--model.export_dir=null"]
     else:
         model = ["--model=lmshrink.modules.Compare", f"--model.model_path={model_dir}",
                  f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher"]
     args = ["--config", spec.eval_config, *model, *where, *spec.common_args, *spec.eval_args]
-    if scheme is not None:
-        args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}"]
+    if scheme is not None:  # the teacher is the study's reference: the callback's own float copy would run twice
+        args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}",
+                 "--trainer.callbacks.compare_to_float=false"]
+    if calibration_seed(scheme, seed) is not None:
+        args.append(f"--trainer.callbacks.calibration_seed={calibration_seed(scheme, seed)}")
     return args
+
+
+def calibration_seed(scheme: str | None, seed: int | None) -> int | None:
+    """The seed of a calibrated scheme's sample of the training split: the study's seed (0 for a run without
+    one), so that each seed's interval includes the calibration sample's effect; None for other schemes."""
+    from lmshrink.quantize.schemes import SCHEMES
+
+    return (0 if seed is None else seed) if scheme is not None and SCHEMES[scheme].calibrated else None
 
 
 def _train_py(subcommand: str, args: list[str], log: Path) -> None:
@@ -184,10 +204,12 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
         metric = groups.get("metric", "accuracy")
         result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
                   "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "metric": metric,
+                  "run_precision": groups.get("run_precision"), "cpu": cpu_line(),
+                  "calibration_seed": calibration_seed(scheme, seed),
                   **{key: groups.get(key) for key in RECORD_NUMBERS[metric]},
                   "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS[metric]}
                              for row in groups["groups"]},
-                  **measure(model_dir, scheme)}
+                  **measure(model_dir, scheme, calibration_seed(scheme, seed))}
         pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
         if pruning:
             record = read_json(pruning[-1])

@@ -3,6 +3,7 @@
     output_dir: runs/study_stereoset_minilm
     seeds: [0, 1, 2]
     common_args: []                  # appended to every train.py call
+    precision: 32-true               # or bf16-mixed, or auto (bf16-mixed where the machine has native bf16)
     eval_args: []                    # appended to every evaluation (train.py test) only
     stages:
       - {name: teacher, kind: teacher, config: configs/teacher/stereoset_minilm.yaml, seeded: false}
@@ -36,10 +37,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
 from lmshrink.data.text_files import decode_utf8
+from lmshrink.machine import PrecisionChoice
 from lmshrink.shipped_configs import resolve_config
 
 KINDS = ("teacher", "distill", "prune", "quantize")
@@ -75,6 +78,10 @@ class StudySpec:
     """The config whose data section every model is evaluated with (one test set for the whole study)."""
     wandb: dict = field(default_factory=dict)
     task: str = "classification"
+    precision: PrecisionChoice = "32-true"
+    """Lightning precision of every fit, pruning run and evaluation of a float model (``auto``: ``bf16-mixed``
+    where the machine has native bf16, :func:`lmshrink.machine.resolve_precision`); a quantize stage is always
+    evaluated in ``32-true``, so that its numbers are the scheme's alone."""
 
     @property
     def generative(self) -> bool:
@@ -107,12 +114,19 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ValueError(f"{where}: expected a mapping of keys (output_dir, seeds, stages, ...), got a "
                          f"{type(raw).__name__}")
     _check_types(raw, where)
-    unknown = set(raw) - {"output_dir", "seeds", "stages", "common_args", "eval_args", "eval_config", "wandb", "task"}
+    unknown = set(raw) - {"output_dir", "seeds", "stages", "common_args", "eval_args", "eval_config", "wandb", "task",
+                          "precision"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
     task = raw.get("task", "classification")
     if task not in TASKS:
         raise ValueError(f"{where}: task {task!r} is not one of {list(TASKS)}")
+    precision = raw.get("precision", "32-true")
+    if precision not in get_args(PrecisionChoice):
+        raise ValueError(f"{where}: precision {precision!r} is not one of {list(get_args(PrecisionChoice))}")
+    if task == "generative" and precision != "32-true":
+        raise ValueError(f"{where}: precision {precision!r}: a generative study audits in 32-true only (the audit's "
+                         f"bf16 path is not built yet)")
     if "output_dir" not in raw or not raw.get("stages"):
         raise ValueError(f"{where}: needs output_dir and a non-empty stages list")
     seeds = tuple(raw.get("seeds") or [0])
@@ -156,7 +170,7 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ValueError(f"{where}: a generative study needs eval_config (the GenerativeAudit config every model is "
                          f"audited with)")
     return StudySpec(path, Path(raw["output_dir"]), seeds, tuple(stages), tuple(raw.get("common_args") or ()),
-                     tuple(raw.get("eval_args") or ()), eval_config, raw.get("wandb") or {}, task)
+                     tuple(raw.get("eval_args") or ()), eval_config, raw.get("wandb") or {}, task, precision)
 
 
 def _is_list_of(value, kind: type) -> bool:

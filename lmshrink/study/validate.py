@@ -27,8 +27,7 @@ def check_study(spec: StudySpec) -> None:
     for stage in spec.stages:
         label = f"{where}: stage {stage.name!r}"
         if stage.kind == "quantize":
-            _check_scheme(stage.scheme, label, _device(), "is not a study scheme yet (its latency step has no "
-                                                          "calibration data); run it with the Quantize callback")
+            _check_scheme(stage.scheme, label, _device())
         bad = [arg for arg in (*stage.args, *spec.common_args) if not str(arg).startswith("--")]
         if bad:
             raise OptionError(f"{label}: argument {bad[0]!r} is not an option (expected --name=value)")
@@ -75,13 +74,14 @@ def _check_given_models(config, spec: StudySpec) -> None:
             resolve_model_dir(value, option)
 
 
-def _check_scheme(scheme: str, label: str, device, calibrated: str) -> None:
-    """A quantize stage's scheme: known, runnable on ``device``, and not calibrated (``calibrated`` says why)."""
+def _check_scheme(scheme: str, label: str, device, calibrated: str | None = None) -> None:
+    """A quantize stage's scheme: known, runnable on ``device``, and (where ``calibrated`` says why) not
+    calibrated."""
     from lmshrink.quantize.schemes import SCHEMES, check_supported
 
     if scheme not in SCHEMES:
         raise OptionError(f"{label}: scheme {scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
-    if SCHEMES[scheme].calibrated:
+    if SCHEMES[scheme].calibrated and calibrated is not None:
         raise OptionError(f"{label}: scheme {scheme!r} {calibrated}")
     try:
         check_supported(scheme, device)

@@ -24,10 +24,11 @@ from tests.card_checks import assert_card_reports
 from tests.helpers import REPO, run_python_here
 
 
-def write_study(tmp_path: Path, model_dir: Path) -> Path:
+def write_study(tmp_path: Path, model_dir: Path, precision: str = "32-true") -> Path:
     spec = {
         "output_dir": str(tmp_path / "study"),
         "seeds": [0, 1],
+        "precision": precision,
         "common_args": [f"--data.tokenizer_path={model_dir}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
                         "--trainer.logger.save_dir=.", "--trainer.enable_progress_bar=false",
                         "--data.eval_batch_size=512"],
@@ -47,7 +48,7 @@ def write_study(tmp_path: Path, model_dir: Path) -> Path:
 @pytest.mark.slow
 def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    config = write_study(tmp_path, tiny_bert_varied_dir)
+    config = write_study(tmp_path, tiny_bert_varied_dir, precision="bf16-mixed")
     study = tmp_path / "study"
     # 1) start, and kill the whole study while the second stage runs
     process = subprocess.Popen([sys.executable, "-m", "lmshrink.study", str(config)], cwd=REPO,
@@ -67,6 +68,7 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
     monkeypatch.setattr(runner, "run_python", run_python_here)
     assert study_main([str(config)]) == 0
     assert teacher_result.stat().st_mtime_ns == finished_at
+    assert "[lmshrink] precision: bf16-mixed on " in (study / "teacher" / "once" / "train.log").read_text()
     assert (study / "teacher" / "once" / "train.log").read_text().count("$ train.py") == 2  # fit + eval, once
     report = study / "report"
     assert {p.name for p in report.iterdir()} >= {"report.md", "results.jsonl", "worst_vs_avg.png",
@@ -80,6 +82,7 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
         record = json.loads(next((run / "eval").rglob("group_metrics_test*.json")).read_text())
         assert result["avg_acc"] == record["avg_acc"] and result["worst_group_acc"] == record["worst_group_acc"]
         assert result["eval_set"] == record["eval_set"] is not None
+        assert result["run_precision"] == record["run_precision"] == "bf16-mixed"  # built and evaluated in bf16 autocast
         assert_card_reports(Path(result["model_dir"]), record)  # each model's card holds the study's measurement
     # compressed models are evaluated against the teacher on the same examples: paired deltas and tests
     for result in results[1:]:
@@ -99,6 +102,7 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
     markdown = (report / "report.md").read_text()
     assert f"{rows[1]['avg_acc']:.4f}" in markdown and "Who pays (significant changes only)" in markdown
     assert "| ECE | flips |" in markdown
+    assert f"bf16-mixed on {results[0]['cpu']}" in markdown
     assert "- **kprune**: [seed 0](../kprune/seed0/run/model/README.md), [seed 1](../kprune/seed1/run/model/README.md)" \
         in markdown.split("## Model cards", 1)[1]
     # 3) a third run recomputes nothing
@@ -170,8 +174,6 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
       "args": ["--model.method=L1Heads", "--model.method.num_tokens=500"], "seeded": False},
      r"error: study config .*: stage 'kp' \(validate\): --model.method: 'lmshrink.pruning.methods.L1Heads': Option "
      r"'num_tokens' is not accepted"),
-    ({"name": "static", "kind": "quantize", "from": "teacher", "scheme": "static-int8-x86"},
-     r"error: study config .*: stage 'static': scheme 'static-int8-x86' is not a study scheme yet"),
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--model.teacher_path=/no/such/teacher"]},  # a model the study does not make must exist now
      r"error: study config .*: stage 'kp' \(validate\): --model.teacher_path='/no/such/teacher': no such local "
@@ -183,7 +185,7 @@ def test_list_gives_one_line_per_run_with_its_depth(tiny_bert_dir, tmp_path, cap
     ({"name": "kp", "kind": "prune", "from": "teacher", "config": "configs/prune/kprune_stereoset.yaml",
       "args": ["--data.test_file=/no/such/test.csv"]},
      r"error: study config .*: stage 'kp' \(validate\): --data.test_file='/no/such/test.csv': no such file"),
-], ids=["scheme", "option-typo", "method-typo", "ignored-option", "calibrated-scheme", "missing-model",
+], ids=["scheme", "option-typo", "method-typo", "ignored-option", "missing-model",
         "args-as-string", "missing-data-file"])
 @pytest.mark.slow
 def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern, tiny_bert_dir, tmp_path, monkeypatch,
@@ -346,3 +348,54 @@ def test_report_only_of_the_wrong_results_is_one_line(content, message, tiny_ber
     assert cli([str(write_study(tmp_path, tiny_bert_dir)), "--report-only", str(results)]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 1 and re.search(message, errors[0]), errors
+
+
+def test_the_study_builds_and_evaluates_in_its_precision_and_quantize_stages_in_float32(tiny_bert_dir, tmp_path,
+                                                                                        monkeypatch):
+    """``precision`` reaches every build and evaluation of a float model as Lightning's own option; a quantize
+    stage is evaluated in 32-true (its deltas are the scheme's alone); ``auto`` follows the machine."""
+    from lmshrink.study import runner as study_runner
+
+    monkeypatch.chdir(REPO)
+    spec = yaml.safe_load(write_study(tmp_path, tiny_bert_dir, precision="auto").read_text())
+    spec["stages"].append({"name": "int8", "kind": "quantize", "from": "kprune", "scheme": "dynamic-int8"})
+    (tmp_path / "auto.yaml").write_text(yaml.safe_dump(spec))
+    study = load_spec(tmp_path / "auto.yaml")
+    monkeypatch.setattr(study_runner, "resolve_precision", lambda choice: {"auto": "bf16-mixed"}.get(choice, choice))
+    for name in ("teacher", "kprune"):
+        stage = study.stage(name)
+        seed = study.seeds_of(stage)[0]
+        assert "--trainer.precision=bf16-mixed" in study_runner.build_command(study, stage, seed)[1]
+        assert "--trainer.precision=bf16-mixed" in study_runner.eval_command(study, stage, seed)
+    assert "--trainer.precision=32-true" in study_runner.eval_command(study, study.stage("int8"), 0)
+    spec["precision"] = "bf16"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match=r"precision 'bf16' is not one of \['auto', '32-true', 'bf16-mixed'\]"):
+        load_spec(tmp_path / "bad.yaml")
+
+
+@pytest.mark.slow
+def test_a_calibrated_scheme_is_a_study_stage_calibrated_with_the_study_seed(tiny_bert_dir, tmp_path, monkeypatch):
+    """``static-int8-x86`` as a stage: its evaluation calibrates on the training split with the study's seed, the
+    size and latency steps rebuild the same model from the same sample, and its latency is timed compiled (as it
+    runs), which the report says."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(runner, "run_python", run_python_here)
+    spec = yaml.safe_load(write_study(tmp_path, tiny_bert_dir).read_text())
+    spec["seeds"] = [1]  # not the Quantize callback's default 0: the study's seed must reach the calibration
+    spec["stages"] = [spec["stages"][0], {"name": "static", "kind": "quantize", "from": "teacher",
+                                          "scheme": "static-int8-x86"}]
+    config = tmp_path / "static.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    assert study_main([str(config), "--latency-rounds=1"]) == 0
+    study = tmp_path / "study"
+    result = json.loads((study / "static" / "seed1" / "result.json").read_text())
+    record = json.loads(next((study / "static" / "seed1" / "eval").rglob("quantization_static-int8-x86_*.json"))
+                        .read_text())
+    assert result["calibration_seed"] == record["calibration"]["seed"] == 1
+    assert result["run_precision"] == "32-true"
+    rows = [json.loads(line) for line in (study / "report" / "results.jsonl").read_text().splitlines()]
+    assert [(row["stage"], row["latency_compiled"]) for row in rows] == [("teacher", False), ("static", True)]
+    assert 0 < rows[1]["size_mb"] < rows[0]["size_mb"]  # the int8 graph's weights, not the float model's
+    markdown = (study / "report" / "report.md").read_text()
+    assert re.search(r"\| static \| teacher \| 1 \| .* \| [0-9.]+ \(compiled\) \|", markdown)
