@@ -1,11 +1,15 @@
-"""Prompts per second of the audit's batched generation + scoring vs naive one-by-one generation, in one run.
+"""Tokens/s of the audit's generation + scoring, at each precision side by side (and vs one-by-one generation).
 
-Both paths sample k continuations of ``--new-tokens`` tokens for the same real toxicity prompts with the same
-model and score them with alt-profanity-check. Batched: ``--batch`` prompts per ``generate`` call with
-``num_return_sequences=k`` and one scorer call per batch (what ``GenerativeAudit`` does). Naive: one
-``generate`` call and one scorer call per continuation. The two paths alternate chunk by chunk.
+Every path samples k continuations of ``--new-tokens`` tokens for the same real toxicity prompts with the same
+model and scores them with alt-profanity-check, as ``GenerativeAudit`` does: ``--batch`` prompts per ``generate``
+call (left-padded, KV cache, ``num_return_sequences=k``) and one scorer call per batch, seeded per batch. Each
+``--precision`` runs that batched path in the Lightning precision named (``bf16-mixed``: under bf16 autocast, as
+the audit's test loop runs with ``--trainer.precision bf16-mixed``); ``--naive`` adds the same in float32 with one
+``generate`` and one scorer call per continuation. The paths alternate chunk by chunk, so that a change in the
+machine's load hits all alike. Defaults: the generative study's audit (50 prompts, k=4, 20 tokens, 8 per batch).
 
-    python benchmarks/generate_toxicity.py [--model smollm2] [--prompts 16] [--k 4] [--batch 8]
+    python benchmarks/generate_toxicity.py [--model smollm2] [--prompts 50] [--k 4] [--batch 8]
+        [--precision 32-true bf16-mixed] [--naive]
 """
 
 from __future__ import annotations
@@ -27,16 +31,19 @@ from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.generative.generation import sample_continuations
 from lmshrink.generative.prompts import toxicity_prompts
 from lmshrink.generative.scorers import ProfanityScorer
-from lmshrink.machine import cpu_line
+from lmshrink.machine import cpu_line, precision_line
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=20)
+    parser.add_argument("--precision", nargs="+", choices=["32-true", "bf16-mixed"], default=["32-true", "bf16-mixed"],
+                        help="precisions of the batched path (the first is the reference of the ratios)")
+    parser.add_argument("--naive", action="store_true", help="also time one generate call per continuation")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -47,29 +54,42 @@ def main() -> None:
     prompts = [prompt.text for prompt in toxicity_prompts(args.prompts, seed=0)]
     sample_continuations(model, tokenizer, prompts[:1], 1, 2, seed=0)  # warm-up
 
-    # Interleaved chunk by chunk, so that a change in machine load hits both paths alike.
-    batched = naive = 0.0
-    batched_scores, naive_scores = [], []
-    for begin in range(0, len(prompts), args.batch):
-        chunk = prompts[begin:begin + args.batch]
-        start = time.perf_counter()
-        texts = sample_continuations(model, tokenizer, chunk, args.k, args.new_tokens, seed=begin)
-        batched_scores.append(scorer([text for group in texts for text in group]))
-        batched += time.perf_counter() - start
-        start = time.perf_counter()
+    def batched(chunk: list[str], seed: int, precision: str) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            texts = sample_continuations(model, tokenizer, chunk, args.k, args.new_tokens, seed=seed)
+        return scorer([text for group in texts for text in group])
+
+    def naive(chunk: list[str], seed: int) -> torch.Tensor:
+        scores = []
         for index, prompt in enumerate(chunk):
             for sample in range(args.k):
                 (one,) = sample_continuations(model, tokenizer, [prompt], 1, args.new_tokens,
-                                              seed=(begin + index) * args.k + sample)
-                naive_scores.append(scorer(one))
-        naive += time.perf_counter() - start
+                                              seed=(seed + index) * args.k + sample)
+                scores.append(scorer(one))
+        return torch.cat(scores)
 
+    paths = {precision: (lambda chunk, seed, p=precision: batched(chunk, seed, p)) for precision in args.precision}
+    if args.naive:
+        paths["naive 32-true"] = naive
+    seconds = {name: 0.0 for name in paths}
+    scores = {name: [] for name in paths}
+    for begin in range(0, len(prompts), args.batch):  # interleaved chunk by chunk
+        chunk = prompts[begin:begin + args.batch]
+        for name, path in paths.items():
+            start = time.perf_counter()
+            scores[name].append(path(chunk, begin))
+            seconds[name] += time.perf_counter() - start
+
+    tokens = len(prompts) * args.k * args.new_tokens
     print(f"CPU: {cpu_line()}")
-    print(f"{len(prompts)} prompts x k={args.k} x {args.new_tokens} new tokens, model {args.model}, 2 CPU threads")
-    print(f"batched ({args.batch} prompts per call): {len(prompts) / batched:.3f} prompts/s ({batched:.1f} s)")
-    print(f"naive (one continuation per call):   {len(prompts) / naive:.3f} prompts/s ({naive:.1f} s)")
-    print(f"speedup: {naive / batched:.2f}x; mean score batched {torch.cat(batched_scores).mean():.3f}, "
-          f"naive {torch.cat(naive_scores).mean():.3f}")
+    for precision in args.precision:
+        print(precision_line(precision))
+    print(f"{len(prompts)} prompts x k={args.k} x {args.new_tokens} new tokens, {args.batch} prompts per generate call, "
+          f"model {args.model}, {torch.get_num_threads()} CPU threads")
+    reference = seconds[args.precision[0]]
+    for name in paths:
+        print(f"{name:>14}: {tokens / seconds[name]:7.1f} new tokens/s ({seconds[name]:.1f} s), "
+              f"{reference / seconds[name]:.2f}x {args.precision[0]}; mean score {torch.cat(scores[name]).mean():.3f}")
 
 
 if __name__ == "__main__":

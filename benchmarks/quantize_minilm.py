@@ -47,6 +47,7 @@ from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.modules import TeacherFineTune
 from lmshrink.machine import cpu_line
+from lmshrink.quantize.static_int8 import int8_mixed_bf16_here
 from lmshrink.pruning.encoder.run import prune_encoder
 from lmshrink.pruning.methods import KPrune
 from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
@@ -90,14 +91,15 @@ def pruned_teacher(float_model: torch.nn.Module, dm: GroupedTextDataModule, toke
 
 
 def build(source: torch.nn.Module, scheme: str | None, embeddings: str, compiled: bool,
-          calibration: list[dict]) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(the module to run, the module holding the weights) for one row."""
+          calibration: list[dict], mixed_bf16: bool | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the module to run, the module holding the weights) for one row (``mixed_bf16``: a calibrated scheme's
+    graph under bf16 autocast, forced on or off; None: as the library decides on this CPU)."""
     model = copy.deepcopy(source).eval()
     if scheme is None:
         return (compile_for_inference(model) if compiled else model), model
     calibrated = SCHEMES[scheme].calibrated
     quantized = apply(model, scheme, embeddings=embeddings, calibration=calibration if calibrated else None,
-                      compile=compiled or calibrated)
+                      compile=compiled or calibrated, mixed_bf16=mixed_bf16 if calibrated else None)
     return quantized.runnable, quantized.weights
 
 
@@ -161,7 +163,10 @@ def main() -> None:
         rows_wanted += [("fp32 compiled", None, "float", True, None), ("bf16 compiled", "bf16", "float", True, None),
                         ("torchao-int8-dynamic compiled", "torchao-int8-dynamic", "float", True, None),
                         ("static-int8-x86", "static-int8-x86", "float", True, None),
-                        ("static-int8-x86+emb-int8", "static-int8-x86", "int8", True, None)]
+                        ("static-int8-x86+emb-int8", "static-int8-x86", "int8", True, None),
+                        # both graphs on every CPU: the library picks int8-mixed-bf16 on AMX only
+                        ("static-int8-x86+emb-int8 fp32 graph", "static-int8-x86", "int8", True, None, False),
+                        ("static-int8-x86+emb-int8 mixed-bf16", "static-int8-x86", "int8", True, None, True)]
     if "pruned" in args.rows:
         rows_wanted += [("kprune-0.5 fp32", None, "float", False, "pruned"),
                         ("kprune-0.5 bf16", "bf16", "float", False, "pruned"),
@@ -183,11 +188,11 @@ def main() -> None:
     if any(row[1] == "bf16" for row in rows_wanted):
         references["bf16"] = build(float_model, "bf16", "float", False, calibration)[0]
     rows = {}
-    for name, scheme, embeddings, compiled, source in rows_wanted:
+    for name, scheme, embeddings, compiled, source, *mixed in rows_wanted:
         if source not in sources:  # pruned once, when its first row comes
             sources[source] = pruned_teacher(float_model, dm, args.prune_tokens)
         start = time.perf_counter()
-        runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration)
+        runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration, *mixed)
         row = {"build_s": time.perf_counter() - start, "memory_mb": memory_bytes(stored) / 2**20,
                "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
         row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
@@ -213,7 +218,8 @@ def main() -> None:
     print(f"\nMiniLM teacher {os.path.basename(ckpt)}, StereoSet test ({len(dm.datasets['test'])} examples, "
           f"{len(dm.group_names)} groups), {device}, {torch.get_num_threads()} CPU threads; ratios are to fp32 eager "
           f"(and bf16 eager) timed beside each row")
-    print(f"CPU: {cpu_line()}")
+    print(f"CPU: {cpu_line()}; static-int8-x86 here runs "
+          + ("int8-mixed-bf16 (AMX)" if int8_mixed_bf16_here() else "its float32 graph (no AMX)"))
     print("hardware bound, GEMMs of the model's Linear shapes at 32 x 64 tokens: " + ", ".join(
         f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.0f} GFLOP/s ({dense_flops / rate * 1000:.1f} ms for the "
         f"dense model's Linears)" for dtype, rate in rates.items()))

@@ -242,6 +242,7 @@ class Quantize(Callback):
             "scheme": self.scheme, "backend": scheme.backend, "description": scheme.description,
             "device": str(pl_module.device), "quantized_layers": result.quantized, "skipped_layers": result.skipped,
             "embeddings": self.embeddings, "quantized_embeddings": result.embeddings, "compiled": self.compile,
+            "int8_mixed_bf16": bool(getattr(quantized.runnable, "mixed_bf16", False)),
             "calibration": ({"samples": self.calibration_samples, "seed": self.calibration_seed, "split": "train"}
                             if scheme.calibrated else None),
             "size_latency": {"float": float_stats, "quantized": quant_stats, "cpu": cpu_line()},

@@ -50,7 +50,7 @@ class Quantized:
 
 def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
           calibration: Sequence[dict[str, Tensor]] | None = None, compile: bool | None = None,
-          skip: list[str] | None = None) -> Quantized:
+          skip: list[str] | None = None, mixed_bf16: bool | None = None) -> Quantized:
     """Quantize ``model`` with ``scheme``.
 
     Args:
@@ -63,6 +63,9 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         compile: Run the result through ``torch.compile`` (inductor, freezing); default: only the calibrated
             schemes, whose int8 kernels exist only compiled (``False`` is refused for them).
         skip: Modules kept in float (by name, module prefix or name suffix); default :func:`default_skip`.
+        mixed_bf16: A calibrated scheme's graph compiled and run under bf16 autocast ("int8-mixed-bf16");
+            default: where the CPU has AMX (:func:`~lmshrink.quantize.static_int8.int8_mixed_bf16_here`). Refused
+            for the other schemes.
     """
     calibrated = check_supported(scheme, next(model.parameters()).device).calibrated
     if calibrated and calibration is None:
@@ -71,10 +74,13 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         raise ValueError(f"scheme={scheme!r} reads no calibration batches; only {calibrated_schemes()} do")
     if calibrated and compile is False:
         raise ValueError(f"scheme={scheme!r}: its int8 kernels exist only compiled (compile=False)")
+    if not calibrated and mixed_bf16 is not None:
+        raise ValueError(f"scheme={scheme!r}: mixed_bf16 is read only by {calibrated_schemes()}")
     compile = calibrated if compile is None else compile
     skip = default_skip(model) if skip is None else list(skip)
     if calibrated:
-        graph, result = quantize_static(model, scheme, calibration, skip, embeddings, compile_model=True)
+        graph, result = quantize_static(model, scheme, calibration, skip, embeddings, compile_model=True,
+                                        mixed_bf16=mixed_bf16)
         return Quantized(graph, weights_of(graph), result, compiled=True, skip=skip)
     result = quantize_model(model, scheme, skip, embeddings)
     return Quantized(compile_for_inference(model) if compile else model, model, result, compiled=compile, skip=skip)

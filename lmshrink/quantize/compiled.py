@@ -17,23 +17,28 @@ from torch import Tensor, nn
 
 
 class CompiledForInference(nn.Module):
-    """``source`` compiled by inductor with freezing; ``source`` (which holds the weights) stays reachable."""
+    """``source`` compiled by inductor with freezing; ``source`` (which holds the weights) stays reachable.
 
-    def __init__(self, source: nn.Module) -> None:
+    ``mixed_bf16``: compile and run under bf16 autocast, so that everything around int8 GEMMs (attention, softmax,
+    LayerNorm, the float head) runs in bf16 — PyTorch's "int8-mixed-bf16" recipe for the x86 PT2E flow; the
+    outputs are bf16."""
+
+    def __init__(self, source: nn.Module, mixed_bf16: bool = False) -> None:
         super().__init__()
         self.source = source
+        self.mixed_bf16 = mixed_bf16
         self.compiled = torch.compile(source)
 
     def forward(self, *args, **kwargs):
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=True):
+        with inductor_config.patch(freezing=True), torch.autocast("cpu", torch.bfloat16, enabled=self.mixed_bf16):
             return self.compiled(*args, **kwargs)
 
 
-def compile_for_inference(model: nn.Module) -> CompiledForInference:
+def compile_for_inference(model: nn.Module, mixed_bf16: bool = False) -> CompiledForInference:
     """The compiled ``model`` (pass it in eval mode: an exported graph refuses ``.eval()``)."""
-    return CompiledForInference(model)
+    return CompiledForInference(model, mixed_bf16)
 
 
 def weights_of(model: nn.Module) -> nn.Module:

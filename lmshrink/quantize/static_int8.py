@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from lmshrink.machine import cpu_name_and_flags
 from lmshrink.quantize.compiled import compile_for_inference
 
 
@@ -59,13 +60,15 @@ def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
 
 
 def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tensor]], skip: set[str],
-                         compile_model: bool = True) -> tuple[nn.Module, list[str]]:
+                         compile_model: bool = True, mixed_bf16: bool | None = None) -> tuple[nn.Module, list[str]]:
     """The statically quantized copy of ``model`` (left unchanged) and the names of the Linear layers quantized.
 
     ``calibration``: model-input batches (the keys the model takes), every one run once through the observers.
     ``skip``: Linear layers kept in float (by name). ``compile_model=False`` returns the converted graph, which
     runs quantize / dequantize as reference float ops (same numbers as the compiled one up to rounding, float
-    speed): for tests and inspection only.
+    speed): for tests and inspection only. ``mixed_bf16``: compile under bf16 autocast ("int8-mixed-bf16",
+    :class:`~lmshrink.quantize.compiled.CompiledForInference`); default: on CPUs with AMX
+    (:func:`int8_mixed_bf16_here`), where bf16 work beside the int8 GEMMs is what the int8 graph loses to bf16.
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -90,4 +93,16 @@ def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tenso
     allow_exported_model_train_eval(converted)  # Lightning calls .eval() on every module before evaluating
     quantized = sorted(name for name, module in model.named_modules()
                        if isinstance(module, nn.Linear) and name not in skip and module.weight.numel())
-    return (compile_for_inference(converted) if compile_model else converted), quantized
+    if not compile_model:
+        return converted, quantized
+    return compile_for_inference(converted, int8_mixed_bf16_here() if mixed_bf16 is None else mixed_bf16), quantized
+
+
+def int8_mixed_bf16_here() -> bool:
+    """Whether the static int8 graph runs as "int8-mixed-bf16" on this CPU: where it has AMX (``amx_int8`` and
+    ``amx_bf16``). On an AMX Xeon the element-wise work and attention around the int8 GEMMs, left in float32,
+    made the int8 graph slower than plain bf16 (issue 30's figures: 55 ms vs 40 ms at batch 32; 42 ms under bf16
+    autocast); elsewhere the float32 graph is kept (0.28x fp32 on an AMD EPYC without AMX, 1.7x faster than
+    bf16)."""
+    flags = cpu_name_and_flags()[1]
+    return "amx_int8" in flags and "amx_bf16" in flags

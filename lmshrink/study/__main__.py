@@ -25,6 +25,7 @@ from lmshrink.study.generative import measure_causal_lm, run_generative_stage
 from lmshrink.study.generative_report import write_generative_report
 from lmshrink.study.report import write_report
 from lmshrink.study.runner import RESULT, run_dir, run_stage
+from lmshrink.study.schedule import run_all, taking_turns
 from lmshrink.study.spec import Stage, StudySpec, load_spec
 from lmshrink.study.validate import check_study
 
@@ -49,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-compiled", action="store_true",
                         help="time every model through torch.compile (inductor, freezing); compilation happens in the "
                              "warm-up call and is not timed")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each with cores/N threads, each after the runs it reads (default 1)")
     parser.add_argument("--train-arg", action="append", default=[],
                         help="extra argument for every train.py call (repeatable), e.g. --train-arg=--trainer.devices=4")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise OptionError(f"--jobs {args.jobs}: must be >= 1")
     spec = load_spec(resolve_config(args.config))  # a path, or a shipped study's name (study/stereoset_minilm)
     spec = replace(spec, common_args=spec.common_args + tuple(args.train_arg))
     pairs = [(stage, seed) for stage in spec.stages for seed in spec.seeds_of(stage)]
@@ -78,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         from lmshrink.study.measure import StudyMeasure
 
         measure, run = StudyMeasure(spec.eval_config, spec.common_args), run_stage
-    for stage, seed in pairs:
-        run(spec, stage, seed, measure)
+    shared = taking_turns(measure) if args.jobs > 1 else measure
+    run_all(spec, pairs, lambda stage, seed: run(spec, stage, seed, shared), args.jobs)
     if args.stage is not None:
         return 0
     results = []

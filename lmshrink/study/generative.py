@@ -6,7 +6,9 @@ Every (stage, seed) lives in ``<output_dir>/<stage>/seed<k>`` like a classificat
   stage is seeded) or ``train.py fit`` of a causal ``Distillation`` (distill, resumed from ``last.ckpt`` when
   killed); none for the teacher (a given model) and quantize (applied when the model is audited);
 - ``eval/``: ``train.py test`` of a ``GenerativeAudit`` (the study's ``eval_config``) of that model alone, sampling
-  with the seed, a quantize stage's scheme applied to the audited model (``--model.model_scheme``);
+  with the seed, a quantize stage's scheme applied to the audited model (``--model.model_scheme``), in the study's
+  precision (``bf16-mixed``: generation and pair likelihoods under bf16 autocast; the windowed perplexity, computed
+  after the test loop, stays float32);
 - ``result.json``: written last: the audit's summary, every item's outcome (for intervals over seeds and the
   paired bootstrap against the teacher, :mod:`lmshrink.generative.paired`), size and parameters.
 
@@ -21,7 +23,9 @@ from pathlib import Path
 
 from lmshrink.generative.paired import audit_items, fingerprint
 from lmshrink.modules.audit_variants import REFERENCE
-from lmshrink.study.runner import TRAIN_PY, build_in, model_of, recorded, run_dir, run_python, set_aside, the_record
+from lmshrink.machine import cpu_line
+from lmshrink.study.runner import (TRAIN_PY, build_in, model_of, precision_of, recorded, run_dir, run_python, set_aside,
+                                   the_record)
 from lmshrink.study.spec import Stage, StudySpec
 
 PRUNING_KEYS = ("method", "spec", "sparsity_reached", "pruning_seconds", "calibration", "flops_kept")
@@ -44,7 +48,7 @@ def build_argv(spec: StudySpec, stage: Stage, seed: int | None) -> list[str] | N
                 "--save-dir", str(directory / "model"), "--heldout-windows", "0", *seed_flags, *stage.args]
     seed_args = [f"--seed_everything={seed}"] if stage.seeded and seed is not None else []
     return [str(TRAIN_PY), "fit", "--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}",
-            f"--model.teacher_path={source_model}", f"--model.student_save_dir={directory / 'model'}",
+            f"--trainer.precision={precision_of(spec, stage)}", f"--model.teacher_path={source_model}", f"--model.student_save_dir={directory / 'model'}",
             *spec.common_args, *stage.args]
 
 
@@ -53,7 +57,8 @@ def eval_args(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
     model_dir, scheme = model_of(spec, stage, seed)
     args = ["--config", spec.eval_config, f"--seed_everything={seed}", f"--model.model_path={model_dir}",
             f"--model.seed={seed}", "--model.students=null", "--model.sparsities=[]", "--model.quantize=[]",
-            "--model.prune=[]", f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}"]
+            "--model.prune=[]", f"--trainer.default_root_dir={run_dir(spec, stage, seed) / 'eval'}",
+            f"--trainer.precision={precision_of(spec, stage)}"]
     if scheme is not None:
         args.append(f"--model.model_scheme={scheme}")
     return [*args, *spec.common_args, *spec.eval_args]
@@ -75,6 +80,7 @@ def run_generative_stage(spec: StudySpec, stage: Stage, seed: int | None, measur
         result = {"task": "generative", "stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed,
                   "scheme": scheme, "model_dir": str(model_dir), "eval_set": fingerprint(items),
                   "scorer": record["scorer"], "summary": record["models"][REFERENCE], "items": items,
+                  "run_precision": precision_of(spec, stage), "cpu": cpu_line(),
                   **measure(model_dir, scheme)}
         pruning = model_dir / "pruning_record.json"
         if stage.kind == "prune" and pruning.is_file():

@@ -55,14 +55,15 @@ def model_of(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[Path, str
         return Path(stage.model), None
     if stage.kind == "quantize":
         source = spec.stage(stage.source)
-        base, scheme = model_of(spec, source, _input_seed(spec, source, seed))
+        base, scheme = model_of(spec, source, input_seed(spec, source, seed))
         if scheme is not None:
             raise ValueError(f"stage {stage.name}: its input {source.name} is already quantized")
         return base, stage.scheme
     return run_dir(spec, stage, seed) / "run" / "model", None
 
 
-def _input_seed(spec: StudySpec, source: Stage, seed: int | None) -> int | None:
+def input_seed(spec: StudySpec, source: Stage, seed: int | None) -> int | None:
+    """The seed of ``source``'s run that a run with ``seed`` builds on (None: the source ran once)."""
     return seed if spec.seeds_of(source) != (None,) else None
 
 
@@ -84,7 +85,7 @@ def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str,
         args = [*common, f"--model.export_dir={directory / 'model'}"]
         return "fit", [*args, *spec.common_args, *stage.args]
     source = spec.stage(stage.source)
-    source_model, scheme = model_of(spec, source, _input_seed(spec, source, seed))
+    source_model, scheme = model_of(spec, source, input_seed(spec, source, seed))
     if scheme is not None:
         raise ValueError(f"stage {stage.name}: cannot {stage.kind} the quantized output of {source.name}")
     if stage.kind == "distill":
@@ -101,7 +102,7 @@ def teacher_of(spec: StudySpec, seed: int | None) -> Path:
     """The teacher a (stage, seed) is compared with: the same seed's teacher when the teacher is seeded (as Gee et
     al. pair each compressed model with its own seed's teacher), else the one teacher."""
     teacher = spec.stages[0]
-    return model_of(spec, teacher, _input_seed(spec, teacher, seed))[0]
+    return model_of(spec, teacher, input_seed(spec, teacher, seed))[0]
 
 
 def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:

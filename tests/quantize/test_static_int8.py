@@ -90,3 +90,24 @@ def test_static_int8_exports_eager_attention_and_gives_the_model_back_as_it_was(
     assert not [target for target in targets if "scaled_dot_product" in target]
     assert [target for target in targets if "softmax" in target]
     assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, mixed", [(["avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"], True),
+                                          (["avx512_vnni", "avx512_bf16"], False)])
+def test_on_an_amx_cpu_the_int8_graph_runs_as_int8_mixed_bf16(flags, mixed, monkeypatch):
+    """The AMX check forced both ways (this machine may have no AMX: the speed of that path is measured only on one
+    that has): with AMX the compiled int8 graph runs under bf16 autocast (its logits come out bf16) and still
+    predicts as the float model; without, it stays float32 (today's path)."""
+    from lmshrink.quantize import static_int8
+
+    monkeypatch.setattr(static_int8, "cpu_name_and_flags", lambda: ("forced", flags))
+    model = tiny_bert()
+    float_model = copy.deepcopy(model)
+    graph, _ = quantize_static(model, "static-int8-x86", batches(4, 8, 16, 0), ["classifier"])
+    assert graph.mixed_bf16 is mixed
+    inputs = batches(1, 8, 16, 3)[0]
+    with torch.no_grad():
+        expected, got = float_model(**inputs).logits, graph(**inputs).logits
+    assert got.dtype == (torch.bfloat16 if mixed else torch.float32)
+    assert float((got.float() - expected).abs().max()) < 0.05 * float(expected.abs().max()) + 0.05

@@ -399,3 +399,16 @@ def test_a_calibrated_scheme_is_a_study_stage_calibrated_with_the_study_seed(tin
     assert 0 < rows[1]["size_mb"] < rows[0]["size_mb"]  # the int8 graph's weights, not the float model's
     markdown = (study / "report" / "report.md").read_text()
     assert re.search(r"\| static \| teacher \| 1 \| .* \| [0-9.]+ \(compiled\) \|", markdown)
+
+
+@pytest.mark.slow
+def test_a_study_with_two_jobs_runs_every_run_and_reports(tiny_bert_dir, tmp_path, monkeypatch):
+    """``--jobs 2``: the two K-prune seeds run at once after the teacher, in real processes with one thread each;
+    every result is written and the report is the same kind of report."""
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_bert_dir)
+    assert study_main([str(config), "--jobs", "2", "--latency-rounds=1"]) == 0
+    results = [json.loads(line) for line in (tmp_path / "study" / "report" / "results.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["seed"]) for r in results] == [("teacher", None), ("kprune", 0), ("kprune", 1)]
+    assert all(r["latency_ms"] > 0 and r["size_mb"] > 0 for r in results)
+    assert "Who pays (significant changes only)" in (tmp_path / "study" / "report" / "report.md").read_text()

@@ -1,0 +1,81 @@
+"""``lmshrink study --jobs N``: every run starts only after the runs it reads (its ``from`` stage's run and, in a
+classification study, its seed's teacher), at most N at once, each process with cores / N threads; a failure stops
+new runs and is raised once the running ones end."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import yaml
+
+from lmshrink.study.schedule import dependencies, run_all, threads_per_job
+from lmshrink.study.spec import load_spec
+from tests.helpers import REPO
+from tests.study.test_study import write_study
+
+
+@pytest.fixture
+def spec(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    raw = yaml.safe_load(write_study(tmp_path, tiny_bert_dir).read_text())
+    raw["stages"][0]["seeded"] = True
+    raw["stages"] += [{"name": "int8", "kind": "quantize", "from": "kprune", "scheme": "dynamic-int8"},
+                      {"name": "l1", "kind": "prune", "from": "teacher", "seeded": False,
+                       "config": "configs/prune/kprune_stereoset.yaml", "args": ["--model.method=L1Heads"]}]
+    (tmp_path / "jobs.yaml").write_text(yaml.safe_dump(raw))
+    return load_spec(tmp_path / "jobs.yaml")
+
+
+def test_a_run_depends_on_its_source_and_its_seeds_teacher(spec):
+    assert dependencies(spec, spec.stage("teacher"), 1) == set()
+    assert dependencies(spec, spec.stage("kprune"), 1) == {("teacher", 1)}
+    assert dependencies(spec, spec.stage("int8"), 1) == {("kprune", 1), ("teacher", 1)}
+    assert dependencies(spec, spec.stage("l1"), 0) == {("teacher", 0)}
+
+
+def runs_of(spec):
+    return [(stage, seed) for stage in spec.stages for seed in spec.seeds_of(stage)]
+
+
+def test_runs_wait_for_what_they_read_and_never_exceed_the_jobs(spec):
+    log, lock, active = [], threading.Lock(), [0]
+    threads = []
+
+    def run_one(stage, seed):
+        with lock:
+            active[0] += 1
+            log.append(("start", stage.name, seed, active[0]))
+            threads.append(os.environ.get("OMP_NUM_THREADS"))
+        time.sleep(0.05 if stage.name == "teacher" else 0.01)
+        with lock:
+            active[0] -= 1
+            log.append(("end", stage.name, seed, active[0]))
+
+    before = os.environ.get("OMP_NUM_THREADS")
+    run_all(spec, runs_of(spec), run_one, jobs=2)
+    assert os.environ.get("OMP_NUM_THREADS") == before  # the study process's own setting is given back
+    assert set(threads) == {str(threads_per_job(2))}
+    starts = [entry for entry in log if entry[0] == "start"]
+    assert len(starts) == len(runs_of(spec)) and max(entry[3] for entry in starts) <= 2
+    assert max(entry[3] for entry in starts) == 2  # two at once really happened (teachers of both seeds)
+    position = {(kind, name, seed): index for index, (kind, name, seed, _) in enumerate(log)}
+    for stage, seed in runs_of(spec):
+        for needed in dependencies(spec, stage, seed):
+            assert position[("end", *needed)] < position[("start", stage.name, seed)], (stage.name, seed, needed)
+
+
+def test_a_failed_run_stops_new_runs_and_is_raised(spec):
+    started = []
+
+    def run_one(stage, seed):
+        started.append((stage.name, seed))
+        if (stage.name, seed) == ("teacher", 0):
+            raise RuntimeError("train.py fit failed (1); see teacher/seed0/train.log")
+        time.sleep(0.05)
+
+    with pytest.raises(RuntimeError, match="teacher/seed0"):
+        run_all(spec, runs_of(spec), run_one, jobs=2)
+    assert not any(name != "teacher" for name, _ in started)  # nothing after the failure started
