@@ -4,6 +4,7 @@ hands."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -47,3 +48,23 @@ def test_study_time_benchmark_runs_the_study_each_way_and_prints_the_ratio(tiny_
     for precision, directory in (("32-true", "32-true"), ("bf16-mixed", "bf16-mixed-jobs2")):
         results = (tmp_path / "bench" / directory / "report" / "results.jsonl").read_text()
         assert f'"run_precision": "{precision}"' in results
+
+
+def test_compare_studies_finds_a_result_outside_the_reference_spread(tmp_path):
+    shipped = REPO / "docs" / "results" / "study" / "results.jsonl"
+    results = [json.loads(line) for line in shipped.read_text().splitlines()]
+    for result in results:
+        if result["stage"] == "kprune-0.5":
+            result["avg_acc"] -= 0.05  # far outside its seeds' spread
+        if result["stage"] == "dynamic-int8":
+            first = next(iter(result["groups"]))
+            result["groups"][first]["p_holm"] = 0.001  # significant in every seed now
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("".join(json.dumps(result) + "\n" for result in results))
+    script = str(REPO / "benchmarks" / "compare_studies.py")
+    same = subprocess.run([sys.executable, script, str(shipped), str(shipped)], capture_output=True, text=True, check=True)
+    assert "outside the reference's spread: none" in same.stdout and "who pays differs: nowhere" in same.stdout
+    out = subprocess.run([sys.executable, script, str(shipped), str(moved)], capture_output=True, text=True,
+                         check=True).stdout
+    assert "outside the reference's spread: kprune-0.5 avg_acc" in out
+    assert "who pays differs: dynamic-int8: [] vs" in out

@@ -19,6 +19,7 @@ from lmshrink.quiet import quiet_third_party
 quiet_third_party()  # an entry point: before the imports below load torchao, torch and transformers (as train.py)
 
 from lmshrink.data.text_files import read_json, read_json_lines
+from lmshrink.machine import precision_line, resolve_precision
 from lmshrink.errors import InputFileError, MissingInputError, OneLineParser, OptionError, run_command
 from lmshrink.shipped_configs import resolve_config
 from lmshrink.study.generative import measure_causal_lm, run_generative_stage
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         from lmshrink.study.measure import StudyMeasure
 
         measure, run = StudyMeasure(spec.eval_config, spec.common_args), run_stage
+    print(f"[study] {precision_line(resolve_precision(spec.precision))} (quantize stages: 32-true); "
+          f"{args.jobs} run{'s' if args.jobs > 1 else ''} at once", flush=True)
     shared = taking_turns(measure) if args.jobs > 1 else measure
     run_all(spec, pairs, lambda stage, seed: run(spec, stage, seed, shared), args.jobs)
     if args.stage is not None:

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +44,8 @@ GROUP_NUMBERS = {
            "delta_ci_high", "p_holm"),
 }
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
+RUN_THREADS = threading.local()
+"""``count``: CPU threads (``OMP_NUM_THREADS``) of the processes this worker thread starts; unset: the default."""
 
 
 def run_dir(spec: StudySpec, stage: Stage, seed: int | None) -> Path:
@@ -141,6 +144,8 @@ def run_python(argv: list[str], log: Path) -> None:
     """``python argv`` (``train.py ...`` or ``-m module ...``) in a new process, its output appended to ``log``
     after the command line; a failure names the log."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if getattr(RUN_THREADS, "count", None):  # set by the scheduler of ``--jobs``, per worker thread
+        env["OMP_NUM_THREADS"] = str(RUN_THREADS.count)
     shown = " ".join(["train.py" if arg == str(TRAIN_PY) else "python -m" if arg == "-m" else arg for arg in argv])
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as stream:

@@ -1,17 +1,17 @@
 """``lmshrink study --jobs N``: every run starts only after the runs it reads (its ``from`` stage's run and, in a
-classification study, its seed's teacher), at most N at once, each process with cores / N threads; a failure stops
-new runs and is raised once the running ones end."""
+classification study, its seed's teacher), at most N at once, each process with the cores shared by the runs going
+when it starts; a failure stops new runs and is raised once the running ones end."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import pytest
 import yaml
 
-from lmshrink.study.schedule import dependencies, run_all, threads_per_job
+from lmshrink.study.runner import RUN_THREADS
+from lmshrink.study.schedule import dependencies, run_all, threads_for
 from lmshrink.study.spec import load_spec
 from tests.helpers import REPO
 from tests.study.test_study import write_study
@@ -48,16 +48,16 @@ def test_runs_wait_for_what_they_read_and_never_exceed_the_jobs(spec):
         with lock:
             active[0] += 1
             log.append(("start", stage.name, seed, active[0]))
-            threads.append(os.environ.get("OMP_NUM_THREADS"))
+            threads.append((stage.name, RUN_THREADS.count, active[0]))
         time.sleep(0.05 if stage.name == "teacher" else 0.01)
         with lock:
             active[0] -= 1
             log.append(("end", stage.name, seed, active[0]))
 
-    before = os.environ.get("OMP_NUM_THREADS")
     run_all(spec, runs_of(spec), run_one, jobs=2)
-    assert os.environ.get("OMP_NUM_THREADS") == before  # the study process's own setting is given back
-    assert set(threads) == {str(threads_per_job(2))}
+    # every run's processes get the cores shared by the runs going when it started: never more than the machine
+    assert all(count == threads_for(2) for name, count, _ in threads if name != "teacher")
+    assert all(count in (threads_for(1), threads_for(2)) for _, count, _ in threads)
     starts = [entry for entry in log if entry[0] == "start"]
     assert len(starts) == len(runs_of(spec)) and max(entry[3] for entry in starts) <= 2
     assert max(entry[3] for entry in starts) == 2  # two at once really happened (teachers of both seeds)
@@ -79,3 +79,17 @@ def test_a_failed_run_stops_new_runs_and_is_raised(spec):
     with pytest.raises(RuntimeError, match="teacher/seed0"):
         run_all(spec, runs_of(spec), run_one, jobs=2)
     assert not any(name != "teacher" for name, _ in started)  # nothing after the failure started
+
+
+def test_a_run_that_must_go_alone_keeps_every_core(spec, monkeypatch):
+    """One seed: the teacher has to run alone (everything reads it), so it gets all the cores, not cores / N."""
+    from dataclasses import replace
+
+    from lmshrink.study import schedule
+
+    monkeypatch.setattr(schedule.os, "cpu_count", lambda: 8)
+    one_seed = replace(spec, seeds=(0,))
+    counts = {}
+    run_all(one_seed, runs_of(one_seed), lambda stage, seed: counts.setdefault(stage.name, RUN_THREADS.count), jobs=4)
+    assert counts["teacher"] == 8 and counts["int8"] in (2, 4, 8)
+    assert RUN_THREADS.__dict__.get("count") is None  # nothing leaks to the caller's thread
