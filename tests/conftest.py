@@ -83,6 +83,9 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 LONGEST_FIRST = (  # measured with --durations (2 workers): 191 s, 46 s, 38 s, 28 s, then 20-25 s each
     "tests/test_readme.py::test_readme_commands_run_in_order",
     "tests/study/test_study.py::test_study_runs_reports_and_resumes",
+    "tests/test_benchmarks.py::test_study_time_benchmark",
+    "tests/study/test_study.py::test_a_calibrated_scheme_is_a_study_stage",
+    "tests/study/test_study.py::test_a_study_with_two_jobs",
     "tests/test_backbones_gguf.py::",
     "tests/study/test_generative_study.py::test_generative_study_resumes",
     "tests/callbacks/test_quantization.py::test_two_process_ddp",
