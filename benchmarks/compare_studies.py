@@ -4,7 +4,8 @@ Reads two ``results.jsonl`` of the same study (e.g. the shipped float32 ``docs/r
 bf16-mixed run's) and, for every stage both hold, prints the mean ± std over seeds of average accuracy, worst-group
 accuracy and ECE, and whether the candidate's mean lies within the reference's mean ± ``--width`` standard
 deviations over seeds (default 2: about the 95 % spread of one seed's result); then both "who pays" lists (group
-changes significant in every seed, as the report marks them) and whether they are the same.
+changes significant in every seed) and whether they are the same. The numbers are the report's own
+(:func:`lmshrink.study.report.aggregate`), so they match the two reports' tables.
 
     python benchmarks/compare_studies.py REFERENCE.jsonl CANDIDATE.jsonl [--width 2]
 """
@@ -12,35 +13,20 @@ changes significant in every seed, as the report marks them) and whether they ar
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
 
-METRICS = ("avg_acc", "worst_group_acc", "ece")
+from lmshrink.data.text_files import read_json_lines
+from lmshrink.study.report import aggregate, score_of
 
 
-def by_stage(path: Path) -> dict[str, list[dict]]:
-    stages: dict[str, list[dict]] = {}
-    for line in path.read_text().splitlines():
-        result = json.loads(line)
-        stages.setdefault(result["stage"], []).append(result)
-    return stages
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def who_pays(runs: list[dict]) -> set[str]:
-    """Groups whose change to the teacher is significant (Holm p < 0.05) in every seed."""
-    groups = [{name for name, group in run["groups"].items() if (group.get("p_holm") or 1.0) < 0.05} for run in runs]
-    return set.intersection(*groups) if groups else set()
-
-
-def precisions(stages: dict[str, list[dict]]) -> str:
+def precisions(results: list[dict]) -> str:
     """The precisions the results were built and evaluated in (results written before lmshrink recorded it: none)."""
-    used = {run.get("run_precision") or "not recorded" for runs in stages.values() for run in runs}
-    return "precision " + ", ".join(sorted(used))
+    return "precision " + ", ".join(sorted({result.get("run_precision") or "not recorded" for result in results}))
+
+
+def who_pays(row: dict) -> list[str]:
+    """The groups the report marks: their change to the teacher significant (Holm) in every seed."""
+    return sorted(name for name, significant in row["significant"].items() if significant)
 
 
 def main() -> None:
@@ -49,30 +35,34 @@ def main() -> None:
     parser.add_argument("candidate", type=Path)
     parser.add_argument("--width", type=float, default=2.0, help="allowed distance in reference seed std's")
     args = parser.parse_args()
-    reference, candidate = by_stage(args.reference), by_stage(args.candidate)
-    common = [stage for stage in reference if stage in candidate]
-    print(f"reference {args.reference} ({precisions(reference)}); candidate {args.candidate} ({precisions(candidate)})")
+    reference_results, candidate_results = read_json_lines(args.reference), read_json_lines(args.candidate)
+    score = score_of(reference_results)
+    metrics = (score.average, score.worst, "ece")
+    reference = {row["stage"]: row for row in aggregate(reference_results)}  # the report's own rows
+    candidate = {row["stage"]: row for row in aggregate(candidate_results)}
+    print(f"reference {args.reference} ({precisions(reference_results)}); candidate {args.candidate} "
+          f"({precisions(candidate_results)})")
     print(f"within: candidate mean inside reference mean ± {args.width:g} x std over seeds\n")
-    print("| stage | n | " + " | ".join(f"{metric} ref | {metric} cand | within" for metric in METRICS) + " | who pays same |")
-    print("|---|---:|" + "---:|---:|---|" * len(METRICS) + "---|")
+    print("| stage | n | " + " | ".join(f"{metric} ref | {metric} cand | within" for metric in metrics) + " | who pays same |")
+    print("|---|---:|" + "---:|---:|---|" * len(metrics) + "---|")
     outside, differing = [], []
-    for stage in common:
+    for stage in (stage for stage in reference if stage in candidate):
+        ref, cand = reference[stage], candidate[stage]
         cells = []
-        for metric in METRICS:
-            ref = [run[metric] for run in reference[stage] if run.get(metric) is not None]
-            cand = [run[metric] for run in candidate[stage] if run.get(metric) is not None]
-            if not ref or not cand:
+        for metric in metrics:
+            if ref.get(metric) is None or cand.get(metric) is None:
                 cells.append("– | – | –")
                 continue
-            (ref_mean, ref_std), (cand_mean, cand_std) = mean_std(ref), mean_std(cand)
-            within = abs(cand_mean - ref_mean) <= args.width * ref_std + 1e-12
+            ref_std, cand_std = ref.get(f"{metric}_std") or 0.0, cand.get(f"{metric}_std") or 0.0
+            within = abs(cand[metric] - ref[metric]) <= args.width * ref_std + 1e-12
             if not within:
                 outside.append(f"{stage} {metric}")
-            cells.append(f"{ref_mean:.4f} ± {ref_std:.4f} | {cand_mean:.4f} ± {cand_std:.4f} | {'yes' if within else 'NO'}")
-        same = who_pays(reference[stage]) == who_pays(candidate[stage])
+            cells.append(f"{ref[metric]:.4f} ± {ref_std:.4f} | {cand[metric]:.4f} ± {cand_std:.4f} | "
+                         f"{'yes' if within else 'NO'}")
+        same = who_pays(ref) == who_pays(cand)
         if not same:
-            differing.append(f"{stage}: {sorted(who_pays(reference[stage]))} vs {sorted(who_pays(candidate[stage]))}")
-        print(f"| {stage} | {len(candidate[stage])} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
+            differing.append(f"{stage}: {who_pays(ref)} vs {who_pays(cand)}")
+        print(f"| {stage} | {len(cand['seeds'])} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
     print(f"\noutside the reference's spread: {', '.join(outside) or 'none'}")
     print("who pays differs: " + ("; ".join(differing) or "nowhere"))
 

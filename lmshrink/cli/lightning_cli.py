@@ -187,9 +187,10 @@ class LmshrinkCLI(LightningCLI):
             self.datamodule.setup("fit")  # the trainer's own call returns at once)
         if self.trainer.is_global_zero:
             save_run_id(self.trainer.loggers, Path(self.trainer.default_root_dir))
-        self._announce_wandb()
+        self._announce()
 
-    def _announce_wandb(self) -> None:
+    def _announce(self) -> None:
+        """Once every check has passed: the run's precision and machine, and its W&B runs."""
         if self.trainer.is_global_zero:
             print(f"[lmshrink] {precision_line(str(self.trainer.precision), self.trainer.strategy.root_device.type)}",
                   flush=True)
@@ -202,7 +203,7 @@ class LmshrinkCLI(LightningCLI):
         self._checkpoint()
         self._check_evaluable()
         self._check_outputs()
-        self._announce_wandb()
+        self._announce()
 
     before_validate = before_test = _before_evaluation
 

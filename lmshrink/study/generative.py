@@ -48,7 +48,8 @@ def build_argv(spec: StudySpec, stage: Stage, seed: int | None) -> list[str] | N
                 "--save-dir", str(directory / "model"), "--heldout-windows", "0", *seed_flags, *stage.args]
     seed_args = [f"--seed_everything={seed}"] if stage.seeded and seed is not None else []
     return [str(TRAIN_PY), "fit", "--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}",
-            f"--trainer.precision={precision_of(spec, stage)}", f"--model.teacher_path={source_model}", f"--model.student_save_dir={directory / 'model'}",
+            f"--trainer.precision={precision_of(spec, stage)}", f"--model.teacher_path={source_model}",
+            f"--model.student_save_dir={directory / 'model'}",
             *spec.common_args, *stage.args]
 
 

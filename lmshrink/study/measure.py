@@ -49,30 +49,30 @@ class StudyMeasure:
         self.batch = self.datamodule.val_dataloader().collate_fn([val[index] for index in range(min(32, len(val)))])
         self.num_labels, self.task = self.datamodule.hparams.num_labels, self.datamodule.task
 
-    def load(self, model_dir: str | Path, scheme: str | None, calibration_seed: int | None = None,
-             compiled: bool = False) -> tuple[Quantized | torch.nn.Module, list[str]]:
-        """The stage's model and the inputs it takes: float, or quantized by :func:`~lmshrink.quantize.apply` as
-        its evaluation quantized it (the head in float; a calibrated scheme on the same seeded training sample as
-        the Quantize callback, compiled, since its int8 kernels exist only compiled)."""
-        model = load_sequence_classifier(model_dir, self.num_labels, task=self.task).eval()
-        names = accepted_inputs(model)
-        if scheme is None:
-            return (compile_for_inference(model) if compiled else model), names
+    def load(self, model_dir: str | Path) -> torch.nn.Module:
+        """The stage's float model, with the head the evaluation data needs."""
+        return load_sequence_classifier(model_dir, self.num_labels, task=self.task).eval()
+
+    def quantize(self, model: torch.nn.Module, scheme: str, calibration_seed: int | None = None,
+                 compiled: bool = False) -> Quantized:
+        """``model`` (changed in place) quantized by :func:`~lmshrink.quantize.apply` as its evaluation quantized it:
+        the head in float; a calibrated scheme on the same seeded training sample as the Quantize callback, compiled,
+        since its int8 kernels exist only compiled."""
         calibration = None
         if calibration_seed is not None:
             calibration = self.datamodule.seeded_sample("train", CALIBRATION_SAMPLES, calibration_seed,
-                                                        CALIBRATION_BATCH_SIZE, names)
-        return apply(model, scheme, calibration=calibration, compile=True if compiled else None), names
+                                                        CALIBRATION_BATCH_SIZE, accepted_inputs(model))
+        return apply(model, scheme, calibration=calibration, compile=True if compiled else None)
 
     def __call__(self, model_dir: Path, scheme: str | None, calibration_seed: int | None = None) -> dict:
         """Parameters and encoder GFLOPs (at s) of the float model, and the size in memory of the stage's model
         (quantized when the stage is)."""
-        model = self.load(model_dir, None)[0]
+        model = self.load(model_dir)
         layout_of(model)  # clear error for an architecture the FLOPs model does not know
         result = {"params": count_parameters(model), "seq_len": self.seq_len,
                   "gflops": encoder_gflops(model, self.seq_len)}
-        weights = self.load(model_dir, scheme, calibration_seed)[0].weights if scheme is not None else model
-        result["size_mb"] = memory_bytes(weights) / 2**20
+        weights = self.quantize(model, scheme, calibration_seed).weights if scheme is not None else model
+        result["size_mb"] = memory_bytes(weights) / 2**20  # the float numbers are taken: quantized in place
         return result
 
     def latencies(self, models: dict[str, tuple[str, str | None, int | None]], rounds: int = 5, repeats: int = 3,
@@ -82,9 +82,12 @@ class StudyMeasure:
         compilation happens in the untimed warm-up call."""
         runs, was_compiled = {}, {}
         for key, (directory, scheme, seed) in models.items():
-            loaded, names = self.load(directory, scheme, seed, compiled)
-            runnable = loaded.runnable if isinstance(loaded, Quantized) else loaded
+            model = self.load(directory)
+            inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
+            if scheme is not None:
+                runnable = self.quantize(model, scheme, seed, compiled).runnable
+            else:
+                runnable = compile_for_inference(model) if compiled else model
             was_compiled[key] = isinstance(runnable, CompiledForInference)
-            inputs = {name: self.batch[name] for name in names if name in self.batch}
             runs[key] = (runnable, inputs)
         return {key: (ms, was_compiled[key]) for key, ms in alternating_latency_ms(runs, rounds, repeats).items()}

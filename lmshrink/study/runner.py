@@ -123,8 +123,9 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
     if scheme is not None:  # the teacher is the study's reference: the callback's own float copy would run twice
         args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}",
                  "--trainer.callbacks.compare_to_float=false"]
-    if calibration_seed(scheme, seed) is not None:
-        args.append(f"--trainer.callbacks.calibration_seed={calibration_seed(scheme, seed)}")
+    sample_seed = calibration_seed(scheme, seed)
+    if sample_seed is not None:
+        args.append(f"--trainer.callbacks.calibration_seed={sample_seed}")
     return args
 
 
@@ -207,15 +208,16 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
         _train_py("test", eval_command(spec, stage, seed), log)
         groups = the_record(directory / "eval", "group_metrics_test*.json")
         model_dir, scheme = model_of(spec, stage, seed)
+        sample_seed = calibration_seed(scheme, seed)
         metric = groups.get("metric", "accuracy")
         result = {"stage": stage.name, "kind": stage.kind, "from": stage.source, "seed": seed, "scheme": scheme,
                   "model_dir": str(model_dir), "eval_set": groups.get("eval_set"), "metric": metric,
                   "run_precision": groups.get("run_precision"), "cpu": cpu_line(),
-                  "calibration_seed": calibration_seed(scheme, seed),
+                  "calibration_seed": sample_seed,
                   **{key: groups.get(key) for key in RECORD_NUMBERS[metric]},
                   "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS[metric]}
                              for row in groups["groups"]},
-                  **measure(model_dir, scheme, calibration_seed(scheme, seed))}
+                  **measure(model_dir, scheme, sample_seed)}
         pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
         if pruning:
             record = read_json(pruning[-1])

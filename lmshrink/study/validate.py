@@ -74,15 +74,15 @@ def _check_given_models(config, spec: StudySpec) -> None:
             resolve_model_dir(value, option)
 
 
-def _check_scheme(scheme: str, label: str, device, calibrated: str | None = None) -> None:
-    """A quantize stage's scheme: known, runnable on ``device``, and (where ``calibrated`` says why) not
-    calibrated."""
+def _check_scheme(scheme: str, label: str, device, refuse_calibrated: str | None = None) -> None:
+    """A quantize stage's scheme: known, runnable on ``device``, and, where ``refuse_calibrated`` gives the reason,
+    not calibrated."""
     from lmshrink.quantize.schemes import SCHEMES, check_supported
 
     if scheme not in SCHEMES:
         raise OptionError(f"{label}: scheme {scheme!r} is unknown; choose one of {sorted(SCHEMES)}")
-    if SCHEMES[scheme].calibrated and calibrated is not None:
-        raise OptionError(f"{label}: scheme {scheme!r} {calibrated}")
+    if SCHEMES[scheme].calibrated and refuse_calibrated is not None:
+        raise OptionError(f"{label}: scheme {scheme!r} {refuse_calibrated}")
     try:
         check_supported(scheme, device)
     except Exception as exc:
