@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("candidate", type=Path)
     parser.add_argument("--width", type=float, default=2.0, help="allowed distance in reference seed std's")
     args = parser.parse_args()
+    for path in (args.reference, args.candidate):
+        if not path.is_file():
+            parser.error(f"{path}: no such results.jsonl (a study writes it to <output_dir>/report/)")
     reference_results, candidate_results = read_json_lines(args.reference), read_json_lines(args.candidate)
     score = score_of(reference_results)
     metrics = (score.average, score.worst, "ece")

@@ -71,4 +71,8 @@ def test_compare_studies_finds_a_result_outside_the_reference_spread(tmp_path):
     out = subprocess.run([sys.executable, script, str(shipped), str(moved)], capture_output=True, text=True,
                          check=True).stdout
     assert "outside the reference's spread: kprune-0.5 avg_acc" in out
+    missing = subprocess.run([sys.executable, script, str(shipped), str(tmp_path / "nope.jsonl")], capture_output=True,
+                             text=True)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].endswith(
+        f"error: {tmp_path / 'nope.jsonl'}: no such results.jsonl (a study writes it to <output_dir>/report/)")
     assert "who pays differs: dynamic-int8: [] vs" in out

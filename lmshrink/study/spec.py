@@ -101,6 +101,8 @@ class StudySpec:
 
 def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"study config {path} is a directory; give the study's YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"study config {path} does not exist")
     where = f"study config {path}"

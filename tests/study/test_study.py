@@ -413,3 +413,11 @@ def test_a_study_with_two_jobs_runs_every_run_and_reports(tiny_bert_dir, tmp_pat
     assert [(r["stage"], r["seed"]) for r in results] == [("teacher", None), ("kprune", 0), ("kprune", 1)]
     assert all(r["latency_ms"] > 0 and r["size_mb"] > 0 for r in results)
     assert "Who pays (significant changes only)" in (tmp_path / "study" / "report" / "report.md").read_text()
+
+
+def test_a_directory_given_as_the_study_config_is_named_as_one(tmp_path, capsys):
+    from lmshrink.study.__main__ import cli
+
+    assert cli([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (f"error: study config {tmp_path} is a directory; give "
+                                                                f"the study's YAML file")
