@@ -91,6 +91,7 @@ class GroupedTextDataModule(SplitsDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 128,
         num_workers: int = 0,
+        group_by_length: bool = False,
     ) -> None:
         """
         Args:
@@ -120,6 +121,10 @@ class GroupedTextDataModule(SplitsDataModule):
             batch_size: Global training batch size, divided evenly across DDP processes.
             eval_batch_size: Per-process batch size for validation and test.
             num_workers: DataLoader worker processes.
+            group_by_length: Training batches of similar token length (Hugging Face Trainer's ``group_by_length``):
+                each epoch's seeded permutation is cut into mega-batches of up to 50 batches, each sorted by length,
+                so dynamic padding wastes little. It changes which examples share a batch: a run with it is not
+                the same run as one without.
         """
         super().__init__()
         self.save_hyperparameters()

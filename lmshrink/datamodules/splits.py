@@ -4,7 +4,7 @@ Subclasses read, check and tokenize their data in ``setup`` into ``self.datasets
 ``self.tokenizer``; this base provides the loaders (resumable mid-epoch training, DDP-exact evaluation shards:
 see :mod:`lmshrink.data.loading`), their checkpoint state, and the public API modules, the study and the
 benchmarks use (split sizes, token lengths, fixed seeded samples, fingerprints). Their hyperparameters must include
-``batch_size``, ``eval_batch_size``, ``num_workers`` and ``split_seed``.
+``batch_size``, ``eval_batch_size``, ``num_workers``, ``split_seed`` and ``group_by_length``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,9 @@ class SplitsDataModule(LightningDataModule):
                               f"{world_size} processes")
         # Shuffle with the run's seed (set by seed_everything), so that seeds of a study differ in data order.
         shuffle_seed = run_seed(default=hp.split_seed)
-        sampler = ResumableTrainSampler(self.datasets["train"], world_size, rank, seed=shuffle_seed)
+        lengths = self.token_lengths("train") if hp.group_by_length else None
+        sampler = ResumableTrainSampler(self.datasets["train"], world_size, rank, seed=shuffle_seed,
+                                        lengths=lengths, global_batch_size=hp.batch_size)
         self._train_loader = ResumableDataLoader(
             self.datasets["train"], batch_size=hp.batch_size // world_size, sampler=sampler, drop_last=True,
             collate_fn=self.collator(), num_workers=hp.num_workers,
@@ -151,7 +153,8 @@ class SplitsDataModule(LightningDataModule):
         world_size, rank = self._world()
         dataset = self.datasets[split]
         return DataLoader(
-            dataset, batch_size=self.hparams.eval_batch_size, sampler=EvalShardSampler(dataset, world_size, rank),
+            dataset, batch_size=self.hparams.eval_batch_size,
+            sampler=EvalShardSampler(dataset, world_size, rank, lengths=self.token_lengths(split)),
             collate_fn=self.collator(), num_workers=self.hparams.num_workers,
         )
 

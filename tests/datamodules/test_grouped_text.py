@@ -138,8 +138,22 @@ def test_eval_shards_cover_each_example_once(tiny_bert_dir):
     assert len({len(EvalShardSampler(dataset, 3, r)) for r in range(3)}) == 1  # equal lengths: lockstep
 
 
-def test_train_shards_form_the_single_process_global_batch(tiny_bert_dir):
-    dm = make(tiny_bert_dir, batch_size=8)
+def test_eval_shards_by_length_go_longest_first_and_cover_each_example_once(tiny_bert_dir):
+    dm = make(tiny_bert_dir)
+    dataset, lengths = dm.datasets["val"], dm.token_lengths("val")
+    shards = [list(EvalShardSampler(dataset, 2, rank, lengths=lengths)) for rank in range(2)]
+    real = sorted(i for shard in shards for i in shard if i < len(dataset))
+    assert real == list(range(len(dataset)))
+    merged = [i for pair in zip(*shards) for i in pair if i < len(dataset)]
+    assert [lengths[i] for i in merged] == sorted(lengths, reverse=True)
+    assert len(set(lengths)) > 1  # the check above could not fail on equal lengths
+    loader = dm.val_dataloader()
+    assert isinstance(loader.sampler, EvalShardSampler) and loader.sampler.order == merged
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_train_shards_form_the_single_process_global_batch(tiny_bert_dir, group_by_length):
+    dm = make(tiny_bert_dir, batch_size=8, group_by_length=group_by_length)
 
     class FakeTrainer:
         def __init__(self, world_size, global_rank):
@@ -170,8 +184,28 @@ def test_global_batch_must_divide_by_world_size(tiny_bert_dir):
     dm.trainer = None
 
 
-def test_resumable_loader_continues_where_it_stopped(tiny_bert_dir):
-    dm = make(tiny_bert_dir, batch_size=16)
+def test_length_grouped_batches_pad_less_and_cover_each_example_once_per_epoch(tiny_bert_dir):
+    plain, grouped = make(tiny_bert_dir, batch_size=16), make(tiny_bert_dir, batch_size=16, group_by_length=True)
+    lengths = grouped.token_lengths("train")
+
+    def epoch(dm, number):
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(number)
+        order = list(loader.sampler)
+        padded = sum(batch["input_ids"].numel() for batch in loader)
+        return order, padded
+
+    order, padded = epoch(grouped, 0)
+    plain_order, plain_padded = epoch(plain, 0)
+    assert len(order) == len(set(order)) == len(plain_order)  # a permutation, the same drop_last tail
+    assert padded < 0.8 * plain_padded  # the point of it
+    assert sum(lengths[i] for i in order[:16]) > sum(lengths[i] for i in order[-16:])  # longest batch first
+    assert epoch(grouped, 1)[0] != order  # a new order each epoch (seed + epoch)
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_resumable_loader_continues_where_it_stopped(tiny_bert_dir, group_by_length):
+    dm = make(tiny_bert_dir, batch_size=16, group_by_length=group_by_length)
     loader = dm.train_dataloader()
     loader.trained_batches = None  # outside a Trainer: count yielded batches
     loader.sampler.set_epoch(2)
