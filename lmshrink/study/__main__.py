@@ -22,6 +22,7 @@ from lmshrink.data.text_files import read_json, read_json_lines
 from lmshrink.machine import precision_line, resolve_precision
 from lmshrink.errors import InputFileError, MissingInputError, OneLineParser, OptionError, run_command
 from lmshrink.shipped_configs import resolve_config
+from lmshrink.study.children import start as start_children
 from lmshrink.study.generative import measure_causal_lm, run_generative_stage
 from lmshrink.study.generative_report import write_generative_report
 from lmshrink.study.report import write_report
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.latency_compiled or args.latency_rounds != parser.get_default("latency_rounds"):
             raise OptionError("--latency-rounds / --latency-compiled: a generative study measures no latency (time "
                               "a pruned generator with benchmarks/prune_smollm2.py)")
+    start_children()  # the runs' pre-imported forkserver starts while the study is checked
     check_study(spec)  # every stage's options, before the first one runs
     if args.stage is not None:
         pairs = [(stage, seed) for stage, seed in pairs

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 from lmshrink.machine import cpu_line, resolve_precision
 from lmshrink.paths import free_path
 from lmshrink.data.text_files import read_json
+from lmshrink.study.children import run_child
 from lmshrink.study.spec import Stage, StudySpec
 
 RESULT = "result.json"
@@ -142,8 +141,9 @@ def _train_py(subcommand: str, args: list[str], log: Path) -> None:
 
 
 def run_python(argv: list[str], log: Path) -> None:
-    """``python argv`` (``train.py ...`` or ``-m module ...``) in a new process, its output appended to ``log``
-    after the command line; a failure names the log."""
+    """``python argv`` (``train.py ...`` or ``-m module ...``) in a new process (a child of the study's
+    pre-imported forkserver, :mod:`lmshrink.study.children`), its output appended to ``log`` after the command
+    line; a failure names the log."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if getattr(RUN_THREADS, "count", None):  # set by the scheduler of ``--jobs``, per worker thread
         env["OMP_NUM_THREADS"] = str(RUN_THREADS.count)
@@ -151,10 +151,9 @@ def run_python(argv: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as stream:
         stream.write(f"\n$ {shown}\n")
-        stream.flush()
-        process = subprocess.run([sys.executable, *argv], stdout=stream, stderr=subprocess.STDOUT, env=env)
-    if process.returncode != 0:
-        raise RuntimeError(f"{shown.split(' --')[0]} failed ({process.returncode}); see {log}")
+    status = run_child(argv, str(log), env, getattr(RUN_THREADS, "count", None))
+    if status != 0:
+        raise RuntimeError(f"{shown.split(' --')[0]} failed ({status}); see {log}")
 
 
 def set_aside(directory: Path) -> None:
