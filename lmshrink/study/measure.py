@@ -64,16 +64,14 @@ class StudyMeasure:
                                                         CALIBRATION_BATCH_SIZE, accepted_inputs(model))
         return apply(model, scheme, calibration=calibration, compile=True if compiled else None)
 
-    def __call__(self, model_dir: Path, scheme: str | None, calibration_seed: int | None = None) -> dict:
-        """Parameters and encoder GFLOPs (at s) of the float model, and the size in memory of the stage's model
-        (quantized when the stage is)."""
+    def __call__(self, model_dir: Path) -> dict:
+        """Parameters, encoder GFLOPs (at s) and size in memory of the float model. A quantized stage's size is
+        the one its evaluation's Quantize callback measured (``memory_bytes`` of the same quantized weights), not
+        rebuilt here: a calibrated scheme would calibrate and convert a second time."""
         model = self.load(model_dir)
         layout_of(model)  # clear error for an architecture the FLOPs model does not know
-        result = {"params": count_parameters(model), "seq_len": self.seq_len,
-                  "gflops": encoder_gflops(model, self.seq_len)}
-        weights = self.quantize(model, scheme, calibration_seed).weights if scheme is not None else model
-        result["size_mb"] = memory_bytes(weights) / 2**20  # the float numbers are taken: quantized in place
-        return result
+        return {"params": count_parameters(model), "seq_len": self.seq_len,
+                "gflops": encoder_gflops(model, self.seq_len), "size_mb": memory_bytes(model) / 2**20}
 
     def latencies(self, models: dict[str, tuple[str, str | None, int | None]], rounds: int = 5, repeats: int = 3,
                   compiled: bool = False) -> dict[str, tuple[float, bool]]:

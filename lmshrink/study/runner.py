@@ -216,7 +216,10 @@ def run_stage(spec: StudySpec, stage: Stage, seed: int | None, measure) -> dict:
                   **{key: groups.get(key) for key in RECORD_NUMBERS[metric]},
                   "groups": {row["group"]: {key: row.get(key) for key in GROUP_NUMBERS[metric]}
                              for row in groups["groups"]},
-                  **measure(model_dir, scheme, sample_seed)}
+                  **measure(model_dir)}
+        if scheme is not None:  # the size of the quantized model the evaluation ran, as its Quantize callback measured
+            quantized = the_record(directory / "eval", f"quantization_{scheme}_test*.json")
+            result["size_mb"] = quantized["size_latency"]["quantized"]["memory_mb"]
         pruning = sorted((directory / "run").rglob("pruning_record_val*.json"))
         if pruning:
             record = read_json(pruning[-1])
