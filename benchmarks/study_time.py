@@ -9,8 +9,13 @@ the first variant, and the stages' accuracy and worst-group accuracy beside each
 intervals over seeds are the report's). Run it with the machine otherwise idle: the studies run one after the
 other, not interleaved, so drift of a shared machine would fall on one of them.
 
+``REV@PRECISION`` runs the study as the code of git revision ``REV`` ran it: that revision's files exported by
+``git archive`` under ``--out``, its own shipped study config, its own ``train.py``; e.g. ``6e9b9c5@32-true`` is
+the study as it stood before the work on issue 30 (float32, before the ``precision`` option, which such a
+revision is not given). So "today's" study and the current one are timed side by side in one run.
+
     python benchmarks/study_time.py [--config configs/study/stereoset_minilm.yaml] [--seeds 0]
-        [--variants 32-true bf16-mixed bf16-mixed:2] [--out runs/bench_study_time]
+        [--variants 6e9b9c5@32-true auto] [--out runs/bench_study_time]
 """
 
 from __future__ import annotations
@@ -25,28 +30,49 @@ from pathlib import Path
 
 import yaml
 
-from lmshrink.machine import cpu_line, precision_line
+from lmshrink.machine import cpu_line, precision_line, resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_study(config: Path, seeds: list[int], variant: str, out: Path) -> tuple[float, list[dict]]:
-    """(wall seconds, results) of the study ``config`` with ``seeds`` run as ``variant`` (``PRECISION[:JOBS]``)
-    into ``out/<variant>``."""
-    precision, _, jobs = variant.partition(":")
-    spec = yaml.safe_load(config.read_text())
-    directory = out / variant.replace(":", "-jobs")
+def parse_variant(variant: str) -> tuple[str | None, str, str]:
+    """``[REV@]PRECISION[:JOBS]`` as (revision or None, precision, jobs or "")."""
+    revision, _, rest = variant.rpartition("@")
+    precision, _, jobs = rest.partition(":")
+    return revision or None, precision, jobs
+
+
+def checkout(revision: str, out: Path) -> Path:
+    """The files of git revision ``revision`` under ``out/code-<revision>`` (``git archive``; the repository's
+    worktree and refs are untouched)."""
+    target = out / f"code-{revision}"
+    if not target.exists():
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def run_study(config: str, seeds: list[int], variant: str, out: Path) -> tuple[float, list[dict]]:
+    """(wall seconds, results) of the study ``config`` (relative to the code's root) with ``seeds`` run as
+    ``variant`` into ``out/<variant>``."""
+    revision, precision, jobs = parse_variant(variant)
+    code = checkout(revision, out) if revision else REPO
+    spec = yaml.safe_load((code / config).read_text())
+    directory = out / variant.replace(":", "-jobs").replace("@", "-")
     if directory.exists():
         raise SystemExit(f"error: {directory} exists; pass another --out (a benchmark never reuses a finished run)")
-    spec.update(output_dir=str(directory), seeds=seeds, precision=precision, wandb={})
+    spec.update(output_dir=str(directory), seeds=seeds, wandb={})
+    if revision is None or "precision" in spec:  # a revision before the option runs float32 without being told
+        spec["precision"] = precision
     directory.mkdir(parents=True)
     study = directory / "study.yaml"
     study.write_text(yaml.safe_dump(spec, sort_keys=False))
     start = time.perf_counter()
     with open(directory / "study.log", "w") as log:
-        process = subprocess.run([sys.executable, "-m", "lmshrink.study", str(study), "--jobs", jobs or "1"],
-                                 cwd=REPO, stdout=log,
-                                 stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        jobs_args = ["--jobs", jobs] if jobs else []  # a revision before --jobs knows no such option
+        process = subprocess.run([sys.executable, "-m", "lmshrink.study", str(study), *jobs_args], cwd=code,
+                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise SystemExit(f"error: the {variant} study failed; see {directory / 'study.log'}")
@@ -59,19 +85,31 @@ def main() -> None:
     parser.add_argument("--config", default="configs/study/stereoset_minilm.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=["32-true", "bf16-mixed"],
-                        help="PRECISION or PRECISION:JOBS (32-true, bf16-mixed, auto); the first is the reference")
+                        help="[REV@]PRECISION[:JOBS] (32-true, bf16-mixed, auto; REV: a git revision's code); the "
+                             "first is the reference")
     parser.add_argument("--out", default="runs/bench_study_time")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     for variant in args.variants:
-        precision, _, jobs = variant.partition(":")
+        revision, precision, jobs = parse_variant(variant)
         if precision not in ("32-true", "bf16-mixed", "auto") or not (jobs == "" or jobs.isdigit() and int(jobs) > 0):
-            parser.error(f"--variants {variant}: expected PRECISION[:JOBS] with PRECISION one of 32-true, bf16-mixed, "
-                         f"auto and JOBS >= 1")
-    runs = {variant: run_study(Path(args.config).resolve(), args.seeds, variant, out) for variant in args.variants}
+            parser.error(f"--variants {variant}: expected [REV@]PRECISION[:JOBS] with PRECISION one of 32-true, "
+                         f"bf16-mixed, auto and JOBS >= 1")
+        if revision is not None:
+            known = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
+                                    f"{revision}^{{commit}}"], capture_output=True)
+            if known.returncode != 0:
+                parser.error(f"--variants {variant}: {revision} is not a commit of {REPO}")
+    config = Path(args.config).resolve()
+    if config.is_relative_to(REPO):
+        config = config.relative_to(REPO)  # read from each variant's own code
+    elif any(parse_variant(variant)[0] for variant in args.variants):
+        parser.error(f"--config {args.config}: a REV@ variant reads the config from its revision's files; give one "
+                     f"inside {REPO}")
+    runs = {variant: run_study(str(config), args.seeds, variant, out) for variant in args.variants}
     print(f"CPU: {cpu_line()}")
-    for precision in dict.fromkeys(variant.partition(":")[0] for variant in args.variants):
-        print(precision_line(precision))
+    for precision in dict.fromkeys(parse_variant(variant)[1] for variant in args.variants):
+        print(("auto = " if precision == "auto" else "") + precision_line(resolve_precision(precision)))
     print(f"study {args.config}, seeds {args.seeds}, one study after the other in this process\n")
     reference = args.variants[0]
     header = " | ".join(f"{variant} s" for variant in args.variants)
@@ -79,12 +117,15 @@ def main() -> None:
     print(f"| stage | seed | {header} | {ratios} | avg acc ({', '.join(args.variants)}) | worst-group acc |")
     print("|---|---:|" + "---:|" * (2 * len(args.variants) - 1) + "---|---|")
     keyed = {variant: {(r["stage"], r["seed"]): r for r in results} for variant, (_, results) in runs.items()}
-    for key, first in keyed[reference].items():
-        rows = [keyed[variant][key] for variant in args.variants]
-        cells = " | ".join(f"{row['stage_seconds']:.0f}" for row in rows)
-        ratio = " | ".join(f"{row['stage_seconds'] / first['stage_seconds']:.2f}" for row in rows[1:])
-        accuracy = ", ".join(f"{row['avg_acc']:.4f}" for row in rows)
-        worst = ", ".join(f"{row['worst_group_acc']:.4f}" for row in rows)
+    keys = dict.fromkeys(key for variant in args.variants for key in keyed[variant])  # a stage some lack: "-"
+    for key in keys:
+        rows = [keyed[variant].get(key) for variant in args.variants]
+        first = rows[0]
+        cells = " | ".join(f"{row['stage_seconds']:.0f}" if row else "-" for row in rows)
+        ratio = " | ".join(f"{row['stage_seconds'] / first['stage_seconds']:.2f}" if row and first else "-"
+                           for row in rows[1:])
+        accuracy = ", ".join(f"{row['avg_acc']:.4f}" if row else "-" for row in rows)
+        worst = ", ".join(f"{row['worst_group_acc']:.4f}" if row else "-" for row in rows)
         print(f"| {key[0]} | {key[1]} | {cells} | {ratio} | {accuracy} | {worst} |")
     total = {variant: seconds for variant, (seconds, _) in runs.items()}
     print("\nwhole study (wall, with the final latency step and report): "

@@ -54,6 +54,22 @@ def test_study_time_benchmark_runs_the_study_each_way_and_prints_the_ratio(tiny_
         assert f'"run_precision": "{precision}"' in results
 
 
+def test_study_time_refuses_a_variant_it_cannot_run_in_one_line(tmp_path):
+    script = str(REPO / "benchmarks" / "study_time.py")
+    for variants, expected in ((["nosuchrev0@32-true"], "nosuchrev0 is not a commit of"),
+                               (["HEAD@fp16"], "expected [REV@]PRECISION[:JOBS]"),
+                               (["32-true:0"], "expected [REV@]PRECISION[:JOBS]")):
+        proc = subprocess.run([sys.executable, script, "--variants", *variants, "--out", str(tmp_path / "out")],
+                              cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 2 and expected in proc.stderr.strip().splitlines()[-1], proc.stderr
+    outside = tmp_path / "study.yaml"
+    outside.write_text("seeds: [0]\n")
+    proc = subprocess.run([sys.executable, script, "--config", str(outside), "--variants", "HEAD@32-true", "--out",
+                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "reads the config from its revision's files" in proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_compare_studies_finds_a_result_outside_the_reference_spread(tmp_path):
     shipped = REPO / "docs" / "results" / "study" / "results.jsonl"
     results = [json.loads(line) for line in shipped.read_text().splitlines()]
