@@ -207,6 +207,8 @@ def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern,
 
 @pytest.mark.parametrize("shipped, title, metric", [("study", "stereoset_minilm", "accuracy"),
                                                      ("study_bf16", "stereoset_minilm_bf16", "accuracy"),
+                                                     ("study_group_by_length", "stereoset_minilm_group_by_length",
+                                                      "accuracy"),
                                                      ("study_conll", "conll_minilm", "f1")])
 def test_report_only_rebuilds_from_a_results_file_without_running(shipped, title, metric, tiny_bert_dir, tmp_path,
                                                                   monkeypatch):
