@@ -46,18 +46,19 @@ def start() -> None:
     server.ensure_running()
 
 
-def run_child(argv: list[str], log: str, env: dict[str, str], threads: int | None) -> int:
-    """Run ``python argv`` (``script.py ...`` or ``-m module ...``) in a child of the forkserver, its output
-    appended to ``log``; returns the exit status (negative: killed by that signal)."""
-    process = forkserver().Process(target=_child_main, args=(argv, log, env, threads), daemon=False)
+def run_child(argv: list[str], log: str, env: dict[str, str]) -> int:
+    """Run ``python argv`` (``script.py ...`` or ``-m module ...``) in a child of the forkserver with environment
+    ``env``, its output appended to ``log``; returns the exit status (negative: killed by that signal)."""
+    process = forkserver().Process(target=_child_main, args=(argv, log, env), daemon=False)
     process.start()
     process.join()
     return process.exitcode
 
 
-def _child_main(argv: list[str], log: str, env: dict[str, str], threads: int | None) -> None:
-    """In the child: output to ``log``, the caller's environment, ``threads`` CPU threads, then ``argv`` as
-    ``__main__``. A ``SystemExit`` sets the exit status, an exception prints its traceback to the log (status 1)."""
+def _child_main(argv: list[str], log: str, env: dict[str, str]) -> None:
+    """In the child: output to ``log``, the caller's environment (its ``OMP_NUM_THREADS`` applied to torch), then
+    ``argv`` as ``__main__``. A ``SystemExit`` sets the exit status, an exception prints its traceback to the log
+    (status 1)."""
     descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
@@ -66,10 +67,10 @@ def _child_main(argv: list[str], log: str, env: dict[str, str], threads: int | N
     sys.stderr.reconfigure(line_buffering=True)
     os.environ.clear()
     os.environ.update(env)
-    if threads:
+    if env.get("OMP_NUM_THREADS"):  # torch read it when the forkserver imported torch: apply the caller's
         import torch
 
-        torch.set_num_threads(threads)  # OMP_NUM_THREADS was read when the forkserver imported torch
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)

@@ -151,7 +151,7 @@ def run_python(argv: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as stream:
         stream.write(f"\n$ {shown}\n")
-    status = run_child(argv, str(log), env, getattr(RUN_THREADS, "count", None))
+    status = run_child(argv, str(log), env)
     if status != 0:
         raise RuntimeError(f"{shown.split(' --')[0]} failed ({status}); see {log}")
 

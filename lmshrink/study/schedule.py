@@ -4,7 +4,7 @@ A run waits for the runs it reads: its ``from`` stage's run (the model it builds
 study, its seed's teacher (the reference of its paired evaluation). With ``--jobs N`` up to N runs go at once, each
 ``train.py`` process with cores / (runs going at once) threads (``OMP_NUM_THREADS``): a run that has to go alone
 keeps every core, and when several go, one run's start-up, data loading and Python work overlaps the other's
-arithmetic. Measurements made in the study process itself (sizes, a calibrated scheme's rebuild) take turns. A
+arithmetic. Measurements made in the study process itself (sizes, parameters, FLOPs) take turns. A
 failed run stops new runs from starting; those running finish, then the first failure is raised, as one after the
 other would.
 """

@@ -21,8 +21,8 @@ if sys.argv[1] == "raise":
 def test_child_runs_the_script_as_main_with_the_callers_environment_and_threads(tmp_path):
     script, log = tmp_path / "script.py", tmp_path / "run.log"
     script.write_text(SCRIPT)
-    env = {**os.environ, "LMSHRINK_TEST_MARKER": "seen"}
-    assert run_child([str(script), "fine", "--x=1"], str(log), env, threads=1) == 0
+    env = {**os.environ, "LMSHRINK_TEST_MARKER": "seen", "OMP_NUM_THREADS": "1"}
+    assert run_child([str(script), "fine", "--x=1"], str(log), env) == 0
     text = log.read_text()
     # __spec__ None: Lightning's launcher then re-runs [python, abspath(argv[0]), ...], i.e. the script itself
     assert "argv ['fine', '--x=1'] threads 1 offline 1 marker seen spec None" in text
@@ -32,13 +32,13 @@ def test_child_runs_the_script_as_main_with_the_callers_environment_and_threads(
 def test_child_exit_status_and_traceback_reach_the_caller(tmp_path):
     script, log = tmp_path / "script.py", tmp_path / "run.log"
     script.write_text(SCRIPT)
-    assert run_child([str(script), "exit"], str(log), dict(os.environ), threads=None) == 3
-    assert run_child([str(script), "raise"], str(log), dict(os.environ), threads=None) == 1
+    assert run_child([str(script), "exit"], str(log), dict(os.environ)) == 3
+    assert run_child([str(script), "raise"], str(log), dict(os.environ)) == 1
     assert "ValueError: broken on purpose" in log.read_text()
 
 
 def test_child_runs_a_module(tmp_path):
     log = tmp_path / "run.log"
     env = dict(os.environ)
-    assert run_child(["-m", "json.tool", "--help"], str(log), env, threads=None) == 0
+    assert run_child(["-m", "json.tool", "--help"], str(log), env) == 0
     assert "usage:" in log.read_text()
