@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_study_time")
     args = parser.parse_args()
     out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is a file; name a directory")
     for variant in args.variants:
         revision, precision, jobs = parse_variant(variant)
         if precision not in ("32-true", "bf16-mixed", "auto") or not (jobs == "" or jobs.isdigit() and int(jobs) > 0):

@@ -68,6 +68,10 @@ def test_study_time_refuses_a_variant_it_cannot_run_in_one_line(tmp_path):
                            str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and "reads the config from its revision's files" in proc.stderr
     assert not (tmp_path / "out").exists()  # refused before anything was written
+    proc = subprocess.run([sys.executable, script, "--variants", "32-true", "--out", str(outside)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "is a file; name a directory" in proc.stderr.strip().splitlines()[-1]
+    assert outside.read_text() == "seeds: [0]\n"
 
 
 def test_compare_studies_finds_a_result_outside_the_reference_spread(tmp_path):

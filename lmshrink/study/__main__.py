@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.latency_compiled or args.latency_rounds != parser.get_default("latency_rounds"):
             raise OptionError("--latency-rounds / --latency-compiled: a generative study measures no latency (time "
                               "a pruned generator with benchmarks/prune_smollm2.py)")
-    start_children()  # the runs' pre-imported forkserver starts while the study is checked
     check_study(spec)  # every stage's options, before the first one runs
+    start_children()  # the runs' pre-imported forkserver imports while the measurements' data loads
     if args.stage is not None:
         pairs = [(stage, seed) for stage, seed in pairs
                  if stage.name == args.stage and (args.seed is None or seed == args.seed)]

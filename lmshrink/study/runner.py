@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from lmshrink.errors import UserError
 from lmshrink.machine import cpu_line, resolve_precision
 from lmshrink.paths import free_path
 from lmshrink.data.text_files import read_json
@@ -152,6 +153,10 @@ def run_python(argv: list[str], log: Path) -> None:
     with open(log, "a") as stream:
         stream.write(f"\n$ {shown}\n")
     status = run_child(argv, str(log), env)
+    if status == 2:  # the run refused its input: train.py's one "error:" line (the log's last), not a traceback
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+        raise UserError(f"{shown.split(' --')[0]} ({log}): " + (said[-1].removeprefix("error: ") if said else
+                                                                 "refused its options"))
     if status != 0:
         raise RuntimeError(f"{shown.split(' --')[0]} failed ({status}); see {log}")
 

@@ -168,6 +168,8 @@ def load_spec(path: str | Path) -> StudySpec:
     if eval_config is None:
         raise ValueError(f"{where}: a generative study needs eval_config (the GenerativeAudit config every model is "
                          f"audited with)")
+    if Path(raw["output_dir"]).exists() and not Path(raw["output_dir"]).is_dir():
+        raise ValueError(f"{where}: output_dir {raw['output_dir']!r} is a file; name a directory (new or a study's)")
     return StudySpec(path, Path(raw["output_dir"]), seeds, tuple(stages), tuple(raw.get("common_args") or ()),
                      tuple(raw.get("eval_args") or ()), eval_config, raw.get("wandb") or {}, task, precision)
 

@@ -139,6 +139,38 @@ def test_a_study_config_of_the_wrong_shape_is_one_line(text, message, tmp_path, 
     assert len(errors) == 1 and errors[0].startswith("error: study config ") and re.search(message, errors[0]), errors
 
 
+def test_an_output_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from lmshrink.study.__main__ import cli
+
+    monkeypatch.chdir(REPO)
+    taken = tmp_path / "results.txt"
+    taken.write_text("a user's file\n")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(taken), "stages": [
+        {"name": "teacher", "kind": "teacher", "config": "configs/teacher/stereoset_minilm.yaml"}]}))
+    assert cli([str(path)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [f"error: study config {path}: output_dir {str(taken)!r} is a file; name a directory (new or a "
+                      f"study's)"]
+    assert taken.read_text() == "a user's file\n"
+
+
+@pytest.mark.slow
+def test_a_run_that_refuses_its_model_is_one_line(tiny_llama_dir, tiny_bert_dir, tmp_path, capsys, monkeypatch):
+    """A causal LM as the teacher passes the study's checks (the directory exists) and is refused by train.py: the
+    study prints train.py's own error line and the log, not a traceback."""
+    from lmshrink.study.__main__ import cli
+
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_bert_dir)
+    spec = yaml.safe_load(config.read_text())
+    spec["stages"][0]["args"] = [f"--model.model_path={tiny_llama_dir}", *spec["stages"][0]["args"][1:]]
+    config.write_text(yaml.safe_dump(spec))
+    assert cli([str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: train.py fit (") and "is a causal LM" in errors[0], errors
+
+
 def test_bad_study_configs_are_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"output_dir": "x", "stages": [
