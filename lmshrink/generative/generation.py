@@ -1,25 +1,106 @@
-"""Batched, seeded sampling of k continuations per prompt."""
+"""Batched, seeded sampling of k continuations per prompt.
+
+Three things make it faster than a plain ``generate(num_return_sequences=k, do_sample=True)`` and keep what it
+samples from: the prompts are read once, not once per sample (their KV cache is repeated k times); the top-k /
+top-p filter looks at the top-k candidates only instead of sorting the vocabulary; and the next token is drawn
+among those candidates, where ``torch.multinomial`` draws a random number for every token of the vocabulary. On
+SmolLM2 (49,152 tokens), 8 prompts x 4 samples, the sort and the draw took 65 ms and 32 ms of a step whose
+float32 forward takes 150 ms.
+"""
 
 from __future__ import annotations
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import Cache
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+TIED_MARGIN = 16  # candidates read beyond the top k, for logits tied with the k-th (common in bf16)
+
+
+def top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0,
+                min_tokens_to_keep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scores, token ids)`` of the candidates transformers' sampling keeps: temperature, then its
+    ``TopKLogitsWarper``, then its ``TopPLogitsWarper``, the removed ones at ``-inf``. Computed on the ``top_k``
+    (+ tied) highest logits; with ``top_k=0`` (off, as in transformers), or more ties with the k-th logit than
+    :data:`TIED_MARGIN`, the warpers themselves run over the whole vocabulary."""
+    if temperature != 1.0:
+        scores = scores / temperature  # TemperatureLogitsWarper
+    k = min(max(top_k, min_tokens_to_keep), scores.shape[-1])
+    candidates = min(k + TIED_MARGIN, scores.shape[-1])
+    values, indices = scores.topk(candidates, dim=-1) if top_k and candidates < scores.shape[-1] else (None, None)
+    if values is None or bool((values[:, -1:] >= values[:, k - 1:k]).any()):
+        return _warpers(scores, top_k, top_p, min_tokens_to_keep), torch.arange(scores.shape[-1]).expand_as(scores)
+    values = values.masked_fill(values < values[:, k - 1:k], -float("inf"))  # top-k keeps every logit >= the k-th
+    if top_p < 1.0:
+        ascending = values.flip(-1)  # transformers sorts ascending and removes the low tail of mass 1 - top_p
+        remove = ascending.softmax(-1).cumsum(-1) <= 1 - top_p
+        remove[:, -min_tokens_to_keep:] = False
+        values = values.masked_fill(remove.flip(-1), -float("inf"))
+    return values, indices
+
+
+def _warpers(scores: torch.Tensor, top_k: int, top_p: float, min_tokens_to_keep: int) -> torch.Tensor:
+    if top_k:
+        scores = TopKLogitsWarper(top_k, min_tokens_to_keep=min_tokens_to_keep)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p, min_tokens_to_keep=min_tokens_to_keep)(None, scores)
+    return scores
+
+
+class TopKTopPSampler(LogitsProcessor):
+    """Draws the next token from the :func:`top_k_top_p` candidates, softmax-weighted (the distribution of
+    ``generate(do_sample=True, top_k=, top_p=, temperature=)``), and leaves only it at the maximum, so that
+    ``generate(do_sample=False)`` takes it. The draw uses torch's global generator: seeded, it repeats."""
+
+    def __init__(self, top_k: int, top_p: float, temperature: float = 1.0) -> None:
+        self.top_k, self.top_p, self.temperature = top_k, top_p, temperature
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        values, indices = top_k_top_p(scores, self.top_k, self.top_p, self.temperature)
+        tokens = indices.gather(-1, torch.multinomial(values.softmax(-1), 1))
+        return torch.full_like(scores, -float("inf")).scatter(-1, tokens, 0.0)
+
+
+def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int) -> Cache | None:
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated ``copies`` times
+    (``generate`` then reads only the last token), or ``None`` where the model does not return a
+    :class:`~transformers.Cache` (``generate`` then reads the whole prompt). Positions are the ones ``generate``
+    gives a left-padded batch."""
+    if input_ids.shape[1] < 2:
+        return None
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    extra = {"logits_to_keep": 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
+    output = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                   position_ids=positions[:, :-1], use_cache=True, **extra)
+    cache = getattr(output, "past_key_values", None)
+    if not isinstance(cache, Cache):
+        return None
+    cache.batch_repeat_interleave(copies)
+    return cache
 
 
 @torch.no_grad()
 def sample_continuations(model, tokenizer, prompts: list[str], num_samples: int, max_new_tokens: int, seed: int,
-                         top_p: float = 0.9, temperature: float = 1.0) -> list[list[str]]:
+                         top_p: float = 0.9, temperature: float = 1.0, top_k: int = 50) -> list[list[str]]:
     """``num_samples`` continuations (new text only) for each prompt, generated as one left-padded batch.
 
     The sampling generator is seeded with ``seed`` before the batch, so the same prompts in the same batch
-    give the same continuations (the seed of a batch is derived from its position by the caller)."""
+    give the same continuations (the seed of a batch is derived from its position by the caller). ``top_k=50``
+    is what transformers applies when none is given."""
     if not prompts:
         return []
     tokenizer.padding_side = "left"  # generation appends on the right: prompts must end at the same position
     encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+    cache = shared_prompt_cache(model, input_ids, attention_mask, num_samples)
+    # the rows generate(num_return_sequences=k) makes: each prompt k times in a row
+    input_ids, attention_mask = input_ids.repeat_interleave(num_samples, 0), attention_mask.repeat_interleave(num_samples, 0)
     torch.manual_seed(seed)
     output = model.generate(
-        input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], do_sample=True, top_p=top_p, temperature=temperature, max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
+        input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, do_sample=False,
+        logits_processor=LogitsProcessorList([TopKTopPSampler(top_k, top_p, temperature)]),
+        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
     )
-    texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
     return [texts[index * num_samples:(index + 1) * num_samples] for index in range(len(prompts))]

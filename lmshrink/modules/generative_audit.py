@@ -57,6 +57,7 @@ class GenerativeAudit(LmshrinkModule):
         num_samples: int = 4,
         max_new_tokens: int = 20,
         top_p: float = 0.9,
+        top_k: int = 50,
         temperature: float = 1.0,
         seed: int = 0,
         scorer: str = "profanity",
@@ -81,6 +82,8 @@ class GenerativeAudit(LmshrinkModule):
             num_samples: Continuations sampled per prompt (k of expected maximum toxicity).
             max_new_tokens: Length of each continuation.
             top_p: Nucleus sampling threshold.
+            top_k: Sample among the ``top_k`` most likely tokens (then top-p); 50 is what transformers applies when
+                none is given, so audits made before this option existed sampled the same way; 0 turns it off.
             temperature: Sampling temperature.
             seed: Base seed of sampling (each batch is seeded from it and its position).
             scorer: ``profanity`` (alt-profanity-check) or a local HF classifier directory (``dir`` or ``dir::label``).
@@ -90,7 +93,8 @@ class GenerativeAudit(LmshrinkModule):
         super().__init__()
         self.save_hyperparameters()
         rules = {"num_samples": (num_samples >= 1, ">= 1"), "max_new_tokens": (max_new_tokens >= 1, ">= 1"),
-                 "top_p": (0 < top_p <= 1, "in (0, 1]"), "temperature": (temperature > 0, "> 0"),
+                 "top_p": (0 < top_p <= 1, "in (0, 1]"), "top_k": (top_k >= 0, ">= 0"),
+                 "temperature": (temperature > 0, "> 0"),
                  "toxic_threshold": (0 <= toxic_threshold <= 1, "in [0, 1]"), "table_rows": (table_rows >= 0, ">= 0")}
         for option, (ok, limit) in rules.items():
             if not ok:
@@ -176,7 +180,7 @@ class GenerativeAudit(LmshrinkModule):
         hp = self.hparams
         seed = hp.seed * 1_000_003 + rows["position"][0]  # same prompts, same position: same samples
         continuations = sample_continuations(model, self.tokenizer, rows["text"], hp.num_samples, hp.max_new_tokens,
-                                             seed, hp.top_p, hp.temperature)
+                                             seed, hp.top_p, hp.temperature, hp.top_k)
         scores = self.scorer([text for texts in continuations for text in texts]).view(len(continuations), -1)
         for index, (prompt, texts) in enumerate(zip(rows["text"], continuations)):
             records.samples.append({"source": rows["source"][index], "group": rows["group"][index],

@@ -1,6 +1,7 @@
 """The audit's batched generation (left padding, KV cache) on the real SmolLM2-135M: greedy texts in float32 equal
-one-prompt-at-a-time generation, and under bf16 autocast (``--trainer.precision bf16-mixed``) sampling draws from
-the float32 distribution up to bf16 rounding."""
+one-prompt-at-a-time generation, the audit's own path (each prompt read once, the draw among the top-k / top-p
+candidates) made greedy with ``top_k=1`` gives the same texts, and under bf16 autocast (``--trainer.precision
+bf16-mixed``) sampling draws from the float32 distribution up to bf16 rounding."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
+from lmshrink.generative.generation import sample_continuations, top_k_top_p
 from lmshrink.generative.prompts import toxicity_prompts
 
 pytestmark = pytest.mark.slow
@@ -35,14 +37,16 @@ def test_greedy_batched_left_padded_generation_equals_one_prompt_at_a_time_in_fl
     assert greedy(model, tokenizer, prompts, 12) == [greedy(model, tokenizer, [p], 12)[0] for p in prompts]
 
 
-def top_p_distribution(logits: torch.Tensor, top_p: float = 0.9) -> torch.Tensor:
-    """The next-token distribution the audit samples from (transformers' top-p: the smallest set of tokens whose
-    probability reaches ``top_p``, renormalised)."""
-    probs = torch.softmax(logits.float(), -1)
-    ordered, order = probs.sort(-1, descending=True)
-    keep = ordered.cumsum(-1) - ordered < top_p
-    truncated = torch.zeros_like(probs).scatter(-1, order, ordered * keep)
-    return truncated / truncated.sum(-1, keepdim=True)
+def test_the_audits_sampling_made_greedy_gives_the_greedy_texts(smollm2):
+    model, tokenizer, prompts = smollm2
+    texts = greedy(model, tokenizer, prompts, 12)
+    assert sample_continuations(model, tokenizer, prompts, 2, 12, seed=5, top_k=1) == [[text] * 2 for text in texts]
+
+
+def top_p_distribution(logits: torch.Tensor) -> torch.Tensor:
+    """The next-token distribution the audit samples from (top-k 50, then top-p 0.9, renormalised)."""
+    values, indices = top_k_top_p(logits.float(), 50, 0.9)
+    return torch.zeros_like(logits, dtype=torch.float32).scatter(-1, indices, values.softmax(-1))
 
 
 def test_bf16_autocast_samples_from_the_float32_distribution(smollm2):

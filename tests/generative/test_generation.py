@@ -1,0 +1,100 @@
+"""The audit's sampling is transformers' ``generate(num_return_sequences=k, do_sample=True)`` with top-k then
+top-p, made faster without changing what it samples from: the filter keeps the tokens (and scores) transformers'
+warpers keep, the draw among them has the softmax distribution of those scores, and the prompts read once give
+the same next-token logits as the prompts read k times (greedy texts equal)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from lmshrink.backbones import load_causal_lm, load_tokenizer
+from lmshrink.generative.generation import TopKTopPSampler, sample_continuations, shared_prompt_cache, top_k_top_p
+
+
+def fast_filter(scores: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
+    values, indices = top_k_top_p(scores, top_k, top_p, temperature)
+    return torch.full_like(scores, -float("inf")).scatter(-1, indices, values)
+
+
+def transformers_filter(scores: torch.Tensor, top_k: int, top_p: float, temperature: float) -> torch.Tensor:
+    """The warpers ``generate(do_sample=True, top_k=, top_p=, temperature=)`` applies, in its order."""
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    return TopPLogitsWarper(top_p)(None, scores) if top_p < 1.0 else scores
+
+
+@pytest.mark.parametrize("top_k, top_p, temperature", [(50, 0.9, 1.0), (50, 0.5, 0.7), (5, 0.9, 1.3),
+                                                       (50, 1.0, 1.0), (0, 0.9, 1.0), (1, 0.9, 1.0),
+                                                       (50, 1e-8, 1.0)])  # the last: only the top token
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_filter_keeps_what_transformers_keeps(top_k, top_p, temperature, dtype):
+    generator = torch.Generator().manual_seed(0)
+    # peaked and flat rows; bf16 logits (what autocast gives) tie often, also at the k-th and at the top-p edge
+    scores = (torch.randn(64, 4000, generator=generator) * torch.linspace(0.3, 8, 64)[:, None]).to(dtype).float()
+    fast = fast_filter(scores.clone(), top_k, top_p, temperature)
+    reference = transformers_filter(scores.clone(), top_k, top_p, temperature)
+    # the same scores kept in every row; which of two tied logits at the top-p edge stays is transformers' sort's
+    # arbitrary tie order (it differs between runs of torch.sort on such rows), so only float32 is compared by token
+    assert torch.equal(fast.sort(-1).values, reference.sort(-1).values)
+    if dtype == torch.float32:
+        assert torch.equal(fast, reference)
+    kept = torch.isfinite(fast).sum(-1)
+    assert int(kept.min()) >= 1 and int(kept.max()) < scores.shape[-1] and (top_k == 0 or int(kept.max()) < 80)
+
+
+def test_more_ties_with_the_kth_logit_than_it_reads_take_the_warpers_path():
+    scores = torch.zeros(3, 500)
+    scores[:, :3] = torch.tensor([3.0, 2.0, 1.0])  # then 497 logits tied at 0: top-k keeps them all
+    fast = fast_filter(scores.clone(), 50, 0.99)
+    assert torch.equal(fast, transformers_filter(scores.clone(), 50, 0.99, 1.0))
+    assert int(torch.isfinite(fast[0]).sum()) > 50
+
+
+@pytest.mark.parametrize("top_k, top_p, temperature", [(50, 0.9, 1.0), (20, 0.95, 0.7), (0, 0.9, 1.0)])
+def test_the_draw_follows_the_filtered_softmax(top_k, top_p, temperature):
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 1000, generator=generator) * 3
+    expected = torch.softmax(transformers_filter(logits.clone(), top_k, top_p, temperature), -1)[0]
+    draws = 20_000
+    torch.manual_seed(0)
+    chosen = TopKTopPSampler(top_k, top_p, temperature)(None, logits.expand(draws, -1).clone())
+    tokens = chosen.argmax(-1)
+    assert bool((chosen.max(-1).values == 0).all()) and int(torch.isfinite(chosen).sum()) == draws  # one per row
+    observed = torch.bincount(tokens, minlength=logits.shape[-1]).float() / draws
+    assert bool((expected[observed > 0] > 0).all())  # never a token the filter removed
+    assert 0.5 * float((observed - expected).abs().sum()) < 0.03  # total variation: sampling noise 0.003-0.016 here, a filter left out 0.1-0.4
+    torch.manual_seed(0)
+    assert torch.equal(TopKTopPSampler(top_k, top_p, temperature)(None, logits.expand(draws, -1).clone()), chosen)
+
+
+def test_the_prompts_read_once_give_transformers_greedy_texts(tiny_llama_dir):
+    """top_k=1 makes the draw greedy: then every sample equals ``generate``'s greedy text, which reads each
+    (left-padded) prompt itself, so the shared prompt cache, its positions and the row order are all exact."""
+    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
+    prompts = ["Alice worked as a", "The weather today is quite nice and", "He said"]  # padded left
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        greedy = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                                do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(greedy[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert len(set(texts)) == 3
+    assert sample_continuations(model, tokenizer, prompts, 3, 8, seed=11, top_k=1) == [[text] * 3 for text in texts]
+
+
+def test_the_shared_prompt_cache_gives_the_logits_of_the_whole_prompt(tiny_llama_dir):
+    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(["Alice worked as a", "The weather today is quite nice and"], return_tensors="pt", padding=True)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # what generate gives a left-padded batch
+    with torch.no_grad():
+        whole = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+        cache = shared_prompt_cache(model, ids, mask, copies=3)
+        last = model(input_ids=ids[:, -1:].repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
+                     position_ids=positions[:, -1:].repeat_interleave(3, 0), past_key_values=cache).logits[:, -1]
+    torch.testing.assert_close(last, whole.repeat_interleave(3, 0), rtol=1e-5, atol=1e-5)
