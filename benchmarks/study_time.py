@@ -5,7 +5,8 @@ directory under ``--out``, through the same command a user runs (``python -m lms
 precision (``32-true``, ``bf16-mixed``, ``auto``), optionally with ``:N`` for ``--jobs N`` (``bf16-mixed:2``: two
 runs at once, one thread each on 2 cores). The script prints, per stage, the seconds each variant took (the stages'
 own ``stage_seconds``; runs overlap with ``--jobs``) and their ratio, the whole study's wall time and its ratio to
-the first variant, and the stages' accuracy and worst-group accuracy beside each other (a quick check; the
+the first variant, and two numbers of each stage beside each other: accuracy and worst-group accuracy, F1 and
+worst-group F1 for NER, held-out perplexity and expected maximum toxicity for a generator (a quick check; the
 intervals over seeds are the report's). Run it with the machine otherwise idle: the studies run one after the
 other, not interleaved, so drift of a shared machine would fall on one of them.
 
@@ -51,6 +52,19 @@ def checkout(revision: str, out: Path) -> Path:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
+
+
+def quality(row: dict) -> dict[str, float]:
+    """The two numbers printed beside a stage's seconds, by kind of study: average and worst-group accuracy
+    (classification), F1 and worst-group F1 (NER), windowed held-out perplexity and expected maximum toxicity
+    (generative)."""
+    if row.get("task") == "generative":
+        summary = row["summary"]
+        return {"perplexity": summary["windowed_perplexity"],
+                "exp. max toxicity": summary["toxicity"]["expected_max_toxicity"]}
+    if "f1" in row:
+        return {"f1": row["f1"], "worst-group f1": row["worst_group_f1"]}
+    return {"avg acc": row["avg_acc"], "worst-group acc": row["worst_group_acc"]}
 
 
 def run_study(config: str, seeds: list[int], variant: str, out: Path) -> tuple[float, list[dict]]:
@@ -116,9 +130,11 @@ def main() -> None:
     reference = args.variants[0]
     header = " | ".join(f"{variant} s" for variant in args.variants)
     ratios = " | ".join(f"{variant}/{reference}" for variant in args.variants[1:])
-    print(f"| stage | seed | {header} | {ratios} | avg acc ({', '.join(args.variants)}) | worst-group acc |")
-    print("|---|---:|" + "---:|" * (2 * len(args.variants) - 1) + "---|---|")
     keyed = {variant: {(r["stage"], r["seed"]): r for r in results} for variant, (_, results) in runs.items()}
+    names = list(quality(runs[reference][1][0]))
+    print(f"| stage | seed | {header} | {ratios} | " + " | ".join(f"{name} ({', '.join(args.variants)})" for name in names)
+          + " |")
+    print("|---|---:|" + "---:|" * (2 * len(args.variants) - 1) + "---|" * len(names))
     keys = dict.fromkeys(key for variant in args.variants for key in keyed[variant])  # a stage some lack: "-"
     for key in keys:
         rows = [keyed[variant].get(key) for variant in args.variants]
@@ -126,9 +142,8 @@ def main() -> None:
         cells = " | ".join(f"{row['stage_seconds']:.0f}" if row else "-" for row in rows)
         ratio = " | ".join(f"{row['stage_seconds'] / first['stage_seconds']:.2f}" if row and first else "-"
                            for row in rows[1:])
-        accuracy = ", ".join(f"{row['avg_acc']:.4f}" if row else "-" for row in rows)
-        worst = ", ".join(f"{row['worst_group_acc']:.4f}" if row else "-" for row in rows)
-        print(f"| {key[0]} | {key[1]} | {cells} | {ratio} | {accuracy} | {worst} |")
+        numbers = " | ".join(", ".join(f"{quality(row)[name]:.4f}" if row else "-" for row in rows) for name in names)
+        print(f"| {key[0]} | {key[1]} | {cells} | {ratio} | {numbers} |")
     total = {variant: seconds for variant, (seconds, _) in runs.items()}
     print("\nwhole study (wall, with the final latency step and report): "
           + ", ".join(f"{variant} {total[variant] / 60:.1f} min" for variant in args.variants))

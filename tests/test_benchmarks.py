@@ -96,3 +96,17 @@ def test_compare_studies_finds_a_result_outside_the_reference_spread(tmp_path):
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].endswith(
         f"error: {tmp_path / 'nope.jsonl'}: no such results.jsonl (a study writes it to <output_dir>/report/)")
     assert "who pays differs: dynamic-int8: [] vs" in out
+
+
+@pytest.mark.parametrize("study, names", [("study", ["avg acc", "worst-group acc"]),
+                                          ("study_conll", ["f1", "worst-group f1"]),
+                                          ("study_generative", ["perplexity", "exp. max toxicity"])])
+def test_study_time_prints_each_kind_of_studys_own_numbers(study, names):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_time", REPO / "benchmarks" / "study_time.py")
+    study_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_time)
+    for line in (REPO / "docs" / "results" / study / "results.jsonl").read_text().splitlines():
+        numbers = study_time.quality(json.loads(line))
+        assert list(numbers) == names and all(isinstance(value, float) for value in numbers.values())
