@@ -30,7 +30,8 @@ def top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float, temperature: flo
     candidates = min(k + TIED_MARGIN, scores.shape[-1])
     values, indices = scores.topk(candidates, dim=-1) if top_k and candidates < scores.shape[-1] else (None, None)
     if values is None or bool((values[:, -1:] >= values[:, k - 1:k]).any()):
-        return _warpers(scores, top_k, top_p, min_tokens_to_keep), torch.arange(scores.shape[-1]).expand_as(scores)
+        everything = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
+        return _warpers(scores, top_k, top_p, min_tokens_to_keep), everything
     values = values.masked_fill(values < values[:, k - 1:k], -float("inf"))  # top-k keeps every logit >= the k-th
     if top_p < 1.0:
         ascending = values.flip(-1)  # transformers sorts ascending and removes the low tail of mass 1 - top_p

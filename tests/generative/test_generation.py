@@ -98,3 +98,11 @@ def test_the_shared_prompt_cache_gives_the_logits_of_the_whole_prompt(tiny_llama
         last = model(input_ids=ids[:, -1:].repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
                      position_ids=positions[:, -1:].repeat_interleave(3, 0), past_key_values=cache).logits[:, -1]
     torch.testing.assert_close(last, whole.repeat_interleave(3, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_the_whole_vocabulary_path_keeps_the_scores_device():
+    """Where the warpers run over the whole vocabulary (top_k=0), the token ids are on the scores' device (a GPU's
+    in a GPU audit; the meta device stands in for it here), so the sampler can gather from them."""
+    scores = torch.empty(2, 100, device="meta")
+    values, indices = top_k_top_p(scores, 0, 0.9)
+    assert values.device == indices.device == scores.device and indices.shape == scores.shape
