@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from lmshrink.metrics.groups import IGNORE_INDEX, as_membership
+from lmshrink.metrics.groups import IGNORE_INDEX, as_membership, count_by_rows
 
 
 class GroupAgreement(Metric):
@@ -46,9 +46,9 @@ class GroupAgreement(Metric):
         predicted, reference_predicted = log_p.argmax(-1), log_q.argmax(-1)
         correct, reference_correct = predicted == target, reference_predicted == target
         self.total += rows.sum(0)
-        self.flips += rows.T @ (predicted != reference_predicted).long()
-        self.model_only_correct += rows.T @ (correct & ~reference_correct).long()
-        self.reference_only_correct += rows.T @ (reference_correct & ~correct).long()
+        self.flips += count_by_rows(rows, predicted != reference_predicted)
+        self.model_only_correct += count_by_rows(rows, correct & ~reference_correct)
+        self.reference_only_correct += count_by_rows(rows, reference_correct & ~correct)
         kl = (log_q.exp() * (log_q - log_p)).sum(-1).double()  # KL(reference || model) per example
         self.kl_sum += rows.T.double() @ kl
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lmshrink.metrics.groups import IGNORE_INDEX, as_membership
+from lmshrink.metrics.groups import IGNORE_INDEX, as_membership, count_by_rows
 
 N_BINS = 15
 
@@ -67,8 +67,8 @@ class GroupCalibration(Metric):
         bins = torch.bucketize(confidence, boundaries, right=True) - 1  # [B] in 0..n_bins
         one_hot_bins = torch.nn.functional.one_hot(bins, self.n_bins + 1).long()  # [B, n_bins + 1]
         correct = (predicted == target).long()
-        self.bin_count += rows.T @ one_hot_bins
-        self.bin_correct += rows.T @ (one_hot_bins * correct[:, None])
+        self.bin_count += count_by_rows(rows, one_hot_bins)
+        self.bin_correct += count_by_rows(rows, one_hot_bins * correct[:, None])
         self.bin_confidence += rows.T.double() @ (one_hot_bins.double() * confidence.double()[:, None])
         truth = torch.nn.functional.one_hot(target, self.num_classes).float()
         brier = (probs - truth).pow(2).sum(-1).double()

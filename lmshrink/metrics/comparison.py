@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from lmshrink.metrics.agreement import GroupAgreement
 from lmshrink.metrics.beyond_accuracy import beyond_accuracy
 from lmshrink.metrics.calibration_error import N_BINS, GroupCalibration
-from lmshrink.metrics.groups import GroupAccuracy
+from lmshrink.metrics.groups import GroupAccuracy, on_cpu
 from lmshrink.metrics.group_table import TABLE_COLUMNS, format_group_table, group_deltas, group_rows, rows_as_dicts, summary
 
 DETAIL_COLUMNS = ("ci_low", "ci_high", "ece", "brier", "flip_rate", "model_only_correct", "reference_only_correct",
@@ -86,8 +86,9 @@ class GroupComparison(nn.Module):
                     outputs.get("reference_preds"), outputs.get("reference_logits"))
 
     def compute(self) -> dict[str, dict]:
-        """Every metric's results (a collective under DDP: every rank must call it)."""
-        return {name: metric.compute() for name, metric in self.metrics.items()}
+        """Every metric's results (a collective under DDP: every rank must call it), on the CPU: the intervals, tests
+        and tables made from them are small host-side work, the same on every device."""
+        return {name: on_cpu(metric.compute()) for name, metric in self.metrics.items()}
 
     def reset(self) -> None:
         for metric in self.metrics.values():

@@ -23,6 +23,7 @@ from lmshrink.metrics.entities import (
     paired_randomization_p,
     word_predictions,
 )
+from lmshrink.metrics.groups import on_cpu
 from lmshrink.metrics.significance import holm
 from lmshrink.metrics.spans import entity_types
 
@@ -71,7 +72,7 @@ class GroupEntityComparison(nn.Module):
         """Per tagger, the gathered per-sentence counts and their scores (a collective under DDP)."""
         results = {}
         for name, metric in self.metrics.items():
-            gathered = metric.compute()
+            gathered = on_cpu(metric.compute())  # scored on the host, as on every device
             results[name] = gathered | {"scores": entity_scores(gathered["counts"], gathered["membership"])}
         return results
 

@@ -9,6 +9,7 @@ identity groups), so membership is a boolean matrix; disjoint group ids are acce
 from __future__ import annotations
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -57,6 +58,18 @@ def group_metrics_from_counts(group_correct: Tensor, group_total: Tensor, confus
         "group_gap": gap,
         "macro_f1": macro_f1,
     }
+
+
+def on_cpu(results):
+    """A metric's ``compute()`` results (tensors in dicts / lists) moved to the CPU."""
+    return apply_to_collection(results, Tensor, Tensor.cpu)
+
+
+def count_by_rows(rows: Tensor, values: Tensor) -> Tensor:
+    """``rows.T @ values`` for 0/1 ``rows`` ``[B, R]`` and integer ``values`` ``[B]`` or ``[B, K]``, as exact integer
+    counts on any device: CUDA has no integer matrix product, so it is taken in float64 (exact below 2**53) and
+    rounded back."""
+    return (rows.T.double() @ values.double()).round().long()
 
 
 def as_membership(groups: Tensor, num_groups: int) -> Tensor:
