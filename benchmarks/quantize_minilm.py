@@ -37,6 +37,7 @@ import glob
 import os
 import sys
 import time
+import traceback
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,6 +128,9 @@ def main() -> None:
     parser.add_argument("--prune-tokens", type=int, default=100_000, help="K-prune sample for the pruned rows")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="worst-group accuracy drop from fp32 a scheme may have to count in the summary line")
+    parser.add_argument("--only", nargs="+", default=None, metavar="ROW",
+                        help="measure only these rows (by the names printed in the table; fp32 and the bf16 reference "
+                        "are always timed), e.g. --only 'bf16 compiled' 'static-int8-x86+emb-int8 mixed-bf16'")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (static int8 is CPU-only, "
                         "int4 tinygemm CUDA-only: each row a device cannot run is skipped with its reason)")
     args = parser.parse_args()
@@ -172,6 +176,12 @@ def main() -> None:
                         ("kprune-0.5 bf16", "bf16", "float", False, "pruned"),
                         ("kprune-0.5 dynamic-int8+emb-int8", "dynamic-int8", "int8", False, "pruned"),
                         ("kprune-0.5 static-int8-x86+emb-int8", "static-int8-x86", "int8", True, "pruned")]
+    if args.only:
+        unknown = sorted(set(args.only) - {row[0] for row in rows_wanted})
+        if unknown:
+            sys.exit(f"--only: no row named {unknown[0]!r} among --rows {' '.join(args.rows)}; the rows: "
+                     + ", ".join(repr(row[0]) for row in rows_wanted))
+        rows_wanted = [row for row in rows_wanted if row[0] == "fp32" or row[0] in args.only]
     latency_inputs = {size: {key: value.to(device) for key, value in batch.items()}
                       for size, batch in latency_inputs.items()}
     runnable_here = []
@@ -185,30 +195,39 @@ def main() -> None:
     rows_wanted = runnable_here
     sources = {None: float_model}
     references = {"fp32": float_model}
-    if any(row[1] == "bf16" for row in rows_wanted):
+    if any(row[1] == "bf16" for row in rows_wanted) or args.only:
         references["bf16"] = build(float_model, "bf16", "float", False, calibration)[0]
-    rows = {}
+    rows, failed = {}, {}
     for name, scheme, embeddings, compiled, source, *mixed in rows_wanted:
         if source not in sources:  # pruned once, when its first row comes
             sources[source] = pruned_teacher(float_model, dm, args.prune_tokens)
         start = time.perf_counter()
-        runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration, *mixed)
-        row = {"build_s": time.perf_counter() - start, "memory_mb": memory_bytes(stored) / 2**20,
-               "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
-        row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
-            if compiled else 0.0
-        if name in references:  # the eager fp32 and bf16 rows are the references themselves
-            references[name] = runnable
-        for size, batch in latency_inputs.items():
-            timed = alternating_latency_ms({"row": (runnable, batch)} | {
-                reference: (model, batch) for reference, model in references.items() if model is not runnable},
-                rounds=args.rounds, repeats=args.repeats)
-            row[f"lat{size}_ms"] = timed["row"]
-            row |= {f"{reference}_lat{size}_ms": timed.get(reference, timed["row"]) for reference in references}
-        row |= evaluate(module, runnable, loader, len(dm.group_names))
+        try:
+            runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration, *mixed)
+            row = {"build_s": time.perf_counter() - start, "memory_mb": memory_bytes(stored) / 2**20,
+                   "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
+            row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
+                if compiled else 0.0
+            if name in references:  # the eager fp32 and bf16 rows are the references themselves
+                references[name] = runnable
+            for size, batch in latency_inputs.items():
+                timed = alternating_latency_ms({"row": (runnable, batch)} | {
+                    reference: (model, batch) for reference, model in references.items() if model is not runnable},
+                    rounds=args.rounds, repeats=args.repeats)
+                row[f"lat{size}_ms"] = timed["row"]
+                row |= {f"{reference}_lat{size}_ms": timed.get(reference, timed["row"]) for reference in references}
+            row |= evaluate(module, runnable, loader, len(dm.group_names))
+        except Exception as error:  # one row's failure on a new machine must not cost the other rows' figures
+            failed[name] = f"{type(error).__name__}: {error}"
+            traceback.print_exc()
+            print(f"FAILED {name}: {failed[name]}", flush=True)
+            continue
         row["bound_dtype"] = BOUND_DTYPE.get(scheme, torch.float32)
         rows[name] = row
-        print(f"measured {name} ({time.perf_counter() - start:.0f} s)", flush=True)
+        versus_bf16 = f", {row['lat32_ms'] / row['bf16_lat32_ms']:.2f}x bf16" if "bf16" in references else ""
+        print(f"measured {name} ({time.perf_counter() - start:.0f} s): batch 32 {row['lat32_ms']:.1f} ms "
+              f"({row['lat32_ms'] / row['fp32_lat32_ms']:.2f}x fp32{versus_bf16}), batch 1 {row['lat1_ms']:.1f} ms, "
+              f"avg {row['avg_acc']:.4f}, worst {row['worst_group_acc']:.4f}", flush=True)
 
     shapes = linear_shapes(float_model)
     rates = {dtype: gemm_rate(shapes, 32 * LATENCY_TOKENS, dtype, device=device)
@@ -236,6 +255,8 @@ def main() -> None:
               f"{row['avg_acc']:7.4f} "
               f"{row['worst_group_acc']:6.4f} {row['worst_group_acc'] - base['worst_group_acc']:+7.4f}")
     print(fastest_within(rows, args.tolerance))
+    for name, reason in failed.items():
+        print(f"FAILED {name}: {reason}")
     print("\nper-group accuracy delta to fp32 (points): " + ", ".join(
         f"{index}={group}" for index, group in enumerate(dm.group_names)))
     for name, row in rows.items():

@@ -82,8 +82,8 @@ class Quantize(Callback):
         """
         Args:
             scheme: One of ``lmshrink.quantize.SCHEMES`` (bnb-int8, bnb-nf4, bnb-fp4, torchao-int8-dynamic,
-                torchao-int8-weight, torchao-int4-weight, torchao-int4-tinygemm (CUDA only), dynamic-int8, bf16,
-                static-int8-x86).
+                torchao-int8-weight, torchao-int4-weight, torchao-int4-tinygemm (CUDA only), dynamic-int8 (CPU only), bf16,
+                static-int8-x86 (CPU only)).
             skip_modules: Linear layers kept in float (by name or module prefix); default: the head (``[classifier]``).
             embeddings: Also quantize the embedding tables weight-only: ``int8`` (a scale per row) or ``int4``
                 (two values per byte, a scale per 32 values); ``float`` keeps them (a tied LM head's table always

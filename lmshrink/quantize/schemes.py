@@ -44,7 +44,9 @@ SCHEMES = {
             "torchao-int4-tinygemm", "torchao", "Int4WeightOnlyConfig: int4 weights for the tinygemm CUDA kernel", 4,
             needs_cuda="Int4WeightOnlyConfig packs weights for a CUDA-only kernel (on CPU: torchao-int4-weight)",
         ),
-        Scheme("dynamic-int8", "pytorch", "torch.ao quantize_dynamic: int8 weights, dynamic int8 activations", 8),
+        Scheme("dynamic-int8", "pytorch", "torch.ao quantize_dynamic: int8 weights, dynamic int8 activations", 8,
+               needs_cpu="torch.ao's dynamic int8 Linear runs fbgemm / oneDNN CPU kernels (on CUDA: "
+               "torchao-int8-dynamic)"),
         Scheme("bf16", "cast", "bfloat16 weights and activations, whole model (AMX / AVX512-BF16 on CPU)", 16),
         Scheme("static-int8-x86", "pt2e", "X86InductorQuantizer: static int8 activations (calibrated) x int8 "
                "per-channel weights, compiled by inductor (VNNI / AMX)", 8,

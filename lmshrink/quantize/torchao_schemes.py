@@ -18,8 +18,16 @@ def torchao_config(name: str):
         "torchao-int8-dynamic": lambda: Int8DynamicActivationInt8WeightConfig(),
         "torchao-int8-weight": lambda: Int8WeightOnlyConfig(),
         "torchao-int4-weight": lambda: IntxWeightOnlyConfig(weight_dtype=torch.int4),
-        "torchao-int4-tinygemm": lambda: Int4WeightOnlyConfig(),
+        # tile_packed_to_4d is the layout of tinygemm (aten._weight_int4pack_mm); torchao's default, plain, needs the
+        # separate mslk kernels package ("Requires mslk >= 1.0.0" on the first GPU run)
+        "torchao-int4-tinygemm": lambda: Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d"),
     }[name]()
+
+
+BFLOAT16_WEIGHTS = {"torchao-int4-tinygemm"}
+"""Schemes whose kernels quantize bfloat16 weights only (tinygemm: "Only bfloat16 is supported for
+Int4TilePackedTo4dTensor", seen on the first GPU run); their Linears are cast to bfloat16 first. tinygemm casts the
+activations to bfloat16 itself and returns the caller's dtype, so the rest of the model stays as it was."""
 
 
 def quantize_torchao(model: nn.Module, scheme: str, skip: set[str]) -> list[str]:
@@ -34,5 +42,9 @@ def quantize_torchao(model: nn.Module, scheme: str, skip: set[str]) -> list[str]
             return True
         return False
 
+    if scheme in BFLOAT16_WEIGHTS:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and name not in skip:
+                module.to(torch.bfloat16)
     quantize_(model, torchao_config(scheme), filter_fn=keep)
     return sorted(quantized)

@@ -78,6 +78,15 @@ def test_unknown_and_cuda_only_schemes_are_refused_before_any_work():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("scheme", ["dynamic-int8", "static-int8-x86"])
+def test_cpu_only_schemes_are_refused_on_cuda_by_name(scheme):
+    """torch.ao's quantized Linear and oneDNN's int8 graph have CPU kernels only: on a GPU they must be refused
+    before any work, not fail in the first forward."""
+    with pytest.raises(ValueError, match=rf"scheme='{scheme}' cannot run on cuda: .*CPU"):
+        check_supported(scheme, "cuda")
+    check_supported(scheme, "cpu")
+
+
 @pytest.mark.parametrize("scheme", [s for s in CPU_SCHEMES if s not in ("bnb-nf4", "bnb-fp4")])
 def test_save_and_reload_gives_the_same_logits(scheme, inputs, tmp_path):
     model = tiny_bert()
@@ -278,3 +287,27 @@ def test_matmul_flops_count_forward_and_backward_products_per_dtype():
     # 10 tokens through the encoder; the pooler and the head see one token per sequence
     assert flops.by_dtype == {torch.float32: linear_flops(model, 10) - 8 * pooler_and_head}
     assert flops64.by_dtype == {torch.float64: 2 * (3 * 4 * 5) * 2 + 2 * 4 * 3 * 4}
+
+
+def test_tinygemm_gets_bfloat16_weights_and_the_skipped_layers_stay_float32(monkeypatch):
+    """tinygemm packs bfloat16 weights only (the first GPU run failed with "Only bfloat16 is supported for
+    Int4TilePackedTo4dTensor, got torch.float32"); its kernel is CUDA-only, so here torchao's quantize_ is replaced
+    by a probe of what it would be handed."""
+    import torchao.quantization
+
+    from lmshrink.quantize.torchao_schemes import quantize_torchao
+
+    handed = {}
+
+    def probe(model, config, filter_fn):
+        for name, module in model.named_modules():
+            if filter_fn(module, name):
+                handed[name] = module.weight.dtype
+        handed["packing"] = config.int4_packing_format
+
+    monkeypatch.setattr(torchao.quantization, "quantize_", probe)
+    model = tiny_bert()
+    assert quantize_torchao(model, "torchao-int4-tinygemm", {"classifier"})
+    assert handed.pop("packing") == "tile_packed_to_4d"  # the tinygemm layout, not torchao's mslk default
+    assert set(handed.values()) == {torch.bfloat16} and "classifier" not in handed
+    assert model.classifier.weight.dtype == torch.float32
