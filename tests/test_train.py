@@ -184,6 +184,16 @@ def test_exported_model_carries_the_class_names(tiny_bert_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_fit_without_a_logger_leaves_the_learning_rate_monitor_out(tiny_bert_dir, tmp_path, capsys):
+    """``--trainer.logger false`` is a user's choice; the shipped config's LearningRateMonitor made it a traceback
+    ("Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger")."""
+    root = tmp_path / "run"
+    main(["fit", *tiny_run_args(tiny_bert_dir, root, train_batches=2), "--trainer.logger=false"])
+    assert "LearningRateMonitor left out" in capsys.readouterr().out
+    assert (root / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_ckpt_path_none_evaluates_an_untrained_head_on_purpose(tmp_path):
     root = tmp_path / "eval"
     main(["test", "--config", "configs/teacher/stereoset_minilm.yaml", f"--trainer.default_root_dir={root}",

@@ -21,6 +21,7 @@ from lmshrink.cli.run_dirs import (
     NeverOverwriteConfig,
     add_console_callbacks,
     checkpoint_dirs,
+    drop_logger_callbacks_without_a_logger,
     fill_run_dirs,
     refuse_to_overwrite,
     remove_if_empty,
@@ -91,6 +92,7 @@ class LmshrinkCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         build_option_objects(config.model.get("init_args") or Namespace())  # their own one-line refusals first
         fill_run_dirs(config)
+        drop_logger_callbacks_without_a_logger(config)
         if self.subcommand:
             resolve_checkpoint(config.get("ckpt_path"), checkpoint_dirs(config))
             continue_wandb_run(config, self.subcommand)

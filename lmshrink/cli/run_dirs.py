@@ -68,6 +68,19 @@ def fill_run_dirs(config: Namespace) -> None:
             callback.init_args.dirpath = str(Path(root) / "checkpoints")
 
 
+def drop_logger_callbacks_without_a_logger(config: Namespace) -> None:
+    """``--trainer.logger false`` turns logging off; the shipped configs' LearningRateMonitor would then stop the
+    run with a traceback (it needs a logger), so it is left out, and said so."""
+    trainer = config.trainer
+    if trainer.get("logger") not in (False, None, []):
+        return
+    callbacks = list(trainer.get("callbacks") or [])
+    kept = [callback for callback in callbacks if not class_name(callback).endswith("LearningRateMonitor")]
+    if len(kept) < len(callbacks):
+        print("[lmshrink] --trainer.logger false: LearningRateMonitor left out (it logs to a logger)", flush=True)
+        trainer.callbacks = kept
+
+
 def checkpoint_dirs(config: Namespace) -> list[Path]:
     return [Path(callback.init_args.dirpath) for callback in config.trainer.get("callbacks") or []
             if class_name(callback).endswith("ModelCheckpoint") and callback.init_args.get("dirpath")]
