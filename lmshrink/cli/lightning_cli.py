@@ -46,17 +46,26 @@ def data_task(config: Namespace) -> str | None:
     return data_class.task if isinstance(data_class, type) and issubclass(data_class, SplitsDataModule) else None
 
 
-def build_option_objects(init_args: Namespace) -> None:
-    """Build the module's pruning method so that its own checks run now, before any model loads
-    (``KPrune: flops_keep_ratio=1.5 must be in (0, 1]``): it needs no model."""
+def build_option_objects(model: Namespace) -> None:
+    """Run the module's own option checks (:meth:`LmshrinkModule.check_options`, e.g. ``--model.top_k=-1 must be
+    >= 0``) and build its pruning method so that the method's checks run too (``KPrune: flops_keep_ratio=1.5 must be
+    in (0, 1]``), now, before any model loads: none of them needs one."""
     import importlib
 
+    def resolve(class_path) -> type | None:
+        module_name, _, class_name = str(class_path).rpartition(".")
+        found = vars(importlib.import_module(module_name)).get(class_name) if module_name else None
+        return found if isinstance(found, type) else None
+
+    init_args = model.get("init_args") or Namespace()
+    module_class = resolve(model.get("class_path"))
+    if module_class is not None and issubclass(module_class, LmshrinkModule):
+        module_class.check_options(**init_args.as_dict())
     for value in vars(init_args).values():
         if not (isinstance(value, Namespace) and value.get("class_path")):
             continue
-        module_name, _, class_name = str(value.class_path).rpartition(".")
-        option_class = vars(importlib.import_module(module_name)).get(class_name)
-        if isinstance(option_class, type) and issubclass(option_class, PruningMethod):
+        option_class = resolve(value.class_path)
+        if option_class is not None and issubclass(option_class, PruningMethod):
             option_class(**(value.get("init_args") or Namespace()).as_dict())
 
 
@@ -90,7 +99,7 @@ class LmshrinkCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        build_option_objects(config.model.get("init_args") or Namespace())  # their own one-line refusals first
+        build_option_objects(config.model)  # their own one-line refusals first
         fill_run_dirs(config)
         drop_logger_callbacks_without_a_logger(config)
         if self.subcommand:

@@ -73,6 +73,6 @@ def check_args(subcommand: str, args: list[str]) -> Namespace:
     except (ArgumentError, SystemExit) as exc:
         raise OptionError(concise_parse_error(exc)) from None
     config = cli.config[subcommand]
-    build_option_objects(config.model.get("init_args") or Namespace())
+    build_option_objects(config.model)
     return config
 

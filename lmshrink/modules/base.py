@@ -33,6 +33,12 @@ class LmshrinkModule(LightningModule):
     model_inputs: list[str] = ["input_ids", "attention_mask"]
     """Batch fields the network's ``forward`` takes (see ``backbones.accepted_inputs``)."""
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Refuse a bad option value in one line without loading anything: the CLI calls it with the parsed
+        ``--model.*`` values before it builds the module, and a study before its first stage runs, so a mistake in
+        the last stage's options does not wait for the stages before it. Checks nothing by default."""
+
     def given_models(self) -> dict[str, tuple[str, nn.Module]]:
         """{option: (value, network)} of the trained classifiers this module uses as they were given (a reference,
         a teacher, a model to prune or evaluate; not one whose head it trains): the CLI checks their class names

@@ -13,6 +13,8 @@ their deltas to the teacher; W&B tables of samples and of the summary), printed,
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.loggers import WandbLogger
@@ -92,40 +94,7 @@ class GenerativeAudit(LmshrinkModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        rules = {"num_samples": (num_samples >= 1, ">= 1"), "max_new_tokens": (max_new_tokens >= 1, ">= 1"),
-                 "top_p": (0 < top_p <= 1, "in (0, 1]"), "top_k": (top_k >= 0, ">= 0"),
-                 "temperature": (temperature > 0, "> 0"),
-                 "toxic_threshold": (0 <= toxic_threshold <= 1, "in [0, 1]"), "table_rows": (table_rows >= 0, ">= 0")}
-        for option, (ok, limit) in rules.items():
-            if not ok:
-                raise OptionError(f"--model.{option}={self.hparams[option]} must be {limit}")
-        bad = [value for value in sparsities or [] if not 0 < value < 1]
-        if bad:
-            raise OptionError(f"--model.sparsities: {bad[0]} must be in (0, 1)")
-        if heldout_windows < 0 or heldout_window < 2:
-            raise OptionError(f"--model.heldout_windows={heldout_windows} must be >= 0 and "
-                              f"--model.heldout_window={heldout_window} >= 2")
-        try:
-            self.one_shot = as_settings(one_shot, OneShotSettings)
-            methods = [from_short_name(spec) for spec in prune or []]
-        except (OptionError, ValueError) as exc:
-            raise OptionError(f"--model.prune / --model.one_shot: {exc}") from None
-        unread = unread_settings(self.one_shot, methods)
-        if unread:
-            raise OptionError(f"--model.one_shot.{unread[0]} is read by none of --model.prune={prune or []}; "
-                              f"remove it")
-        if model_scheme is not None:
-            copies = [name for name in ("students", "sparsities", "quantize", "prune") if self.hparams[name]]
-            if copies:
-                raise OptionError(f"--model.model_scheme={model_scheme} quantizes the audited model itself; "
-                                  f"--model.{copies[0]} would compare copies of a quantized model: set it to []")
-            try:
-                calibrated = check_supported(model_scheme, "cpu").calibrated
-            except ValueError as exc:
-                raise OptionError(f"--model.model_scheme: {exc}") from None
-            if calibrated:
-                raise OptionError(f"--model.model_scheme={model_scheme} needs calibration data; the audit applies "
-                                  f"weight-only and dynamic schemes")
+        self.one_shot, methods = self.check_options(**self.hparams)
         # Every model is checked against the job (a causal LM whose context holds the windows) before any loads.
         reads_windows = any("seq_len" in method.calibration_reads for method in methods)
         lengths = {"--model.heldout_window": heldout_window if heldout_windows else 0,
@@ -145,6 +114,52 @@ class GenerativeAudit(LmshrinkModule):
                                                              self.tokenizer, self.one_shot, rank_zero_info)
         self.heldout_ids = heldout_ids(self.tokenizer) if heldout_windows else None
         self.records: dict[str, AuditRecords] = {}
+
+    @classmethod
+    def check_options(cls, **options) -> tuple[OneShotSettings, list]:
+        """Every option's own limits and combinations, before anything loads (see ``LmshrinkModule``); returns the
+        one-shot settings and pruning methods they name."""
+        values = {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                  if parameter.default is not inspect.Parameter.empty} | options
+        (num_samples, max_new_tokens, top_p, top_k, temperature, toxic_threshold, table_rows, sparsities,
+         heldout_windows, heldout_window, one_shot, prune, model_scheme) = (values[name] for name in (
+            "num_samples", "max_new_tokens", "top_p", "top_k", "temperature", "toxic_threshold", "table_rows",
+            "sparsities", "heldout_windows", "heldout_window", "one_shot", "prune", "model_scheme"))
+        rules = {"num_samples": (num_samples >= 1, ">= 1"), "max_new_tokens": (max_new_tokens >= 1, ">= 1"),
+                 "top_p": (0 < top_p <= 1, "in (0, 1]"), "top_k": (top_k >= 0, ">= 0"),
+                 "temperature": (temperature > 0, "> 0"),
+                 "toxic_threshold": (0 <= toxic_threshold <= 1, "in [0, 1]"), "table_rows": (table_rows >= 0, ">= 0")}
+        for option, (ok, limit) in rules.items():
+            if not ok:
+                raise OptionError(f"--model.{option}={values[option]} must be {limit}")
+        bad = [value for value in sparsities or [] if not 0 < value < 1]
+        if bad:
+            raise OptionError(f"--model.sparsities: {bad[0]} must be in (0, 1)")
+        if heldout_windows < 0 or heldout_window < 2:
+            raise OptionError(f"--model.heldout_windows={heldout_windows} must be >= 0 and "
+                              f"--model.heldout_window={heldout_window} >= 2")
+        try:
+            one_shot = as_settings(one_shot, OneShotSettings)
+            methods = [from_short_name(spec) for spec in prune or []]
+        except (OptionError, ValueError) as exc:
+            raise OptionError(f"--model.prune / --model.one_shot: {exc}") from None
+        unread = unread_settings(one_shot, methods)
+        if unread:
+            raise OptionError(f"--model.one_shot.{unread[0]} is read by none of --model.prune={prune or []}; "
+                              f"remove it")
+        if model_scheme is not None:
+            copies = [name for name in ("students", "sparsities", "quantize", "prune") if values[name]]
+            if copies:
+                raise OptionError(f"--model.model_scheme={model_scheme} quantizes the audited model itself; "
+                                  f"--model.{copies[0]} would compare copies of a quantized model: set it to []")
+            try:
+                calibrated = check_supported(model_scheme, "cpu").calibrated
+            except ValueError as exc:
+                raise OptionError(f"--model.model_scheme: {exc}") from None
+            if calibrated:
+                raise OptionError(f"--model.model_scheme={model_scheme} needs calibration data; the audit applies "
+                                  f"weight-only and dynamic schemes")
+        return one_shot, methods
 
     def on_test_start(self) -> None:
         for model in self.variants.values():

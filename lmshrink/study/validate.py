@@ -127,9 +127,12 @@ def _check_generative(spec: StudySpec, where: str) -> None:
                     checked(argv[2:], check_save_dir=False)  # its mistakes are OptionErrors naming the flag
                 elif argv is not None:
                     check_args("fit", argv[2:])
-                check_args("test", audit)
             except OptionError as exc:
                 raise OptionError(f"{label}: {exc}") from None
+            try:  # parsed, and the audit's own limits (top_k >= 0 ...) checked, without loading a model
+                check_args("test", audit)
+            except OptionError as exc:
+                raise OptionError(f"{label} (audit): {exc}") from None
 
 
 def _device():

@@ -172,6 +172,21 @@ def test_a_bad_generative_stage_fails_before_anything_runs(stage, message, tiny_
     assert not (tmp_path / "study").exists()
 
 
+@pytest.mark.parametrize("option, message", [
+    ("--model.top_k=-1", r"--model.top_k=-1 must be >= 0"),
+    ("--model.top_p=0", r"--model.top_p=0.0 must be in \(0, 1\]"),
+    ("--model.sparsities=[1.5]", r"--model.sparsities: 1.5 must be in \(0, 1\)"),
+])
+def test_a_bad_audit_option_value_fails_before_anything_runs(option, message, tiny_llama_dir, tmp_path, monkeypatch):
+    """Values that parse but break an audit's limits (issue 30's closing gap: they stopped the study only when the
+    teacher's audit started) are refused by the study's check, with the stage named."""
+    monkeypatch.chdir(REPO)
+    config = write_study(tmp_path, tiny_llama_dir, eval_args=[*SMALL_AUDIT, option])
+    with pytest.raises(OptionError, match=r"stage 'teacher' \(audit\): " + message):
+        study_main([str(config)])
+    assert not (tmp_path / "study").exists()
+
+
 def test_generative_keys_are_refused_where_they_mean_nothing(tiny_llama_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     config = write_study(tmp_path, tiny_llama_dir, [{"name": "teacher", "kind": "teacher", "model": "smollm2",
