@@ -151,7 +151,11 @@ class Quantize(Callback):
                 "Quantize is post-training quantization for `validate`/`test`; for training use "
                 "lmshrink.callbacks.QuantizationAwareTraining"
             )
-        check_supported(self.scheme, trainer.strategy.root_device)
+        try:
+            check_supported(self.scheme, trainer.strategy.root_device)
+        except ValueError as exc:
+            hint = "; evaluate it on the CPU: --trainer.accelerator cpu" if SCHEMES[self.scheme].needs_cpu else ""
+            raise OptionError(f"--trainer.callbacks.scheme: {exc}{hint}") from None
         if not isinstance(pl_module, LmshrinkModule):
             raise OptionError(f"Quantize: {type(pl_module).__name__} is not an lmshrink module (its `model` network and "
                               f"`model_inputs` are what Quantize quantizes and feeds)")

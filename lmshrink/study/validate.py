@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmshrink.errors import OptionError
-from lmshrink.study.runner import build_command, eval_command
+from lmshrink.study.runner import build_command, cpu_only, eval_command
 from lmshrink.study.spec import StudySpec
 
 
@@ -27,7 +27,7 @@ def check_study(spec: StudySpec) -> None:
     for stage in spec.stages:
         label = f"{where}: stage {stage.name!r}"
         if stage.kind == "quantize":
-            _check_scheme(stage.scheme, label, _device())
+            _check_scheme(stage.scheme, label, "cpu" if _known_cpu_only(stage.scheme) else _device())
         bad = [arg for arg in (*stage.args, *spec.common_args) if not str(arg).startswith("--")]
         if bad:
             raise OptionError(f"{label}: argument {bad[0]!r} is not an option (expected --name=value)")
@@ -133,6 +133,12 @@ def _check_generative(spec: StudySpec, where: str) -> None:
                 check_args("test", audit)
             except OptionError as exc:
                 raise OptionError(f"{label} (audit): {exc}") from None
+
+
+def _known_cpu_only(scheme: str) -> bool:
+    from lmshrink.quantize.schemes import SCHEMES
+
+    return scheme in SCHEMES and cpu_only(scheme)  # an unknown name is refused by _check_scheme
 
 
 def _device():

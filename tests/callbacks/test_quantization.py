@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lmshrink.callbacks import Quantize, quantization
 from lmshrink.cli import main
+from lmshrink.errors import OptionError
 from lmshrink.quantize.size_latency import alternating_latency_ms
 from lmshrink.machine import cpu_line
 from tests.card_checks import assert_card_reports
@@ -78,6 +80,17 @@ def test_two_process_ddp_report_equals_one_process(tiny_bert_varied_dir, tmp_pat
     assert one["float"] == pytest.approx(two["float"], abs=1e-7)  # its ece sums float confidences in another order
     counts = ("n", "accuracy", "reference_accuracy", "model_only_correct", "reference_only_correct", "p_holm")
     assert [[g[key] for key in counts] for g in one["groups"]] == [[g[key] for key in counts] for g in two["groups"]]
+
+
+@pytest.mark.parametrize("scheme, device, message", [
+    ("dynamic-int8", "cuda", r"cannot run on cuda: .*; evaluate it on the CPU: --trainer.accelerator cpu"),
+    ("static-int8-x86", "cuda", r"cannot run on cuda: .*; evaluate it on the CPU: --trainer.accelerator cpu"),
+    ("torchao-int4-tinygemm", "cpu", r"cannot run on cpu: .*CUDA-only kernel"),
+])
+def test_a_scheme_the_device_cannot_run_is_one_line_naming_the_option(scheme, device, message):
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    with pytest.raises(OptionError, match=r"^--trainer.callbacks.scheme: scheme='" + scheme + "' " + message):
+        Quantize(scheme=scheme).setup(trainer=trainer, pl_module=None, stage="test")
 
 
 def test_refused_in_fit_and_for_unknown_schemes():

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -455,3 +456,25 @@ def test_a_directory_given_as_the_study_config_is_named_as_one(tmp_path, capsys)
     assert cli([str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (f"error: study config {tmp_path} is a directory; give "
                                                                 f"the study's YAML file")
+
+
+@pytest.mark.slow
+def test_on_a_gpu_machine_cpu_only_schemes_are_checked_and_evaluated_on_the_cpu(monkeypatch):
+    """The shipped study has dynamic-int8 and static-int8-x86 stages, whose kernels exist on the CPU only: on a GPU
+    machine its check refused them (or the run would have failed in that stage). They are now evaluated on the CPU
+    there, the other stages where the command line says."""
+    from lmshrink.study import validate
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(validate, "_device", lambda: "cuda")  # what torch.cuda.is_available() picks on a GPU machine
+    spec = load_spec(Path("configs/study/stereoset_minilm.yaml"))
+    validate.check_study(spec)
+    on_cpu = {stage.name: "--trainer.accelerator=cpu" in runner.eval_command(spec, stage, 0)
+              for stage in spec.stages if stage.kind == "quantize"}
+    assert on_cpu == {"dynamic-int8": True, "bnb-nf4": False, "static-int8": True,
+                      "distill+kprune-0.5+int8": True}, on_cpu
+    # a GPU user's --train-arg=--trainer.accelerator=gpu ... comes first; the CPU-only stage's own choice wins
+    spec = replace(spec, common_args=(*spec.common_args, "--trainer.accelerator=gpu", "--trainer.devices=8"))
+    command = runner.eval_command(spec, next(s for s in spec.stages if s.name == "static-int8"), 0)
+    last = {arg.split("=")[0]: arg for arg in command if arg.startswith(("--trainer.accelerator", "--trainer.devices"))}
+    assert last == {"--trainer.accelerator": "--trainer.accelerator=cpu", "--trainer.devices": "--trainer.devices=1"}
