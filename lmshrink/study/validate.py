@@ -55,9 +55,12 @@ def _check_given_models(config, spec: StudySpec) -> None:
     """Every model and data file a command names that the study does not make itself (models it makes lie under
     its output_dir) must be there now: a missing one in the last stage is found before the first stage runs, not
     an hour later."""
-    from lmshrink.backbones import resolve_model_dir
+    from lmshrink.backbones import model_config, resolve_model_dir
+    from lmshrink.cli.lightning_cli import data_task
+    from lmshrink.model_fit import Job, check_fits
 
     output = spec.output_dir.resolve()
+    task = data_task(config) or "sequence"
     values = {f"--model.{key}": config.model.init_args.get(key) for key in MODEL_OPTIONS}
     values["--data.tokenizer_path"] = config.data.init_args.get("tokenizer_path")
     for option in DATA_FILE_OPTIONS:  # a data file named as a path (not a built-in set or a hub id) must exist
@@ -70,8 +73,9 @@ def _check_given_models(config, spec: StudySpec) -> None:
         if value.endswith(".ckpt"):
             if not Path(value).is_file():
                 raise OptionError(f"{option}={value!r}: checkpoint does not exist")
-        else:
-            resolve_model_dir(value, option)
+        else:  # a causal LM is refused now as train.py would refuse it when the stage starts (config only, no weights)
+            check_fits(model_config(resolve_model_dir(value, option), option), Job(task, None, new_head=True),
+                       option, value)
 
 
 def _check_scheme(scheme: str, label: str, device, refuse_calibrated: str | None = None) -> None:

@@ -158,8 +158,9 @@ def test_an_output_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path,
 
 @pytest.mark.slow
 def test_a_run_that_refuses_its_model_is_one_line(tiny_llama_dir, tiny_bert_dir, tmp_path, capsys, monkeypatch):
-    """A causal LM as the teacher passes the study's checks (the directory exists) and is refused by train.py: the
-    study prints train.py's own error line and the log, not a traceback."""
+    """A causal LM as the teacher is refused by the study's check, before any stage, from its config alone; a
+    mistake found only when the stage loads its model (here: a directory without weights) is refused by train.py,
+    and the study prints train.py's own error line and the log, not a traceback."""
     from lmshrink.study.__main__ import cli
 
     monkeypatch.chdir(REPO)
@@ -169,7 +170,17 @@ def test_a_run_that_refuses_its_model_is_one_line(tiny_llama_dir, tiny_bert_dir,
     config.write_text(yaml.safe_dump(spec))
     assert cli([str(config)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: train.py fit (") and "is a causal LM" in errors[0], errors
+    assert len(errors) == 1 and re.search(r"stage 'teacher' \(fit\): --model.model_path='.*' is a causal LM "
+                                          r"\(LlamaForCausalLM\)", errors[0]), errors
+    assert not (tmp_path / "study").exists()
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((tiny_bert_dir / "config.json").read_text())
+    spec["stages"][0]["args"][0] = f"--model.model_path={no_weights}"
+    config.write_text(yaml.safe_dump(spec))
+    assert cli([str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: train.py fit (") and "weights" in errors[0], errors
 
 
 def test_bad_study_configs_are_refused(tmp_path):
