@@ -193,6 +193,19 @@ def test_fit_without_a_logger_leaves_the_learning_rate_monitor_out(tiny_bert_dir
     assert (root / "model" / "model.safetensors").is_file()
 
 
+def test_only_a_logger_turned_off_drops_the_learning_rate_monitor():
+    """``logger: null`` (or no logger key) is Lightning's default logger, which the monitor logs to: it stays."""
+    from jsonargparse import Namespace
+
+    from lmshrink.cli.run_dirs import drop_logger_callbacks_without_a_logger
+
+    for logger, kept in ((None, 1), (False, 0), ([], 0)):
+        monitor = Namespace(class_path="lightning.pytorch.callbacks.LearningRateMonitor")
+        config = Namespace(trainer=Namespace(logger=logger, callbacks=[monitor]))
+        drop_logger_callbacks_without_a_logger(config)
+        assert len(config.trainer.callbacks) == kept, logger
+
+
 @pytest.mark.slow
 def test_ckpt_path_none_evaluates_an_untrained_head_on_purpose(tmp_path):
     root = tmp_path / "eval"

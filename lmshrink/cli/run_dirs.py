@@ -72,7 +72,7 @@ def drop_logger_callbacks_without_a_logger(config: Namespace) -> None:
     """``--trainer.logger false`` turns logging off; the shipped configs' LearningRateMonitor would then stop the
     run with a traceback (it needs a logger), so it is left out, and said so."""
     trainer = config.trainer
-    if trainer.get("logger") not in (False, None, []):
+    if trainer.get("logger") is not False and trainer.get("logger") != []:  # None: Lightning's default logger
         return
     callbacks = list(trainer.get("callbacks") or [])
     kept = [callback for callback in callbacks if not class_name(callback).endswith("LearningRateMonitor")]
