@@ -36,35 +36,35 @@ from lmshrink.modules.base import LmshrinkModule
 from lmshrink.pruning.methods import PruningMethod
 
 
+def class_of(class_path) -> type | None:
+    """The class a config's ``class_path`` names (``lmshrink.modules.Prune``), imported, without instantiating it;
+    None when it names no class."""
+    import importlib
+
+    module_name, _, class_name = str(class_path or "").rpartition(".")
+    found = vars(importlib.import_module(module_name)).get(class_name) if module_name else None
+    return found if isinstance(found, type) else None
+
+
 def data_task(config: Namespace) -> str | None:
     """The task of the configured datamodule class (``SplitsDataModule.task``), without instantiating it; None for
     another datamodule."""
-    import importlib
-
-    module_name, _, class_name = str(config.data.get("class_path") or "").rpartition(".")
-    data_class = vars(importlib.import_module(module_name)).get(class_name) if module_name else None
-    return data_class.task if isinstance(data_class, type) and issubclass(data_class, SplitsDataModule) else None
+    data_class = class_of(config.data.get("class_path"))
+    return data_class.task if data_class is not None and issubclass(data_class, SplitsDataModule) else None
 
 
 def build_option_objects(model: Namespace) -> None:
     """Run the module's own option checks (:meth:`LmshrinkModule.check_options`, e.g. ``--model.top_k=-1 must be
     >= 0``) and build its pruning method so that the method's checks run too (``KPrune: flops_keep_ratio=1.5 must be
     in (0, 1]``), now, before any model loads: none of them needs one."""
-    import importlib
-
-    def resolve(class_path) -> type | None:
-        module_name, _, class_name = str(class_path).rpartition(".")
-        found = vars(importlib.import_module(module_name)).get(class_name) if module_name else None
-        return found if isinstance(found, type) else None
-
     init_args = model.get("init_args") or Namespace()
-    module_class = resolve(model.get("class_path"))
+    module_class = class_of(model.get("class_path"))
     if module_class is not None and issubclass(module_class, LmshrinkModule):
         module_class.check_options(**init_args.as_dict())
     for value in vars(init_args).values():
         if not (isinstance(value, Namespace) and value.get("class_path")):
             continue
-        option_class = resolve(value.class_path)
+        option_class = class_of(value.class_path)
         if option_class is not None and issubclass(option_class, PruningMethod):
             option_class(**(value.get("init_args") or Namespace()).as_dict())
 

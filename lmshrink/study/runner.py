@@ -133,10 +133,11 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
 
 def cpu_only(scheme: str) -> bool:
     """Whether a quantize stage's scheme runs on the CPU only (``dynamic-int8``, ``static-int8-x86``): the study
-    evaluates it there on any machine, after the command line's own ``--trainer.accelerator`` / ``devices``."""
+    evaluates it there on any machine, after the command line's own ``--trainer.accelerator`` / ``devices``. False
+    for an unknown name (the study's check refuses it by name)."""
     from lmshrink.quantize.schemes import SCHEMES
 
-    return SCHEMES[scheme].needs_cpu is not None
+    return scheme in SCHEMES and SCHEMES[scheme].needs_cpu is not None
 
 
 def calibration_seed(scheme: str | None, seed: int | None) -> int | None:

@@ -27,7 +27,7 @@ def check_study(spec: StudySpec) -> None:
     for stage in spec.stages:
         label = f"{where}: stage {stage.name!r}"
         if stage.kind == "quantize":
-            _check_scheme(stage.scheme, label, "cpu" if _known_cpu_only(stage.scheme) else _device())
+            _check_scheme(stage.scheme, label, "cpu" if cpu_only(stage.scheme) else _device())
         bad = [arg for arg in (*stage.args, *spec.common_args) if not str(arg).startswith("--")]
         if bad:
             raise OptionError(f"{label}: argument {bad[0]!r} is not an option (expected --name=value)")
@@ -73,9 +73,11 @@ def _check_given_models(config, spec: StudySpec) -> None:
         if value.endswith(".ckpt"):
             if not Path(value).is_file():
                 raise OptionError(f"{option}={value!r}: checkpoint does not exist")
-        else:  # a causal LM is refused now as train.py would refuse it when the stage starts (config only, no weights)
-            check_fits(model_config(resolve_model_dir(value, option), option), Job(task, None, new_head=True),
-                       option, value)
+        else:
+            directory = resolve_model_dir(value, option)
+            if option != "--data.tokenizer_path":  # a model (not a tokenizer) of the wrong kind, e.g. a causal LM,
+                # is refused now as train.py would refuse it when the stage starts: from its config, no weights read
+                check_fits(model_config(directory, option), Job(task, None, new_head=True), option, value)
 
 
 def _check_scheme(scheme: str, label: str, device, refuse_calibrated: str | None = None) -> None:
@@ -137,12 +139,6 @@ def _check_generative(spec: StudySpec, where: str) -> None:
                 check_args("test", audit)
             except OptionError as exc:
                 raise OptionError(f"{label} (audit): {exc}") from None
-
-
-def _known_cpu_only(scheme: str) -> bool:
-    from lmshrink.quantize.schemes import SCHEMES
-
-    return scheme in SCHEMES and cpu_only(scheme)  # an unknown name is refused by _check_scheme
 
 
 def _device():
