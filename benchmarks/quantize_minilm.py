@@ -5,7 +5,8 @@ Rows (``--rows``):
 - ``eager``: fp32 and every in-place scheme, eagerly; the schemes in ``WITH_EMBEDDINGS`` again with int8 embeddings,
   the 4-bit ones with int4 embeddings;
 - ``compiled``: ``torch.compile`` (inductor, freezing) of fp32, bf16, torchao int8 dynamic, and static int8
-  (``static-int8-x86``: PT2E export + X86InductorQuantizer, calibrated on 128 seeded training sentences);
+  (``static-int8-x86``: PT2E export + X86InductorQuantizer, calibrated on 128 seeded training sentences; its
+  float32 graph, int8-mixed-bf16, and int8-mixed-bf16 with int8 attention, the last on AMX CPUs only);
   the first call per batch size (compilation) is a column of its own, never part of the latency;
 - ``pruned``: K-prune at FLOPs keep 0.5 (sliced), then fp32, bf16, dynamic int8 + int8 embeddings, static int8.
 
@@ -48,7 +49,7 @@ from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.metrics.groups import GroupAccuracy
 from lmshrink.modules import TeacherFineTune
 from lmshrink.machine import cpu_line
-from lmshrink.quantize.static_int8 import int8_mixed_bf16_here
+from lmshrink.quantize.static_int8 import amx_tiles_usable, int8_mixed_bf16_here
 from lmshrink.pruning.encoder.run import prune_encoder
 from lmshrink.pruning.methods import KPrune
 from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
@@ -69,12 +70,18 @@ LATENCY_TOKENS = 64
 
 
 @torch.inference_mode()
-def evaluate(module: TeacherFineTune, model: torch.nn.Module, loader, num_groups: int) -> dict:
+def evaluate(module: TeacherFineTune, model: torch.nn.Module, loader, num_groups: int,
+             pad_to: int | None = None) -> dict:
+    """Accuracy per group on ``loader``; ``pad_to``: every batch padded to that many tokens (masked, so the
+    predictions are those of the unpadded batch), for a graph compiled per input shape (int8 attention)."""
     metric = GroupAccuracy(num_groups, num_classes=3)
     module.model = model
     for batch in loader:
         batch = {key: value.to(module.device) if isinstance(value, torch.Tensor) else value
                  for key, value in batch.items()}
+        if pad_to is not None:
+            batch |= {key: torch.nn.functional.pad(batch[key], (0, pad_to - batch[key].shape[1]))
+                      for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
         metric.update(module(batch).cpu(), batch["labels"].cpu(), batch["groups"].cpu())
     results = metric.compute()
     return {key: float(results[key]) for key in ("avg_acc", "worst_group_acc")} | {"group_acc": results["group_acc"]}
@@ -92,15 +99,18 @@ def pruned_teacher(float_model: torch.nn.Module, dm: GroupedTextDataModule, toke
 
 
 def build(source: torch.nn.Module, scheme: str | None, embeddings: str, compiled: bool,
-          calibration: list[dict], mixed_bf16: bool | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(the module to run, the module holding the weights) for one row (``mixed_bf16``: a calibrated scheme's
-    graph under bf16 autocast, forced on or off; None: as the library decides on this CPU)."""
+          calibration: list[dict], mixed_bf16: bool | None = None,
+          int8_attention: bool | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the module to run, the module holding the weights) for one row (``mixed_bf16``, ``int8_attention``: a
+    calibrated scheme's graph under bf16 autocast, its attention in int8, each forced on or off; None: as the
+    library decides on this CPU)."""
     model = copy.deepcopy(source).eval()
     if scheme is None:
         return (compile_for_inference(model) if compiled else model), model
     calibrated = SCHEMES[scheme].calibrated
+    graph = {"mixed_bf16": mixed_bf16, "int8_attention": int8_attention} if calibrated else {}
     quantized = apply(model, scheme, embeddings=embeddings, calibration=calibration if calibrated else None,
-                      compile=compiled or calibrated, mixed_bf16=mixed_bf16 if calibrated else None)
+                      compile=compiled or calibrated, **graph)
     return quantized.runnable, quantized.weights
 
 
@@ -168,9 +178,12 @@ def main() -> None:
                         ("torchao-int8-dynamic compiled", "torchao-int8-dynamic", "float", True, None),
                         ("static-int8-x86", "static-int8-x86", "float", True, None),
                         ("static-int8-x86+emb-int8", "static-int8-x86", "int8", True, None),
-                        # both graphs on every CPU: the library picks int8-mixed-bf16 on AMX only
-                        ("static-int8-x86+emb-int8 fp32 graph", "static-int8-x86", "int8", True, None, False),
-                        ("static-int8-x86+emb-int8 mixed-bf16", "static-int8-x86", "int8", True, None, True)]
+                        # every graph on every CPU it runs on: the library picks int8-mixed-bf16 with int8
+                        # attention on AMX only (int8 attention's kernel exists for AMX alone)
+                        ("static-int8-x86+emb-int8 fp32 graph", "static-int8-x86", "int8", True, None, False, False),
+                        ("static-int8-x86+emb-int8 mixed-bf16", "static-int8-x86", "int8", True, None, True, False),
+                        ("static-int8-x86+emb-int8 mixed-bf16 int8-attention", "static-int8-x86", "int8", True, None,
+                         True, True)]
     if "pruned" in args.rows:
         rows_wanted += [("kprune-0.5 fp32", None, "float", False, "pruned"),
                         ("kprune-0.5 bf16", "bf16", "float", False, "pruned"),
@@ -189,6 +202,8 @@ def main() -> None:
         try:
             if row[1] is not None:
                 check_supported(row[1], device)
+            if row[6:] == (True,) and not amx_tiles_usable():
+                raise ValueError("int8 attention's kernel is generated for AMX, which this CPU cannot use")
             runnable_here.append(row)
         except ValueError as reason:
             print(f"{row[0]}: skipped ({reason})")
@@ -198,12 +213,12 @@ def main() -> None:
     if any(row[1] == "bf16" for row in rows_wanted) or args.only:
         references["bf16"] = build(float_model, "bf16", "float", False, calibration)[0]
     rows, failed = {}, {}
-    for name, scheme, embeddings, compiled, source, *mixed in rows_wanted:
+    for name, scheme, embeddings, compiled, source, *graph in rows_wanted:
         if source not in sources:  # pruned once, when its first row comes
             sources[source] = pruned_teacher(float_model, dm, args.prune_tokens)
         start = time.perf_counter()
         try:
-            runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration, *mixed)
+            runnable, stored = build(sources[source], scheme, embeddings, compiled, calibration, *graph)
             row = {"build_s": time.perf_counter() - start, "memory_mb": memory_bytes(stored) / 2**20,
                    "linear_flops": linear_flops(sources[source], 32 * LATENCY_TOKENS)}
             row["first_call_s"] = sum(first_call_seconds(runnable, batch) for batch in latency_inputs.values()) \
@@ -216,7 +231,8 @@ def main() -> None:
                     rounds=args.rounds, repeats=args.repeats)
                 row[f"lat{size}_ms"] = timed["row"]
                 row |= {f"{reference}_lat{size}_ms": timed.get(reference, timed["row"]) for reference in references}
-            row |= evaluate(module, runnable, loader, len(dm.group_names))
+            row |= evaluate(module, runnable, loader, len(dm.group_names),
+                            pad_to=dm.hparams.max_length if getattr(runnable, "int8_attention", False) else None)
         except Exception as error:  # one row's failure on a new machine must not cost the other rows' figures
             failed[name] = f"{type(error).__name__}: {error}"
             traceback.print_exc()
@@ -238,7 +254,9 @@ def main() -> None:
           f"{len(dm.group_names)} groups), {device}, {torch.get_num_threads()} CPU threads; ratios are to fp32 eager "
           f"(and bf16 eager) timed beside each row")
     print(f"CPU: {cpu_line()}; static-int8-x86 here runs "
-          + ("int8-mixed-bf16 (AMX)" if int8_mixed_bf16_here() else "its float32 graph (no AMX)"))
+          + ("int8-mixed-bf16 (AMX)" if int8_mixed_bf16_here() else "its float32 graph (no AMX)")
+          + ("; int8 attention (torchao's AMX kernel, opt-in) can run here" if amx_tiles_usable()
+             else "; int8 attention (AMX only) cannot run here"))
     print("hardware bound, GEMMs of the model's Linear shapes at 32 x 64 tokens: " + ", ".join(
         f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.0f} GFLOP/s ({dense_flops / rate * 1000:.1f} ms for the "
         f"dense model's Linears)" for dtype, rate in rates.items()))

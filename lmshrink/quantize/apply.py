@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from lmshrink.machine import cpu_line
 from lmshrink.quantize.compiled import compile_for_inference, weights_of
 from lmshrink.quantize.embeddings import EmbeddingBits
 from lmshrink.quantize.schemes import SCHEMES, QuantizationResult, check_supported, quantize_model, quantize_static
+from lmshrink.quantize.static_int8 import amx_tiles_usable
 
 CALIBRATION_SAMPLES = 128
 """Default size of a calibrated scheme's sample (training sentences), for the Quantize callback and the study alike."""
@@ -50,7 +52,8 @@ class Quantized:
 
 def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
           calibration: Sequence[dict[str, Tensor]] | None = None, compile: bool | None = None,
-          skip: list[str] | None = None, mixed_bf16: bool | None = None) -> Quantized:
+          skip: list[str] | None = None, mixed_bf16: bool | None = None,
+          int8_attention: bool = False) -> Quantized:
     """Quantize ``model`` with ``scheme``.
 
     Args:
@@ -66,6 +69,9 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         mixed_bf16: A calibrated scheme's graph compiled and run under bf16 autocast ("int8-mixed-bf16");
             default: where the CPU has AMX (:func:`~lmshrink.quantize.static_int8.int8_mixed_bf16_here`). Refused
             for the other schemes.
+        int8_attention: A calibrated scheme's attention in int8 too, compiled into torchao's fused kernel for AMX,
+            one graph per input shape (:func:`~lmshrink.quantize.static_int8.quantize_static_int8`). Refused for the
+            other schemes, and on a CPU without AMX.
     """
     calibrated = check_supported(scheme, next(model.parameters()).device).calibrated
     if calibrated and calibration is None:
@@ -74,13 +80,17 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         raise ValueError(f"scheme={scheme!r} reads no calibration batches; only {calibrated_schemes()} do")
     if calibrated and compile is False:
         raise ValueError(f"scheme={scheme!r}: its int8 kernels exist only compiled (compile=False)")
-    if not calibrated and mixed_bf16 is not None:
-        raise ValueError(f"scheme={scheme!r}: mixed_bf16 is read only by {calibrated_schemes()}")
+    for name, value in (("mixed_bf16", mixed_bf16), ("int8_attention", int8_attention or None)):
+        if not calibrated and value is not None:
+            raise ValueError(f"scheme={scheme!r}: {name} is read only by {calibrated_schemes()}")
+    if int8_attention and not amx_tiles_usable():
+        raise ValueError("int8_attention=True: torchao's int8 attention kernel is generated for AMX, which this CPU "
+                         f"({cpu_line()}) cannot use")
     compile = calibrated if compile is None else compile
     skip = default_skip(model) if skip is None else list(skip)
     if calibrated:
         graph, result = quantize_static(model, scheme, calibration, skip, embeddings, compile_model=True,
-                                        mixed_bf16=mixed_bf16)
+                                        mixed_bf16=mixed_bf16, int8_attention=int8_attention)
         return Quantized(graph, weights_of(graph), result, compiled=True, skip=skip)
     result = quantize_model(model, scheme, skip, embeddings)
     return Quantized(compile_for_inference(model) if compile else model, model, result, compiled=compile, skip=skip)

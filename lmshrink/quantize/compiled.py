@@ -21,24 +21,43 @@ class CompiledForInference(nn.Module):
 
     ``mixed_bf16``: compile and run under bf16 autocast, so that everything around int8 GEMMs (attention, softmax,
     LayerNorm, the float head) runs in bf16 — PyTorch's "int8-mixed-bf16" recipe for the x86 PT2E flow; the
-    outputs are bf16."""
+    outputs are bf16. ``int8_attention``: compile with torchao's qsdpa pass, which replaces each attention whose
+    matmuls were quantized (q, k, v, the softmax and the output all quantize / dequantize) by one int8 attention
+    kernel, generated for AMX (:func:`~lmshrink.quantize.static_int8.amx_tiles_usable`), compiled for static shapes."""
 
-    def __init__(self, source: nn.Module, mixed_bf16: bool = False) -> None:
+    def __init__(self, source: nn.Module, mixed_bf16: bool = False, int8_attention: bool = False) -> None:
         super().__init__()
         self.source = source
         self.mixed_bf16 = mixed_bf16
-        self.compiled = torch.compile(source)
+        self.int8_attention = int8_attention
+        # torchao's int8 attention kernel template takes static shapes only (a dynamic batch died of an illegal
+        # instruction, a dynamic length failed to compile): one graph per input shape then
+        self.compiled = torch.compile(source, dynamic=False if int8_attention else None)
 
     def forward(self, *args, **kwargs):
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=True), torch.autocast("cpu", torch.bfloat16, enabled=self.mixed_bf16):
+        passes = {"post_grad_custom_pre_pass": qsdpa_pass()} if self.int8_attention else {}
+        with inductor_config.patch(freezing=True, **passes), \
+                torch.autocast("cpu", torch.bfloat16, enabled=self.mixed_bf16):
             return self.compiled(*args, **kwargs)
 
 
-def compile_for_inference(model: nn.Module, mixed_bf16: bool = False) -> CompiledForInference:
+def qsdpa_pass():
+    """torchao's post-grad pass holding the int8 attention patterns (registered into it on first use: torchao
+    registers them into whatever pass inductor's config holds at that moment, hence the patch)."""
+    import torch._inductor.config as inductor_config
+    from torchao.prototype.inductor.fx_passes.qsdpa_fusion import _qsdpa_init, custom_pass
+
+    with inductor_config.patch(post_grad_custom_pre_pass=custom_pass):
+        _qsdpa_init()
+    return custom_pass
+
+
+def compile_for_inference(model: nn.Module, mixed_bf16: bool = False,
+                          int8_attention: bool = False) -> CompiledForInference:
     """The compiled ``model`` (pass it in eval mode: an exported graph refuses ``.eval()``)."""
-    return CompiledForInference(model, mixed_bf16)
+    return CompiledForInference(model, mixed_bf16, int8_attention)
 
 
 def weights_of(model: nn.Module) -> nn.Module:

@@ -60,7 +60,8 @@ def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
 
 
 def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tensor]], skip: set[str],
-                         compile_model: bool = True, mixed_bf16: bool | None = None) -> tuple[nn.Module, list[str]]:
+                         compile_model: bool = True, mixed_bf16: bool | None = None,
+                         int8_attention: bool = False) -> tuple[nn.Module, list[str]]:
     """The statically quantized copy of ``model`` (left unchanged) and the names of the Linear layers quantized.
 
     ``calibration``: model-input batches (the keys the model takes), every one run once through the observers.
@@ -69,6 +70,10 @@ def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tenso
     speed): for tests and inspection only. ``mixed_bf16``: compile under bf16 autocast ("int8-mixed-bf16",
     :class:`~lmshrink.quantize.compiled.CompiledForInference`); default: on CPUs with AMX
     (:func:`int8_mixed_bf16_here`), where bf16 work beside the int8 GEMMs is what the int8 graph loses to bf16.
+    ``int8_attention``: quantize attention's two matmuls too (their inputs: q, k, v and the softmax) and compile
+    each attention into torchao's one int8 kernel, generated for AMX (:func:`amx_tiles_usable`). Off by default:
+    torchao's kernel takes static shapes only, so the graph compiles anew for every input shape (fixed-shape
+    serving, padded to one length, not evaluation over batches of varying length).
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -82,6 +87,8 @@ def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tenso
         exported = torch.export.export(model, args=(), kwargs=dict(example),
                                        dynamic_shapes=_dynamic_shapes(model, example), strict=False).module()
     quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    if int8_attention:  # aten.matmul is attention's alone: every Linear exports as aten.linear
+        quantizer.set_function_type_qconfig(torch.matmul, quantizer.get_global_quantization_config())
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
     prepared = prepare_pt2e(exported, quantizer)
@@ -95,7 +102,8 @@ def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tenso
                        if isinstance(module, nn.Linear) and name not in skip and module.weight.numel())
     if not compile_model:
         return converted, quantized
-    return compile_for_inference(converted, int8_mixed_bf16_here() if mixed_bf16 is None else mixed_bf16), quantized
+    mixed_bf16 = int8_mixed_bf16_here() if mixed_bf16 is None else mixed_bf16
+    return compile_for_inference(converted, mixed_bf16, int8_attention), quantized
 
 
 def int8_mixed_bf16_here() -> bool:
@@ -106,3 +114,11 @@ def int8_mixed_bf16_here() -> bool:
     bf16)."""
     flags = cpu_name_and_flags()[1]
     return "amx_int8" in flags and "amx_bf16" in flags
+
+
+def amx_tiles_usable() -> bool:
+    """PyTorch's own AMX check, read the way torchao's int8 attention lowering reads it to pick its AMX kernel
+    (older PyTorch has it in ``torch._C._cpu``, newer in ``torch.cpu``)."""
+    check = getattr(torch._C._cpu, "_is_amx_tile_supported", None) or getattr(torch.cpu, "_is_amx_tile_supported",
+                                                                             None)
+    return bool(check and check())
