@@ -12,6 +12,11 @@ DDP launcher re-launches it as before).
 What a child inherits is the environment of the study *when the forkserver started*, updated with the caller's
 ``os.environ`` at each call; a variable that a library reads only when it is imported (e.g. ``HF_HOME`` in
 ``huggingface_hub``) keeps its value from the forkserver's start.
+
+On a GPU machine the forkserver's imports initialise CUDA, and CUDA cannot be used again in a forked child
+("Cannot re-initialize CUDA in forked subprocess": every GPU run of a study failed so, found on an H200). A child
+that finds itself so forked replaces itself with a fresh interpreter running the same command (``execve``: same
+process, log and exit status), paying the imports it would have saved.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ def _child_main(argv: list[str], log: str, env: dict[str, str]) -> None:
     sys.stderr.reconfigure(line_buffering=True)
     os.environ.clear()
     os.environ.update(env)
+    if _cuda_lost_in_fork():
+        os.execve(sys.executable, [sys.executable, *argv], env)
     if env.get("OMP_NUM_THREADS"):  # torch read it when the forkserver imported torch: apply the caller's
         import torch
 
@@ -77,3 +84,10 @@ def _child_main(argv: list[str], log: str, env: dict[str, str]) -> None:
     else:
         sys.argv = list(argv)
         runpy.run_path(argv[0], run_name="__main__")
+
+
+def _cuda_lost_in_fork() -> bool:
+    """Whether this forked child can no longer use CUDA: its parent had initialised it (PyTorch's own flag)."""
+    import torch
+
+    return bool(getattr(torch._C, "_cuda_isInBadFork", lambda: False)())

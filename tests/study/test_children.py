@@ -1,8 +1,12 @@
 """The study's runs as children of the pre-imported forkserver: same output, exit status and environment as
 ``python script.py`` in a new process, and ``__main__`` as Lightning's DDP launcher expects it."""
 
+import multiprocessing
 import os
 
+import torch
+
+from lmshrink.study import children
 from lmshrink.study.children import run_child
 
 SCRIPT = """
@@ -42,3 +46,25 @@ def test_child_runs_a_module(tmp_path):
     env = dict(os.environ)
     assert run_child(["-m", "json.tool", "--help"], str(log), env) == 0
     assert "usage:" in log.read_text()
+
+
+def _forked_child_with_cuda_lost(argv: list[str], log: str) -> None:
+    torch._C._cuda_isInBadFork = lambda: True  # what a fork of a process that initialised CUDA sees
+    children._child_main(argv, log, {**os.environ, "LMSHRINK_TEST_MARKER": "after exec"})
+
+
+def test_a_child_forked_after_cuda_was_initialised_runs_its_command_in_a_fresh_interpreter(tmp_path):
+    """On a GPU machine the forkserver's imports initialise CUDA, which a forked child cannot use: the child then
+    execs a new interpreter for the same command (torch not yet imported there, the caller's environment, the same
+    log and exit status); without CUDA initialised it runs in the forked process (torch already imported)."""
+    script, log = tmp_path / "script.py", tmp_path / "run.log"
+    script.write_text("import sys, os\nprint('torch preloaded', 'torch' in sys.modules, os.environ.get("
+                      "'LMSHRINK_TEST_MARKER'), flush=True)\nraise SystemExit(4)\n")
+    process = multiprocessing.get_context("fork").Process(target=_forked_child_with_cuda_lost,
+                                                          args=([str(script)], str(log)))
+    process.start()
+    process.join()
+    assert process.exitcode == 4
+    assert "torch preloaded False after exec" in log.read_text()
+    assert run_child([str(script)], str(log), dict(os.environ)) == 4
+    assert "torch preloaded True" in log.read_text()
