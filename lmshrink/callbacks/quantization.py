@@ -41,7 +41,7 @@ from lmshrink.quantize.apply import CALIBRATION_BATCH_SIZE, CALIBRATION_SAMPLES
 from lmshrink.quantize.compiled import first_call_seconds
 from lmshrink.quantize.embeddings import EmbeddingBits
 from lmshrink.quantize.saved_model import NOT_RELOADABLE
-from lmshrink.quantize.schemes import SchemeName, check_skip_modules
+from lmshrink.quantize.schemes import SchemeName, check_skip_modules, cpu_only
 from lmshrink.quantize.size_latency import alternating_latency_ms, disk_bytes, latency_ms, memory_bytes
 
 EVAL_FNS = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test"}
@@ -154,7 +154,7 @@ class Quantize(Callback):
         try:
             check_supported(self.scheme, trainer.strategy.root_device)
         except ValueError as exc:
-            hint = "; evaluate it on the CPU: --trainer.accelerator cpu" if SCHEMES[self.scheme].needs_cpu else ""
+            hint = "; evaluate it on the CPU: --trainer.accelerator cpu" if cpu_only(self.scheme) else ""
             raise OptionError(f"--trainer.callbacks.scheme: {exc}{hint}") from None
         if not isinstance(pl_module, LmshrinkModule):
             raise OptionError(f"Quantize: {type(pl_module).__name__} is not an lmshrink module (its `model` network and "

@@ -80,8 +80,8 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         raise ValueError(f"scheme={scheme!r} reads no calibration batches; only {calibrated_schemes()} do")
     if calibrated and compile is False:
         raise ValueError(f"scheme={scheme!r}: its int8 kernels exist only compiled (compile=False)")
-    for name, value in (("mixed_bf16", mixed_bf16), ("int8_attention", int8_attention or None)):
-        if not calibrated and value is not None:
+    for name, asked in (("mixed_bf16", mixed_bf16 is not None), ("int8_attention", int8_attention)):
+        if asked and not calibrated:
             raise ValueError(f"scheme={scheme!r}: {name} is read only by {calibrated_schemes()}")
     if int8_attention and not amx_tiles_usable():
         raise ValueError("int8_attention=True: torchao's int8 attention kernel is generated for AMX, which this CPU "

@@ -10,6 +10,7 @@ on around every call rather than for the whole process.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -43,9 +44,10 @@ class CompiledForInference(nn.Module):
             return self.compiled(*args, **kwargs)
 
 
+@functools.cache
 def qsdpa_pass():
-    """torchao's post-grad pass holding the int8 attention patterns (registered into it on first use: torchao
-    registers them into whatever pass inductor's config holds at that moment, hence the patch)."""
+    """torchao's post-grad pass holding the int8 attention patterns, built once per process (torchao registers
+    them into whatever pass inductor's config holds at that moment, hence the patch)."""
     import torch._inductor.config as inductor_config
     from torchao.prototype.inductor.fx_passes.qsdpa_fusion import _qsdpa_init, custom_pass
 

@@ -86,6 +86,12 @@ def check_supported(scheme: str, device: torch.device | str | None = "cpu") -> S
     return spec
 
 
+def cpu_only(scheme: str) -> bool:
+    """Whether ``scheme``'s kernels exist on the CPU only (``dynamic-int8``, ``static-int8-x86``), so that it is
+    evaluated there on any machine; False for an unknown name (:func:`check_supported` refuses it by name)."""
+    return scheme in SCHEMES and SCHEMES[scheme].needs_cpu is not None
+
+
 def matches_any(name: str, patterns: list[str]) -> bool:
     """``name`` is one of ``patterns``, lies under one, or ends with one (``classifier`` matches ``classifier.dense``)."""
     return any(name == pattern or name.startswith(pattern + ".") or name.endswith("." + pattern) for pattern in patterns)

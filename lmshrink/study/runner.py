@@ -121,23 +121,17 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
                  f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher"]
     args = ["--config", spec.eval_config, *model, *where, *spec.common_args, *spec.eval_args]
     if scheme is not None:  # the teacher is the study's reference: the callback's own float copy would run twice
+        from lmshrink.quantize.schemes import cpu_only
+
         args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}",
                  "--trainer.callbacks.compare_to_float=false"]
-        if cpu_only(scheme):  # on a GPU machine too: its kernels exist on the CPU only, where it would be deployed
+        if cpu_only(scheme):  # on a GPU machine too, after the command line's own --trainer.accelerator / devices:
+            # its kernels exist on the CPU only, where it would be deployed
             args += ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]
     sample_seed = calibration_seed(scheme, seed)
     if sample_seed is not None:
         args.append(f"--trainer.callbacks.calibration_seed={sample_seed}")
     return args
-
-
-def cpu_only(scheme: str) -> bool:
-    """Whether a quantize stage's scheme runs on the CPU only (``dynamic-int8``, ``static-int8-x86``): the study
-    evaluates it there on any machine, after the command line's own ``--trainer.accelerator`` / ``devices``. False
-    for an unknown name (the study's check refuses it by name)."""
-    from lmshrink.quantize.schemes import SCHEMES
-
-    return scheme in SCHEMES and SCHEMES[scheme].needs_cpu is not None
 
 
 def calibration_seed(scheme: str | None, seed: int | None) -> int | None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmshrink.errors import OptionError
-from lmshrink.study.runner import build_command, cpu_only, eval_command
+from lmshrink.study.runner import build_command, eval_command
 from lmshrink.study.spec import StudySpec
 
 
 def check_study(spec: StudySpec) -> None:
     """Raise :class:`OptionError` naming the stage and the option of the first mistake in ``spec``."""
     from lmshrink.cli import check_args
+    from lmshrink.quantize.schemes import cpu_only
 
     where = f"study config {spec.path}"
     if not Path(spec.eval_config).is_file():
