@@ -157,6 +157,9 @@ def load_spec(path: str | Path) -> StudySpec:
             if key not in needs and entry.get(key) is not None:
                 raise ValueError(f"{label} ({name}): a {task} {kind} stage takes no '{key}' (it needs "
                                  f"{sorted(needs) or 'none of config, model, method, scheme'})")
+        if entry.get("args") and not _builds(task, kind):
+            raise ValueError(f"{label} ({name}): a {task} {kind} stage has no build run, so its 'args' would be "
+                             f"ignored; options of its evaluation go in the study's eval_args")
         if "config" in needs and not Path(config).is_file():
             raise ValueError(f"{label} ({name}): config {config!r} does not exist")
         stages.append(Stage(name, kind, config, source, tuple(entry.get("args") or ()), bool(entry.get("seeded", True)),
@@ -201,3 +204,9 @@ def _needed_keys(task: str, kind: str) -> set[str]:
     if task == "generative":
         return {"teacher": {"model"}, "prune": {"method"}, "distill": {"config"}}[kind]
     return {"config"}
+
+
+def _builds(task: str, kind: str) -> bool:
+    """Whether a stage of this task and kind has a build run (the one its ``args`` go to): a quantize stage is
+    applied at evaluation, and a generative teacher is a given model."""
+    return kind != "quantize" and not (task == "generative" and kind == "teacher")

@@ -156,6 +156,29 @@ def test_an_output_dir_that_is_a_file_is_one_line_before_anything_runs(tmp_path,
     assert taken.read_text() == "a user's file\n"
 
 
+@pytest.mark.parametrize("task, stages, refused", [
+    ("classification", [{"name": "teacher", "kind": "teacher", "config": "configs/teacher/stereoset_minilm.yaml"},
+                        {"name": "int8", "kind": "quantize", "from": "teacher", "scheme": "dynamic-int8",
+                         "args": ["--data.batch_size=8"]}], r"stages\[1\] \(int8\): a classification quantize"),
+    ("generative", [{"name": "teacher", "kind": "teacher", "model": "smollm2", "args": ["--model.top_p=0.5"]}],
+     r"stages\[0\] \(teacher\): a generative teacher"),
+], ids=["quantize", "generative-teacher"])
+def test_args_of_a_stage_without_a_build_run_are_refused(task, stages, refused, tmp_path, capsys, monkeypatch):
+    """A quantize stage (and a generative teacher) has no build run: its ``args`` were silently dropped, so a user's
+    evaluation option never reached the evaluation. They are refused, pointing to ``eval_args``."""
+    from lmshrink.study.__main__ import cli
+
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "task": task, "stages": stages,
+                                    "eval_config": "configs/generative/study_smollm2.yaml"}))
+    assert cli([str(path)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and re.search(refused + r" stage has no build run, so its 'args' would be ignored; "
+                                          r"options of its evaluation go in the study's eval_args", errors[0]), errors
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_a_run_that_refuses_its_model_is_one_line(tiny_llama_dir, tiny_bert_dir, tmp_path, capsys, monkeypatch):
     """A causal LM as the teacher is refused by the study's check, before any stage, from its config alone; a
