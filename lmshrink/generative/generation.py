@@ -10,12 +10,31 @@ float32 forward takes 150 ms.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import Cache
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 TIED_MARGIN = 16  # candidates read beyond the top k, for logits tied with the k-th (common in bf16)
+
+
+@contextmanager
+def weights_cast_once(device_type: str) -> Iterator[None]:
+    """Gradient-free, inference mode off, autocast's cache on: under bf16 autocast each float32 weight is cast
+    once per batch (the cache lives until the outermost autocast context closes), not once per forward.
+
+    Lightning's ``bf16-mixed`` opens autocast with ``cache_enabled=False``, and autocast caches nothing under
+    ``torch.inference_mode`` (pytorch/pytorch#165068), which Lightning evaluates in: every decoding step cast all
+    135 M weights of SmolLM2 again, and a step of 32 rows took longer than in float32 (160 against 122 ms on 2 AMX
+    cores; 98 ms with the casts kept). Without autocast this only turns gradients off."""
+    autocast = torch.is_autocast_enabled(device_type)
+    dtype = torch.get_autocast_dtype(device_type)
+    with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, dtype, enabled=autocast,
+                                                                      cache_enabled=True):
+        yield
 
 
 def top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0,

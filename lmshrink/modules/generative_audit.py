@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lmshrink.backbones import check_causal_lm, load_causal_lm, load_tokenizer
 from lmshrink.data.calibration_text import heldout_ids
 from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
-from lmshrink.generative.generation import sample_continuations
+from lmshrink.generative.generation import sample_continuations, weights_cast_once
 from lmshrink.generative.likelihood import score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
 from lmshrink.generative.perplexity import perplexity_windows, window_nlls
@@ -168,8 +168,11 @@ class GenerativeAudit(LmshrinkModule):
     def on_test_epoch_start(self) -> None:
         self.records = {name: AuditRecords() for name in self.variants}
 
-    @torch.no_grad()
     def test_step(self, batch: dict[str, list], batch_idx: int, dataloader_idx: int = 0) -> None:
+        with weights_cast_once(self.device.type):  # bf16-mixed: each weight cast once per batch, not per step
+            self._audit_batch(batch)
+
+    def _audit_batch(self, batch: dict[str, list]) -> None:
         kind = batch["kind"][0]  # each row says what it is (the datamodule's contract), not the loader's position
         keep = [index for index, valid in enumerate(batch["valid"]) if valid]
         if not keep:
