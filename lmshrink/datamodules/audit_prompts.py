@@ -4,7 +4,9 @@ Four loaders, each row carrying its ``kind`` (what the module does with it, what
 continue (RealToxicityPrompts-style
 prompts and name-templated prompts), CrowS-Pairs, StereoSet pairs, held-out text for perplexity. Each loader
 is sharded across DDP ranks; the shards are padded to equal length with rows marked ``valid=False``, which the
-module skips, so every example is counted once.
+module skips, so every example is counted once. Rows go longest first (in characters), so that a batch pads
+little: every result is kept per row (its ``position``) and each prompt samples from its own seed, so neither the
+order nor the batch size changes a number (in float32; under bf16 the batch's shape moves rounding).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class AuditPromptsDataModule(LightningDataModule):
         num_stereoset_pairs: int | None = 500,
         num_heldout_texts: int | None = 300,
         draw_seed: int = 0,
-        generation_batch_size: int = 8,
+        generation_batch_size: int = 32,
         batch_size: int = 32,
     ) -> None:
         """
@@ -67,7 +69,9 @@ class AuditPromptsDataModule(LightningDataModule):
             num_heldout_texts: Held-out sentences for perplexity (2115; ``null`` = all).
             draw_seed: Seed of the draws (not ``seed``: the audit's own ``seed`` is its sampling seed, and
                 Lightning refuses one hyperparameter name with two values).
-            generation_batch_size: Prompts per generation batch (each gets k samples).
+            generation_batch_size: Prompts per generation batch (each gets k samples): a speed setting only,
+                each prompt samples from its own seed. More rows per decoding step use the CPU better
+                (SmolLM2 on 2 AMX cores, bf16: 3.1 ms per row at 32 rows, 1.5 ms at 200).
             batch_size: Sentences per likelihood batch.
         """
         super().__init__()
@@ -98,6 +102,7 @@ class AuditPromptsDataModule(LightningDataModule):
             if len(dataset) == 0:  # e.g. num_heldout_texts: 0 (rows say their kind, so positions do not matter)
                 continue
             size = self.hparams.generation_batch_size if name == "generation" else self.hparams.batch_size
-            loaders.append(DataLoader(dataset, batch_size=size, sampler=EvalShardSampler(dataset, world_size, rank),
-                                      collate_fn=collate_rows))
+            lengths = [sum(len(row.get(key, "")) for key in ("text", "more", "less")) for row in dataset.rows]
+            sampler = EvalShardSampler(dataset, world_size, rank, lengths=lengths)  # longest first: little padding
+            loaders.append(DataLoader(dataset, batch_size=size, sampler=sampler, collate_fn=collate_rows))
         return loaders

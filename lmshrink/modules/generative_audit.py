@@ -87,7 +87,8 @@ class GenerativeAudit(LmshrinkModule):
             top_k: Sample among the ``top_k`` most likely tokens (then top-p); 50 is what transformers applies when
                 none is given, so audits made before this option existed sampled the same way; 0 turns it off.
             temperature: Sampling temperature.
-            seed: Base seed of sampling (each batch is seeded from it and its position).
+            seed: Base seed of sampling (each prompt's samples are seeded from it and the prompt's position,
+                whatever batch or DDP shard the prompt is in).
             scorer: ``profanity`` (alt-profanity-check) or a local HF classifier directory (``dir`` or ``dir::label``).
             toxic_threshold: Score at or above which a continuation counts as toxic.
             table_rows: Samples per model in the W&B samples table.
@@ -196,9 +197,9 @@ class GenerativeAudit(LmshrinkModule):
 
     def _generate(self, model, rows: dict[str, list], records: AuditRecords) -> None:
         hp = self.hparams
-        seed = hp.seed * 1_000_003 + rows["position"][0]  # same prompts, same position: same samples
+        seeds = [hp.seed * 1_000_003 + position for position in rows["position"]]  # a prompt's samples: its own
         continuations = sample_continuations(model, self.tokenizer, rows["text"], hp.num_samples, hp.max_new_tokens,
-                                             seed, hp.top_p, hp.temperature, hp.top_k)
+                                             seeds, hp.top_p, hp.temperature, hp.top_k)
         scores = self.scorer([text for texts in continuations for text in texts]).view(len(continuations), -1)
         for index, (prompt, texts) in enumerate(zip(rows["text"], continuations)):
             records.samples.append({"source": rows["source"][index], "group": rows["group"][index],
@@ -207,14 +208,18 @@ class GenerativeAudit(LmshrinkModule):
 
     # -------------------------------------------------------------------------------------------- report
     def _gathered(self) -> dict[str, AuditRecords]:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.records
-        shards = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, self.records)
-        merged = {name: AuditRecords() for name in self.variants}
-        for shard in shards:
-            for name, records in shard.items():
-                merged[name].merge(records)
+        """Every rank's records, samples and pairs in dataset order (the loaders run longest first)."""
+        merged = self.records
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            shards = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, self.records)
+            merged = {name: AuditRecords() for name in self.variants}
+            for shard in shards:
+                for name, records in shard.items():
+                    merged[name].merge(records)
+        for records in merged.values():
+            records.samples.sort(key=lambda row: row["position"])
+            records.pairs.sort(key=lambda row: (row["source"], row["position"]))
         return merged
 
     def _windowed_nll(self) -> None:

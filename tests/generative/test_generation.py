@@ -10,7 +10,8 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
-from lmshrink.generative.generation import TopKTopPSampler, sample_continuations, shared_prompt_cache, top_k_top_p
+from lmshrink.generative.generation import (TopKTopPSampler, sample_continuations, sample_generators,
+                                            shared_prompt_cache, top_k_top_p)
 
 
 def fast_filter(scores: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
@@ -54,21 +55,40 @@ def test_more_ties_with_the_kth_logit_than_it_reads_take_the_warpers_path():
     assert int(torch.isfinite(fast[0]).sum()) > 50
 
 
+def draws(logits: torch.Tensor, top_k: int, top_p: float, temperature: float, rows: int = 200,
+          steps: int = 100) -> torch.Tensor:
+    """Tokens drawn by ``rows`` seeded rows over ``steps`` steps (rows x steps draws) from the same logits."""
+    sampler = TopKTopPSampler(top_k, top_p, temperature, sample_generators(list(range(rows)), 1))
+    chosen = [sampler(None, logits.expand(rows, -1).clone()) for _ in range(steps)]
+    assert all(bool((step.max(-1).values == 0).all()) and int(torch.isfinite(step).sum()) == rows for step in chosen)
+    return torch.cat([step.argmax(-1) for step in chosen])
+
+
 @pytest.mark.parametrize("top_k, top_p, temperature", [(50, 0.9, 1.0), (20, 0.95, 0.7), (0, 0.9, 1.0)])
 def test_the_draw_follows_the_filtered_softmax(top_k, top_p, temperature):
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(1, 1000, generator=generator) * 3
     expected = torch.softmax(transformers_filter(logits.clone(), top_k, top_p, temperature), -1)[0]
-    draws = 20_000
-    torch.manual_seed(0)
-    chosen = TopKTopPSampler(top_k, top_p, temperature)(None, logits.expand(draws, -1).clone())
-    tokens = chosen.argmax(-1)
-    assert bool((chosen.max(-1).values == 0).all()) and int(torch.isfinite(chosen).sum()) == draws  # one per row
-    observed = torch.bincount(tokens, minlength=logits.shape[-1]).float() / draws
+    tokens = draws(logits, top_k, top_p, temperature)
+    observed = torch.bincount(tokens, minlength=logits.shape[-1]).float() / len(tokens)
     assert bool((expected[observed > 0] > 0).all())  # never a token the filter removed
     assert 0.5 * float((observed - expected).abs().sum()) < 0.03  # total variation: sampling noise 0.003-0.016 here, a filter left out 0.1-0.4
-    torch.manual_seed(0)
-    assert torch.equal(TopKTopPSampler(top_k, top_p, temperature)(None, logits.expand(draws, -1).clone()), chosen)
+    assert torch.equal(draws(logits, top_k, top_p, temperature), tokens)  # seeded: the same draws again
+
+
+def test_a_row_draws_the_same_whatever_rows_it_is_batched_with():
+    logits = torch.randn(6, 300, generator=torch.Generator().manual_seed(2)) * 3
+    seeds = [5, 6, 7, 8, 9, 10]
+
+    def tokens(rows: list[int]) -> list[list[int]]:
+        sampler = TopKTopPSampler(50, 0.9, 1.0, sample_generators([seeds[row] for row in rows], 1))
+        return [sampler(None, logits[rows].clone()).argmax(-1).tolist() for _ in range(20)]
+
+    together = torch.tensor(tokens(list(range(6))))  # steps x rows
+    alone = torch.tensor([tokens([row]) for row in range(6)])[:, :, 0].T
+    reversed_ = torch.tensor(tokens([5, 4, 3, 2, 1, 0])).flip(-1)
+    assert torch.equal(together, alone) and torch.equal(together, reversed_)
+    assert len(set(together[:, 0].tolist())) > 3  # a row really draws, not always its top candidate
 
 
 def test_the_prompts_read_once_give_transformers_greedy_texts(tiny_llama_dir):
@@ -83,7 +103,7 @@ def test_the_prompts_read_once_give_transformers_greedy_texts(tiny_llama_dir):
                                 do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(greedy[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     assert len(set(texts)) == 3
-    assert sample_continuations(model, tokenizer, prompts, 3, 8, seed=11, top_k=1) == [[text] * 3 for text in texts]
+    assert sample_continuations(model, tokenizer, prompts, 3, 8, seeds=[11, 12, 13], top_k=1) == [[text] * 3 for text in texts]
 
 
 def test_the_shared_prompt_cache_gives_the_logits_of_the_whole_prompt(tiny_llama_dir):

@@ -40,7 +40,7 @@ def test_greedy_batched_left_padded_generation_equals_one_prompt_at_a_time_in_fl
 def test_the_audits_sampling_made_greedy_gives_the_greedy_texts(smollm2):
     model, tokenizer, prompts = smollm2
     texts = greedy(model, tokenizer, prompts, 12)
-    assert sample_continuations(model, tokenizer, prompts, 2, 12, seed=5, top_k=1) == [[text] * 2 for text in texts]
+    assert sample_continuations(model, tokenizer, prompts, 2, 12, seeds=range(len(prompts)), top_k=1) == [[text] * 2 for text in texts]
 
 
 def top_p_distribution(logits: torch.Tensor) -> torch.Tensor:

@@ -41,15 +41,24 @@ def test_batched_scores_equal_manual_sums(architecture, tiny_llama_dir):
         assert float(total) == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
-def test_sampling_is_seeded_and_batched(tiny_llama_dir):
+def test_sampling_is_seeded_per_prompt_whatever_the_batch(tiny_llama_dir):
+    """A prompt's continuations depend on its seed only: the same in a batch of four, alone, or next to other
+    prompts (in float32; left padding differs between these batches), and other with another seed."""
     tokenizer = load_tokenizer(tiny_llama_dir)
     model = load_causal_lm(tiny_llama_dir).eval()
-    prompts = ["Alice worked as a", "The weather today is quite"]
-    first = sample_continuations(model, tokenizer, prompts, num_samples=3, max_new_tokens=5, seed=7)
-    again = sample_continuations(model, tokenizer, prompts, num_samples=3, max_new_tokens=5, seed=7)
-    other = sample_continuations(model, tokenizer, prompts, num_samples=3, max_new_tokens=5, seed=8)
-    assert len(first) == 2 and all(len(texts) == 3 for texts in first)
-    assert first == again and first != other
+    prompts = ["Alice worked as a", "The weather today is quite", "He", "Everyone in the town knew that the"]
+
+    def sample(indices: list[int], base: int = 7) -> list[list[str]]:
+        return sample_continuations(model, tokenizer, [prompts[i] for i in indices], num_samples=3,
+                                    max_new_tokens=5, seeds=[base + i for i in indices])
+
+    first = sample([0, 1, 2, 3])
+    assert len(first) == 4 and all(len(texts) == 3 for texts in first)
+    assert len({text for texts in first for text in texts}) > 4  # samples differ within and across prompts
+    assert first == sample([0, 1, 2, 3])
+    assert [sample([i])[0] for i in range(4)] == first
+    assert sample([3, 1]) == [first[3], first[1]]
+    assert sample([0, 1, 2, 3], base=100) != first
 
 
 def test_prompt_sources_read_the_real_files():
