@@ -9,6 +9,7 @@ run again so the next block sees the *pruned* block's outputs. Memory holds one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,13 @@ def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
 @torch.no_grad()
 def first_block_inputs(model: nn.Module, input_ids: Tensor, batch_size: int) -> BlockInputs:
     """Hidden states and keyword arguments entering block 0, for ``input_ids`` ``[N, L]`` in chunks."""
+    return batch_block_inputs(model, [{"input_ids": chunk} for chunk in input_ids.split(batch_size)])
+
+
+@torch.no_grad()
+def batch_block_inputs(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> BlockInputs:
+    """Hidden states and keyword arguments entering block 0, per batch of model inputs (e.g. ``input_ids`` and
+    a padding ``attention_mask``)."""
     caught = BlockInputs([], [])
 
     def catch(module, args, kwargs):
@@ -49,9 +57,9 @@ def first_block_inputs(model: nn.Module, input_ids: Tensor, batch_size: int) -> 
 
     handle = decoder_blocks(model)[0].register_forward_pre_hook(catch, with_kwargs=True)
     try:
-        for chunk in input_ids.split(batch_size):
+        for batch in batches:
             try:
-                model(input_ids=chunk, use_cache=False)
+                model(**batch, use_cache=False)
             except _Caught:
                 pass
     finally:

@@ -19,9 +19,10 @@ The encoder algorithm (:mod:`~lmshrink.pruning.encoder.kwon`, spec §2, correcte
   :mod:`~lmshrink.pruning.decoder.kprune`) matches the teacher's, the teacher being the search-only mask at the
   looser ratio ``sqrt(keep)``; tuning stops at the first scale outside [-10, 10] (the official abort rule).
 
-Cost: one forward and backward per calibration sequence, then for each of the 2L sublayers two forwards that stop
-after it (teacher mask, student mask): far cheaper than K-prune's full pass per sublayer, so it affords a larger
-sample on a CPU.
+Cost: one forward and backward per calibration sequence, then for the tuning each block run once for the
+teacher and three times for the student, streamed block by block as the official code does (SmolLM2, 8 x 128
+tokens, 2 AMX cores: 16 s, against 73 s when each sublayer took two forwards from the embeddings, same masks):
+far cheaper than K-prune's full pass per sublayer, so it affords a larger sample on a CPU.
 """
 
 from __future__ import annotations
@@ -35,19 +36,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lmshrink.pruning.capture import capture, run_until_stop
+from lmshrink.pruning.decoder.blocks import BlockInputs, batch_block_inputs, decoder_blocks
 from lmshrink.pruning.decoder.structure import (
     DecoderShape,
     Target,
     channel_flops,
     decoder_flops,
     decoder_masked,
-    decoder_modules,
     decoder_shape,
     group_flops,
     predicting_positions,
     projection_of,
-    sublayer_targets,
 )
 from lmshrink.pruning.settings import SCALE_LIMIT, KwonSettings
 from lmshrink.pruning.least_squares import ridge_towards_one, scale_normal_equations
@@ -147,45 +146,80 @@ def tune_decoder_masks(model: nn.Module, batches: Sequence[dict[str, Tensor]], t
                        group_mask: Tensor, channel_mask: Tensor, shape: DecoderShape
                        ) -> tuple[list[Target], Target | None]:
     """Rescale the kept units of ``group_mask`` / ``channel_mask`` in place, sublayer by sublayer. Returns the
-    sublayers tuned and the one where the abort rule stopped tuning (``None`` if it never fired)."""
+    sublayers tuned and the one where the abort rule stopped tuning (``None`` if it never fired).
+
+    The teacher's and the student's hidden states are streamed block by block, as the official code collects
+    each layer's inputs from the previous layer's (``collect_layer_inputs``): each block runs once for the teacher
+    and three times for the student (read attention, read the MLP after attention is tuned, pass the tuned block's
+    output on), instead of two forwards from the embeddings per sublayer. The inputs of every sublayer, and so
+    the scales, are the same as those forwards'."""
+    teacher = batch_block_inputs(model, batches)
+    student = BlockInputs(list(teacher.hidden), teacher.kwargs)
+    rows = [batch["attention_mask"].bool() for batch in batches]
     tuned = []
-    for target in sublayer_targets(shape.num_layers):
-        layer, kind = target
-        mask = group_mask if kind == "attention" else channel_mask
-        kept = mask[layer].nonzero().flatten()
-        if len(kept) == 0:
-            continue
-        gram, cross = mask_normal_equations(model, batches, teacher_masks, (group_mask, channel_mask), target, kept,
-                                            shape)
-        scales = ridge_towards_one(gram, cross)
-        if not torch.isfinite(scales).all() or scales.abs().max() > SCALE_LIMIT:
-            return tuned, target
-        mask[layer, kept] *= scales.to(mask)
-        tuned.append(target)
-        log.info("decoder Kwon: tuned %s %d (%d units)", kind, layer, len(kept))
+    for layer, block in enumerate(decoder_blocks(model)):
+        with decoder_masked(model, *teacher_masks):
+            targets, teacher.hidden = block_sums(block, teacher)
+        for kind in ("attention", "mlp"):
+            target, mask = (layer, kind), group_mask if kind == "attention" else channel_mask
+            kept = mask[layer].nonzero().flatten()
+            if len(kept) == 0:
+                continue
+            with decoder_masked(model, group_mask, channel_mask):  # the student's masks as tuned so far
+                records, _ = block_records(block, student)
+            weight = projection_of(model, target).weight.detach()
+            unit_dim = shape.group_size * shape.head_dim if kind == "attention" else 1
+            gram = cross = 0
+            for chunk, record, wanted in zip(rows, records, targets):
+                a, proj, z = record[kind]
+                residual = (z - proj)[chunk]
+                batch_gram, batch_cross = scale_normal_equations(a[chunk], weight, kept, unit_dim,
+                                                                 wanted[kind][chunk].double() - residual.double())
+                gram, cross = gram + batch_gram, cross + batch_cross
+            scales = ridge_towards_one(gram, cross)
+            if not torch.isfinite(scales).all() or scales.abs().max() > SCALE_LIMIT:
+                return tuned, target
+            mask[layer, kept] *= scales.to(mask)
+            tuned.append(target)
+            log.info("decoder Kwon: tuned %s %d (%d units)", kind, layer, len(kept))
+        with decoder_masked(model, group_mask, channel_mask):
+            _, student.hidden = block_records(block, student)
     return tuned, None
 
 
 @torch.no_grad()
-def mask_normal_equations(model: nn.Module, batches: Sequence[dict[str, Tensor]], teacher_masks: tuple[Tensor, Tensor],
-                          student_masks: tuple[Tensor, Tensor], target: Target, kept: Tensor, shape: DecoderShape
-                          ) -> tuple[Tensor, Tensor]:
-    """``A^T A`` and ``A^T B`` over the kept units' scales of ``target``: column i of A is unit i's contribution to
-    the output projection under the student's masks, B the teacher's residual stream after the sublayer minus the
-    student's residual (Llama projections have no bias), over every non-padding token."""
-    weight = projection_of(model, target).weight.detach()
-    unit_dim = shape.group_size * shape.head_dim if target[1] == "attention" else 1
-    gram = cross = 0
-    for batch in batches:
-        rows = batch["attention_mask"].bool()
-        with decoder_masked(model, *teacher_masks), capture(model, [target], target, modules=decoder_modules) as store:
-            run_until_stop(model, {**batch, "use_cache": False})
-        teacher_stream = store[target]["z"][rows]
-        with decoder_masked(model, *student_masks), capture(model, [target], target, modules=decoder_modules) as store:
-            run_until_stop(model, {**batch, "use_cache": False})
-        record = store[target]
-        residual = (record["z"] - record["proj"])[rows]
-        batch_gram, batch_cross = scale_normal_equations(record["a"][rows], weight, kept, unit_dim,
-                                                         teacher_stream.double() - residual.double())
-        gram, cross = gram + batch_gram, cross + batch_cross
-    return gram, cross
+def block_records(block: nn.Module, inputs: BlockInputs) -> tuple[list[dict[str, tuple[Tensor, Tensor, Tensor]]],
+                                                                   list[Tensor]]:
+    """Per chunk, ``{"attention" | "mlp": (input of the output projection after its mask, its output, the residual
+    stream after the sublayer)}``, and the block's outputs (the next block's inputs)."""
+    attention, mlp = block.self_attn.o_proj, block.mlp.down_proj
+    seen: dict[str, Tensor] = {}
+
+    def read(name):
+        def hook(module, args, output):
+            seen[f"{name}_in"], seen[f"{name}_out"] = args[0], output
+        return hook
+
+    def read_sum(module, args):
+        seen["attention_sum"] = args[0]
+
+    handles = [attention.register_forward_hook(read("attention")), mlp.register_forward_hook(read("mlp")),
+               block.post_attention_layernorm.register_forward_pre_hook(read_sum)]
+    records, outputs = [], []
+    try:
+        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+            output = block(hidden, **kwargs)
+            output = output[0] if isinstance(output, tuple) else output
+            records.append({"attention": (seen["attention_in"], seen["attention_out"], seen["attention_sum"]),
+                            "mlp": (seen["mlp_in"], seen["mlp_out"], output)})
+            outputs.append(output)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return records, outputs
+
+
+def block_sums(block: nn.Module, inputs: BlockInputs) -> tuple[list[dict[str, Tensor]], list[Tensor]]:
+    """Per chunk, the residual stream after the block's attention and after its MLP; and the block's outputs."""
+    records, outputs = block_records(block, inputs)
+    return [{kind: record[kind][2] for kind in record} for record in records], outputs

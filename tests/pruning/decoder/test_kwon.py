@@ -1,5 +1,6 @@
 """Kwon et al. on a tiny grouped-query Llama: Fisher gradients, budget with one group per layer, masked == sliced,
-identity at 1, mask tuning never worse per sublayer, dead units pruned first."""
+identity at 1, mask tuning never worse per sublayer and equal to tuning from whole forwards, dead units pruned
+first."""
 
 from __future__ import annotations
 
@@ -10,22 +11,26 @@ import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from lmshrink.pruning.decoder import kwon as decoder_kwon_module
+from lmshrink.pruning.capture import capture, run_until_stop
 from lmshrink.pruning.decoder.kwon import (
     decoder_kwon,
     decoder_kwon_search,
     fisher_gradients,
-    mask_normal_equations,
     sequences,
+    tune_decoder_masks,
 )
 from lmshrink.pruning.decoder.structure import (
     channel_flops,
     decoder_flops,
     decoder_masked,
+    decoder_modules,
     decoder_shape,
     group_flops,
+    projection_of,
+    sublayer_targets,
 )
-from lmshrink.pruning.settings import KwonSettings
-from lmshrink.pruning.least_squares import ridge_towards_one
+from lmshrink.pruning.settings import SCALE_LIMIT, KwonSettings
+from lmshrink.pruning.least_squares import ridge_towards_one, scale_normal_equations
 from tests.pruning.decoder.test_kprune import SEQ_LEN, assert_sliced_equals_masked, windows
 from tests.pruning.decoder.test_structure import tiny_llama
 
@@ -102,6 +107,54 @@ def test_keep_ratio_one_keeps_everything_and_changes_nothing():
     result = decoder_kwon(model, windows(1), 1.0, SEQ_LEN)
     assert bool((result.group_mask == 1).all()) and bool((result.channel_mask == 1).all()) and not result.tuned
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
+@torch.no_grad()
+def mask_normal_equations(model, batches, teacher_masks, student_masks, target, kept, shape):
+    """The reference: ``A^T A`` and ``A^T B`` of ``target`` from two forwards from the embeddings that stop after
+    it (teacher masks, student masks), as the tuning computed them before it streamed the blocks."""
+    weight = projection_of(model, target).weight.detach()
+    unit_dim = shape.group_size * shape.head_dim if target[1] == "attention" else 1
+    gram = cross = 0
+    for batch in batches:
+        rows = batch["attention_mask"].bool()
+        with decoder_masked(model, *teacher_masks), capture(model, [target], target, modules=decoder_modules) as store:
+            run_until_stop(model, {**batch, "use_cache": False})
+        teacher_stream = store[target]["z"][rows]
+        with decoder_masked(model, *student_masks), capture(model, [target], target, modules=decoder_modules) as store:
+            run_until_stop(model, {**batch, "use_cache": False})
+        record = store[target]
+        residual = (record["z"] - record["proj"])[rows]
+        batch_gram, batch_cross = scale_normal_equations(record["a"][rows], weight, kept, unit_dim,
+                                                         teacher_stream.double() - residual.double())
+        gram, cross = gram + batch_gram, cross + batch_cross
+    return gram, cross
+
+
+def test_streamed_tuning_equals_tuning_from_whole_forwards():
+    """Streaming the blocks (each block's inputs from the previous block's outputs) gives the same scales as two
+    forwards from the embeddings per sublayer, on left-padded batches."""
+    model = tiny_llama()
+    shape = decoder_shape(model)
+    batches = windows(2)
+    batches[1]["attention_mask"][0, :5] = 0  # left padding: its rows are left out of the least squares
+    searched = decoder_kwon(model, batches, 0.5, SEQ_LEN, KwonSettings(mask_tuning=False))
+    teacher = decoder_kwon(model, batches, 0.5 ** 0.5, SEQ_LEN, KwonSettings(mask_tuning=False))
+    teacher_masks = (teacher.group_mask, teacher.channel_mask)
+    groups, channels = searched.group_mask.clone(), searched.channel_mask.clone()
+    tuned, stopped = tune_decoder_masks(model, batches, teacher_masks, groups, channels, shape)
+    expected_groups, expected_channels = searched.group_mask.clone(), searched.channel_mask.clone()
+    for target in sublayer_targets(shape.num_layers):
+        mask = expected_groups if target[1] == "attention" else expected_channels
+        kept = mask[target[0]].nonzero().flatten()
+        scales = ridge_towards_one(*mask_normal_equations(model, batches, teacher_masks,
+                                                          (expected_groups, expected_channels), target, kept, shape))
+        assert bool(scales.abs().max() <= SCALE_LIMIT)
+        mask[target[0], kept] *= scales.float()
+    assert stopped is None and tuned == sublayer_targets(shape.num_layers)
+    assert not torch.equal(groups, searched.group_mask) and not torch.equal(channels, searched.channel_mask)
+    torch.testing.assert_close(groups, expected_groups, rtol=0, atol=1e-6)
+    torch.testing.assert_close(channels, expected_channels, rtol=0, atol=1e-6)
 
 
 def test_mask_tuning_never_worsens_a_sublayers_fit_to_the_teacher():
