@@ -93,7 +93,8 @@ def main() -> None:
             tokenizer.padding_side = "left"
             encoded = tokenizer(prompts_, return_tensors="pt", padding=True)
             torch.manual_seed(position)
-            output = model.generate(**encoded, do_sample=True, top_k=50, top_p=0.9, max_new_tokens=args.new_tokens,
+            output = model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                                    do_sample=True, top_k=50, top_p=0.9, max_new_tokens=args.new_tokens,
                                     num_return_sequences=args.k, pad_token_id=tokenizer.pad_token_id)
             return scorer(tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
         return in_batches(chunk, first, args.plain_batch, call)
