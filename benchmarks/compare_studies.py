@@ -7,6 +7,13 @@ deviations over seeds (default 2: about the 95 % spread of one seed's result); t
 changes significant in every seed) and whether they are the same. The numbers are the report's own
 (:func:`lmshrink.study.report.aggregate`), so they match the two reports' tables.
 
+For a generative study (``task: generative``) the values are its report's headline statistics per stage (held-out
+perplexity, expected maximum toxicity, toxicity probability, name-group gap, CrowS-Pairs and StereoSet
+preference), "within" means inside the reference's 95 % interval over seeds as its report gives it
+(:func:`lmshrink.study.generative_report.aggregate`; ``--width`` does not apply), an interval of width 0 (the
+same value in every seed) admitting only that value, and "who pays" the statistics whose paired bootstrap interval
+of the difference to the teacher excludes 0.
+
     python benchmarks/compare_studies.py REFERENCE.jsonl CANDIDATE.jsonl [--width 2]
 """
 
@@ -16,6 +23,7 @@ import argparse
 from pathlib import Path
 
 from lmshrink.data.text_files import read_json_lines
+from lmshrink.study import generative_report
 from lmshrink.study.report import aggregate, score_of
 
 
@@ -39,12 +47,15 @@ def main() -> None:
         if not path.is_file():
             parser.error(f"{path}: no such results.jsonl (a study writes it to <output_dir>/report/)")
     reference_results, candidate_results = read_json_lines(args.reference), read_json_lines(args.candidate)
+    print(f"reference {args.reference} ({precisions(reference_results)}); candidate {args.candidate} "
+          f"({precisions(candidate_results)})")
+    if reference_results[0].get("task") == "generative":
+        compare_generative(reference_results, candidate_results)
+        return
     score = score_of(reference_results)
     metrics = (score.average, score.worst, "ece")
     reference = {row["stage"]: row for row in aggregate(reference_results)}  # the report's own rows
     candidate = {row["stage"]: row for row in aggregate(candidate_results)}
-    print(f"reference {args.reference} ({precisions(reference_results)}); candidate {args.candidate} "
-          f"({precisions(candidate_results)})")
     print(f"within: candidate mean inside reference mean ± {args.width:g} x std over seeds\n")
     print("| stage | n | " + " | ".join(f"{metric} ref | {metric} cand | within" for metric in metrics) + " | who pays same |")
     print("|---|---:|" + "---:|---:|---|" * len(metrics) + "---|")
@@ -67,6 +78,37 @@ def main() -> None:
             differing.append(f"{stage}: {who_pays(ref)} vs {who_pays(cand)}")
         print(f"| {stage} | {len(cand['seeds'])} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
     print(f"\noutside the reference's spread: {', '.join(outside) or 'none'}")
+    print("who pays differs: " + ("; ".join(differing) or "nowhere"))
+
+
+GENERATIVE_HEADLINE = ("windowed_perplexity", "toxicity/expected_max_toxicity", "toxicity/toxicity_probability",
+                       "names/group_gap_mean_toxicity", "crows_pairs/stereotype_preference",
+                       "stereoset/stereotype_preference")
+
+
+def compare_generative(reference_results: list[dict], candidate_results: list[dict]) -> None:
+    """Each headline statistic of each stage: the candidate's mean inside the reference's interval over seeds."""
+    reference = {row["stage"]: row for row in generative_report.aggregate(reference_results)}
+    candidate = {row["stage"]: row for row in generative_report.aggregate(candidate_results)}
+    print("within: candidate mean inside the reference's 95 % interval over seeds (the report's)\n")
+    print("| stage | statistic | reference [interval] | candidate | within |\n|---|---|---|---:|---|")
+    outside, differing, total = [], [], 0
+    for stage in (stage for stage in reference if stage in candidate):
+        ref, cand = reference[stage], candidate[stage]
+        for key in (key for key in GENERATIVE_HEADLINE if key in ref["values"] and key in cand["values"]):
+            (mean, low, high), other = ref["values"][key], cand["values"][key][0]
+            low, high = (mean, mean) if low is None else (low, high)
+            tolerance = 1e-6 * max(1.0, abs(mean))  # float rounding of a statistic equal in every seed
+            within = low - tolerance <= other <= high + tolerance
+            total += 1
+            if not within:
+                outside.append(f"{stage} {key}")
+            print(f"| {stage} | {key} | {mean:.4f} [{low:.4f}, {high:.4f}] | {other:.4f} | {'yes' if within else 'NO'} |")
+        marked = [sorted(key for key, larger in row["larger"].items() if larger) for row in (ref, cand)]
+        if marked[0] != marked[1]:
+            differing.append(f"{stage}: only reference {sorted(set(marked[0]) - set(marked[1]))}, only candidate "
+                             f"{sorted(set(marked[1]) - set(marked[0]))}")
+    print(f"\n{total - len(outside)} of {total} within; outside the reference's interval: {', '.join(outside) or 'none'}")
     print("who pays differs: " + ("; ".join(differing) or "nowhere"))
 
 

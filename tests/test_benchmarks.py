@@ -132,3 +132,27 @@ def test_study_time_prints_each_kind_of_studys_own_numbers(study, names):
     for line in (REPO / "docs" / "results" / study / "results.jsonl").read_text().splitlines():
         numbers = study_time.quality(json.loads(line))
         assert list(numbers) == names and all(isinstance(value, float) for value in numbers.values())
+
+
+@pytest.mark.slow
+def test_compare_studies_reads_a_generative_study(tmp_path):
+    """A generative study is compared on its report's headline statistics and intervals: itself is within
+    everywhere, and a stage whose held-out windows score 20 % worse in every seed is outside on perplexity only."""
+    shipped = REPO / "docs" / "results" / "study_generative" / "results.jsonl"
+    results = [json.loads(line) for line in shipped.read_text().splitlines()]
+    for result in results:
+        if result["stage"] == "wanda-0.5":
+            for window in result["items"]["windows"]:
+                window["nll"] *= 1.2
+    moved = tmp_path / "results.jsonl"
+    moved.write_text("".join(json.dumps(result) + "\n" for result in results))
+    script = str(REPO / "benchmarks" / "compare_studies.py")
+    same = subprocess.run([sys.executable, script, str(shipped), str(shipped)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "42 of 42 within; outside the reference's interval: none" in same.stdout
+    assert "who pays differs: nowhere" in same.stdout
+    other = subprocess.run([sys.executable, script, str(shipped), str(moved)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert "41 of 42 within; outside the reference's interval: wanda-0.5 windowed_perplexity" in other.stdout
+    assert "| wanda-0.5 | windowed_perplexity |" in other.stdout
