@@ -14,7 +14,7 @@ speed setting only (in float32 exactly; under bf16 up to the rounding the batch'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -79,11 +79,8 @@ class TopKTopPSampler(LogitsProcessor):
     distribution at one uniform number of ``generators[i]`` per step: seeded, a row repeats whatever rows it is
     batched with."""
 
-    def __init__(self, top_k: int, top_p: float, temperature: float = 1.0,
-                 generators: list[torch.Generator] | None = None) -> None:
-        if not generators:
-            raise ValueError("TopKTopPSampler needs one torch.Generator per row (generators=[...])")
-        self.top_k, self.top_p, self.temperature, self.generators = top_k, top_p, temperature, generators
+    def __init__(self, generators: list[torch.Generator], top_k: int, top_p: float, temperature: float = 1.0) -> None:
+        self.generators, self.top_k, self.top_p, self.temperature = generators, top_k, top_p, temperature
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[0] != len(self.generators):
@@ -98,7 +95,7 @@ class TopKTopPSampler(LogitsProcessor):
         return torch.full_like(scores, -float("inf")).scatter(-1, tokens, 0.0)
 
 
-def sample_generators(seeds: list[int], num_samples: int) -> list[torch.Generator]:
+def sample_generators(seeds: Sequence[int], num_samples: int) -> list[torch.Generator]:
     """One CPU generator per continuation, in the rows' order (each prompt ``num_samples`` times in a row), seeded
     from the prompt's seed and the sample's index."""
     return [torch.Generator().manual_seed(seed * 10_007 + sample) for seed in seeds for sample in range(num_samples)]
@@ -124,7 +121,7 @@ def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 @torch.no_grad()
 def sample_continuations(model, tokenizer, prompts: list[str], num_samples: int, max_new_tokens: int,
-                         seeds: list[int], top_p: float = 0.9, temperature: float = 1.0,
+                         seeds: Sequence[int], top_p: float = 0.9, temperature: float = 1.0,
                          top_k: int = 50) -> list[list[str]]:
     """``num_samples`` continuations (new text only) for each prompt, generated as one left-padded batch.
 
@@ -141,7 +138,7 @@ def sample_continuations(model, tokenizer, prompts: list[str], num_samples: int,
     cache = shared_prompt_cache(model, input_ids, attention_mask, num_samples)
     # the rows generate(num_return_sequences=k) makes: each prompt k times in a row
     input_ids, attention_mask = input_ids.repeat_interleave(num_samples, 0), attention_mask.repeat_interleave(num_samples, 0)
-    sampler = TopKTopPSampler(top_k, top_p, temperature, sample_generators(list(seeds), num_samples))
+    sampler = TopKTopPSampler(sample_generators(seeds, num_samples), top_k, top_p, temperature)
     output = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, do_sample=False,
         logits_processor=LogitsProcessorList([sampler]), max_new_tokens=max_new_tokens,

@@ -58,7 +58,7 @@ def test_more_ties_with_the_kth_logit_than_it_reads_take_the_warpers_path():
 def draws(logits: torch.Tensor, top_k: int, top_p: float, temperature: float, rows: int = 200,
           steps: int = 100) -> torch.Tensor:
     """Tokens drawn by ``rows`` seeded rows over ``steps`` steps (rows x steps draws) from the same logits."""
-    sampler = TopKTopPSampler(top_k, top_p, temperature, sample_generators(list(range(rows)), 1))
+    sampler = TopKTopPSampler(sample_generators(range(rows), 1), top_k, top_p, temperature)
     chosen = [sampler(None, logits.expand(rows, -1).clone()) for _ in range(steps)]
     assert all(bool((step.max(-1).values == 0).all()) and int(torch.isfinite(step).sum()) == rows for step in chosen)
     return torch.cat([step.argmax(-1) for step in chosen])
@@ -81,7 +81,7 @@ def test_a_row_draws_the_same_whatever_rows_it_is_batched_with():
     seeds = [5, 6, 7, 8, 9, 10]
 
     def tokens(rows: list[int]) -> list[list[int]]:
-        sampler = TopKTopPSampler(50, 0.9, 1.0, sample_generators([seeds[row] for row in rows], 1))
+        sampler = TopKTopPSampler(sample_generators([seeds[row] for row in rows], 1), 50, 0.9, 1.0)
         return [sampler(None, logits[rows].clone()).argmax(-1).tolist() for _ in range(20)]
 
     together = torch.tensor(tokens(list(range(6))))  # steps x rows
