@@ -26,7 +26,7 @@ from lmshrink.modules.audit_variants import REFERENCE
 from lmshrink.machine import cpu_line
 from lmshrink.study.runner import (TRAIN_PY, build_in, model_of, precision_of, recorded, run_dir, run_python, set_aside,
                                    the_record)
-from lmshrink.study.spec import Stage, StudySpec
+from lmshrink.study.spec import Stage, StudySpec, has_build_run
 
 PRUNING_KEYS = ("method", "spec", "sparsity_reached", "pruning_seconds", "calibration", "flops_kept")
 """Copied from the pruned model's ``pruning_record.json`` into the result, when present."""
@@ -34,7 +34,7 @@ PRUNING_KEYS = ("method", "spec", "sparsity_reached", "pruning_seconds", "calibr
 
 def build_argv(spec: StudySpec, stage: Stage, seed: int | None) -> list[str] | None:
     """``python`` arguments of the run that builds the stage's model; None for the teacher and quantize."""
-    if stage.kind in ("teacher", "quantize"):
+    if not has_build_run(spec.task, stage.kind):
         return None
     directory = run_dir(spec, stage, seed) / "run"
     source = spec.stage(stage.source)

@@ -26,7 +26,7 @@ from lmshrink.machine import cpu_line, resolve_precision
 from lmshrink.paths import free_path
 from lmshrink.data.text_files import read_json
 from lmshrink.study.children import run_child
-from lmshrink.study.spec import Stage, StudySpec
+from lmshrink.study.spec import Stage, StudySpec, has_build_run
 
 RESULT = "result.json"
 RECORD_NUMBERS = {
@@ -78,12 +78,12 @@ def precision_of(spec: StudySpec, stage: Stage) -> str:
 
 def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str, list[str]] | None:
     """(subcommand, arguments) of the run that builds the stage's model; None for quantize (no build step)."""
+    if not has_build_run(spec.task, stage.kind):
+        return None
     directory = run_dir(spec, stage, seed) / "run"
     seed_args = [f"--seed_everything={seed}"] if seed is not None else []
     common = ["--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}",
               f"--trainer.precision={precision_of(spec, stage)}"]
-    if stage.kind == "quantize":
-        return None
     if stage.kind == "teacher":
         args = [*common, f"--model.export_dir={directory / 'model'}"]
         return "fit", [*args, *spec.common_args, *stage.args]

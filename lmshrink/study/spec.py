@@ -157,7 +157,7 @@ def load_spec(path: str | Path) -> StudySpec:
             if key not in needs and entry.get(key) is not None:
                 raise ValueError(f"{label} ({name}): a {task} {kind} stage takes no '{key}' (it needs "
                                  f"{sorted(needs) or 'none of config, model, method, scheme'})")
-        if entry.get("args") and not _builds(task, kind):
+        if entry.get("args") and not has_build_run(task, kind):
             raise ValueError(f"{label} ({name}): a {task} {kind} stage has no build run, so its 'args' would be "
                              f"ignored; options of its evaluation go in the study's eval_args")
         if "config" in needs and not Path(config).is_file():
@@ -206,7 +206,7 @@ def _needed_keys(task: str, kind: str) -> set[str]:
     return {"config"}
 
 
-def _builds(task: str, kind: str) -> bool:
+def has_build_run(task: str, kind: str) -> bool:
     """Whether a stage of this task and kind has a build run (the one its ``args`` go to): a quantize stage is
-    applied at evaluation, and a generative teacher is a given model."""
+    applied at evaluation, and a generative teacher is a given model. The study's build commands ask this too."""
     return kind != "quantize" and not (task == "generative" and kind == "teacher")
