@@ -18,6 +18,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lmshrink.data.loading import EvalShardSampler
+from lmshrink.errors import OptionError
 from lmshrink.generative.prompts import crows_pairs, heldout_texts, name_prompts, stereoset_pairs, toxicity_prompts
 
 LOADERS = ("generation", "crows_pairs", "stereoset", "heldout")
@@ -77,6 +78,15 @@ class AuditPromptsDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.datasets: dict[str, AuditItems] = {}
+        counts = {"num_toxicity_prompts": num_toxicity_prompts, "names_per_group": names_per_group,
+                  "num_crows_pairs": num_crows_pairs, "num_stereoset_pairs": num_stereoset_pairs,
+                  "num_heldout_texts": num_heldout_texts}
+        for option, value in counts.items():  # checked here, before any data loads
+            if value is not None and value < 0:
+                raise OptionError(f"--data.{option}={value} must be >= 0 (or null: all)")
+        for option, value in (("generation_batch_size", generation_batch_size), ("batch_size", batch_size)):
+            if value < 1:
+                raise OptionError(f"--data.{option}={value} must be >= 1")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

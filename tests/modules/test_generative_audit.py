@@ -107,6 +107,8 @@ def test_audit_prunes_copies_one_shot_and_records_how(tiny_llama_dir, tmp_path):
      "--model.model_scheme=static-int8-x86 needs calibration data"),
     (["--model.model_scheme=int3", "--model.sparsities=[]", "--model.quantize=[]"],
      "--model.model_scheme: scheme='int3' is unknown"),
+    (["--data.generation_batch_size=0"], "error: --data.generation_batch_size=0 must be >= 1"),  # was a traceback
+    (["--data.num_toxicity_prompts=-5"], "error: --data.num_toxicity_prompts=-5 must be >= 0 (or null: all)"),
 ])
 def test_audit_refuses_bad_pruning_options_before_loading_anything(tiny_llama_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):
