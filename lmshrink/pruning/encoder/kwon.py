@@ -28,10 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from lmshrink.pruning.encoder.arch import EncoderShape, shape_of, sublayer_modules
-from lmshrink.pruning.capture import Sublayer, capture, run_until_stop, sublayer_order
+from lmshrink.pruning.capture import Sublayer, capture, run_until_stop
 from lmshrink.pruning.flops import FlopsBudget, encoder_flops, head_flops, neuron_flops
 from lmshrink.pruning.least_squares import ridge_towards_one, scale_normal_equations
 from lmshrink.pruning.encoder.gates import masked
+from lmshrink.pruning.encoder.layer_inputs import next_layer_inputs, start_at
 from lmshrink.pruning.search import kwon_search, rearrange
 from lmshrink.pruning.settings import SCALE_LIMIT, KwonSettings
 
@@ -106,32 +107,47 @@ def tune_masks(model: nn.Module, batches: Sequence[dict[str, Tensor]], teacher_m
                head_mask: Tensor, neuron_mask: Tensor, shape: EncoderShape, faithful: bool
                ) -> tuple[list[Sublayer], Sublayer | None]:
     """Layer-wise mask tuning (spec §2.4); rescales ``head_mask``/``neuron_mask`` in place. Returns the
-    sublayers tuned and the one where the abort rule stopped tuning (``None`` if it never fired)."""
+    sublayers tuned and the one where the abort rule stopped tuning (``None`` if it never fired).
+
+    The hidden states entering each layer are kept, for the teacher and for the student, and every pass starts
+    there (:func:`~lmshrink.pruning.encoder.layer_inputs.start_at`), as the official code collects each layer's
+    inputs from the previous layer's outputs: once a layer is tuned nothing below it changes, so the passes from
+    the embeddings computed the same inputs again for every sublayer (quadratic in depth)."""
     tuned = []
-    for sublayer in sublayer_order(shape.num_layers):
-        layer, kind = sublayer
-        mask = head_mask if kind == "mha" else neuron_mask
-        kept = mask[layer].nonzero().flatten()
-        if len(kept) == 0 or (faithful and sublayer == (0, "mha")):
-            continue
-        last_layer_cls_only = kind == "ffn" and layer == shape.num_layers - 1
-        gram, cross = _mask_normal_equations(model, batches, teacher_masks, head_mask, neuron_mask, sublayer,
-                                             kept, shape, faithful, last_layer_cls_only)
-        scales = ridge_towards_one(gram, cross)
-        if faithful and kind == "mha":
-            scales = scales[:-1]  # the constant "ones" column's coefficient is discarded
-        if not torch.isfinite(scales).all() or scales.abs().max() > SCALE_LIMIT:
-            return tuned, sublayer
-        mask[layer, kept] *= scales.to(device=mask.device, dtype=mask.dtype)
-        tuned.append(sublayer)
-        log.info("Kwon: tuned %s %d (%d units)", kind.upper(), layer, len(kept))
+    teacher_hidden = student_hidden = None  # None: layer 0's inputs, from the embeddings
+    for layer in range(shape.num_layers):
+        for kind in ("mha", "ffn"):
+            sublayer: Sublayer = (layer, kind)
+            mask = head_mask if kind == "mha" else neuron_mask
+            kept = mask[layer].nonzero().flatten()
+            if len(kept) == 0 or (faithful and sublayer == (0, "mha")):
+                continue
+            last_layer_cls_only = kind == "ffn" and layer == shape.num_layers - 1
+            gram, cross = _mask_normal_equations(model, batches, teacher_masks, head_mask, neuron_mask, sublayer,
+                                                 kept, shape, faithful, last_layer_cls_only,
+                                                 (teacher_hidden, student_hidden))
+            scales = ridge_towards_one(gram, cross)
+            if faithful and kind == "mha":
+                scales = scales[:-1]  # the constant "ones" column's coefficient is discarded
+            if not torch.isfinite(scales).all() or scales.abs().max() > SCALE_LIMIT:
+                return tuned, sublayer
+            mask[layer, kept] *= scales.to(device=mask.device, dtype=mask.dtype)
+            tuned.append(sublayer)
+            log.info("Kwon: tuned %s %d (%d units)", kind.upper(), layer, len(kept))
+        if layer + 1 < shape.num_layers:
+            with masked(model, *teacher_masks):
+                teacher_hidden = next_layer_inputs(model, batches, layer, teacher_hidden)
+            with masked(model, head_mask, neuron_mask):
+                student_hidden = next_layer_inputs(model, batches, layer, student_hidden)
     return tuned, None
 
 
 def _mask_normal_equations(model, batches, teacher_masks, head_mask, neuron_mask, sublayer: Sublayer, kept: Tensor,
-                           shape: EncoderShape, faithful: bool, cls_only: bool) -> tuple[Tensor, Tensor]:
+                           shape: EncoderShape, faithful: bool, cls_only: bool,
+                           layer_inputs: tuple[list[Tensor] | None, list[Tensor] | None]) -> tuple[Tensor, Tensor]:
     """``A^T A`` and ``A^T B`` over the kept units' scales: column i of A is unit i's contribution to the
-    output projection, B the teacher's pre-LN output minus the projection bias and the student's residual."""
+    output projection, B the teacher's pre-LN output minus the projection bias and the student's residual.
+    ``layer_inputs``: the teacher's and the student's hidden states entering the sublayer's layer, per batch."""
     layer, kind = sublayer
     projection = sublayer_modules(model, sublayer)[0]
     weight, bias = projection.weight.detach().double(), projection.bias.detach().double()
@@ -140,19 +156,24 @@ def _mask_normal_equations(model, batches, teacher_masks, head_mask, neuron_mask
     cross = torch.zeros(size, dtype=torch.float64, device=weight.device)
     kept = kept.to(weight.device)
     teacher_heads, teacher_neurons = teacher_masks
+    teacher_inputs, student_inputs = layer_inputs
     if faithful and kind == "ffn":  # official quirk: the teacher's FFN target ignores its own mask at this layer
         teacher_neurons = teacher_neurons.clone()
         teacher_neurons[layer] = 1
-    for batch in batches:
+    for index, batch in enumerate(batches):
         rows = batch["attention_mask"].bool()
         if cls_only:
             rows = torch.zeros_like(rows)
             rows[:, 0] = True
         with torch.no_grad():
-            with masked(model, teacher_heads, teacher_neurons), capture(model, [sublayer], sublayer, modules=sublayer_modules) as store:
+            with (masked(model, teacher_heads, teacher_neurons), capture(model, [sublayer], sublayer,
+                  modules=sublayer_modules) as store,
+                  start_at(model, layer, None if teacher_inputs is None else teacher_inputs[index])):
                 run_until_stop(model, batch)
             target_output = store[sublayer]["z"][rows].double()
-            with masked(model, head_mask, neuron_mask), capture(model, [sublayer], sublayer, modules=sublayer_modules) as store:
+            with (masked(model, head_mask, neuron_mask), capture(model, [sublayer], sublayer,
+                  modules=sublayer_modules) as store,
+                  start_at(model, layer, None if student_inputs is None else student_inputs[index])):
                 run_until_stop(model, batch)
         record = store[sublayer]
         residual = (record["z"] - record["proj"])[rows].double()
