@@ -72,8 +72,8 @@ class Quantize(Callback):
         calibration_seed: int | None = None,
         compare_to_float: bool = True,
         latency_batch_sizes: list[int] | None = None,
-        latency_seq_len: int = 64,
-        latency_repeats: int = 10,
+        latency_seq_len: int | None = None,
+        latency_repeats: int | None = None,
         save_dir: str | None = None,
         bootstrap_resamples: int | None = None,
         bootstrap_seed: int | None = None,
@@ -89,16 +89,19 @@ class Quantize(Callback):
                 (two values per byte, a scale per 32 values); ``float`` keeps them (a tied LM head's table always
                 stays float). Without it the size ratio stops near 0.6 on small encoders.
             compile: Run the quantized model through ``torch.compile`` (inductor, freezing), where torchao's and
-                oneDNN's int8 / bf16 kernels are fused; the first call per batch size (compilation) is reported
-                apart from the steady-state latency. Default: on for ``static-int8-x86`` (which only exists
+                oneDNN's int8 / bf16 kernels are fused, into one graph for every input shape (the evaluation's
+                batches vary in length); the first call per batch size is reported apart from the steady-state
+                latency (the first one compiles). Default: on for ``static-int8-x86`` (which only exists
                 compiled), off otherwise.
             calibration_samples: ``static-int8-x86`` only: training sentences (a seeded sample, as pruning's)
                 that fix the int8 activation scales; default 128.
             calibration_seed: ``static-int8-x86`` only: seed of that sample; default 0.
             compare_to_float: Also run the float model on every batch and report per-group deltas.
             latency_batch_sizes: Batch sizes timed (synthetic inputs of ``latency_seq_len`` tokens); default [1, 32].
-            latency_seq_len: Tokens per sequence in the latency measurement.
-            latency_repeats: Timed forward passes per model and batch size (the median is reported). With
+                ``[]`` times nothing and records sizes only (``lmshrink study`` does so: it times every model side by
+                side when it writes its report, and a compiled scheme would otherwise compile twice more here).
+            latency_seq_len: Tokens per sequence in the latency measurement; default 64.
+            latency_repeats: Timed forward passes per model and batch size (the median is reported); default 10. With
                 ``compare_to_float`` (the default) the float and the quantized model are timed call by call in
                 alternation, so that a drift in the machine's speed hits both alike; without it the float model
                 is timed before quantization.
@@ -110,10 +113,17 @@ class Quantize(Callback):
         """
         check_comparison_options(bootstrap_resamples, calibration_bins, "Quantize")
         check_supported(scheme, None)  # unknown names fail at config time; device checks come in setup
-        sizes = latency_batch_sizes or [1, 32]
-        if min(sizes) < 1 or latency_seq_len < 1 or latency_repeats < 1:
-            raise OptionError(f"Quantize: latency_batch_sizes={sizes}, latency_seq_len={latency_seq_len} and "
-                              f"latency_repeats={latency_repeats} must all be >= 1")
+        sizes = [1, 32] if latency_batch_sizes is None else latency_batch_sizes
+        if not sizes:  # nothing timed: an option of the timing would be silently ignored
+            for name, value in (("latency_seq_len", latency_seq_len), ("latency_repeats", latency_repeats)):
+                if value is not None:
+                    raise OptionError(f"Quantize: {name}={value} with latency_batch_sizes=[] (nothing timed); drop "
+                                      f"one of the two")
+        seq_len = 64 if latency_seq_len is None else latency_seq_len
+        repeats = 10 if latency_repeats is None else latency_repeats
+        if min(sizes, default=1) < 1 or seq_len < 1 or repeats < 1:
+            raise OptionError(f"Quantize: latency_batch_sizes={sizes}, latency_seq_len={seq_len} and "
+                              f"latency_repeats={repeats} must all be >= 1")
         calibrated = SCHEMES[scheme].calibrated
         if calibrated and compile is False:
             raise OptionError(f"Quantize: compile=False with scheme {scheme}: its int8 kernels exist only compiled")
@@ -135,9 +145,9 @@ class Quantize(Callback):
         self.skip_modules = skip_modules  # None: the model's head (lmshrink.quantize.default_skip)
         self.embeddings = embeddings
         self.compare_to_float = compare_to_float
-        self.latency_batch_sizes = latency_batch_sizes or [1, 32]
-        self.latency_seq_len = latency_seq_len
-        self.latency_repeats = latency_repeats
+        self.latency_batch_sizes = sizes
+        self.latency_seq_len = seq_len
+        self.latency_repeats = repeats
         self.save_dir = save_dir
         self.bootstrap_resamples, self.bootstrap_seed = bootstrap_resamples, bootstrap_seed
         self.calibration_bins = calibration_bins
@@ -196,7 +206,7 @@ class Quantize(Callback):
         stats, stats_beside = self._sizes(stored), {}
         for batch_size in self.latency_batch_sizes:
             inputs = self._latency_inputs(pl_module, batch_size)
-            if compiled:  # compilation happens on the first call of each shape: reported apart
+            if compiled:  # the first call compiles: reported apart
                 stats[f"first_call_s_bs{batch_size}"] = first_call_seconds(model, inputs)
             if beside is None:
                 stats[f"latency_ms_bs{batch_size}"] = latency_ms(model, inputs, repeats=self.latency_repeats)
@@ -228,7 +238,7 @@ class Quantize(Callback):
                 float_stats = self._measure(model, pl_module, model)[0]
         quantized = apply(model, self.scheme, embeddings=self.embeddings,
                           calibration=self._calibration(trainer, pl_module), compile=self.compile,
-                          skip=self.skip_modules)
+                          skip=self.skip_modules, any_shape=True)  # the evaluation's batches vary in shape
         pl_module.model, result = quantized.runnable, quantized.result
         quant_stats = {}
         if trainer.is_global_zero:
@@ -325,7 +335,7 @@ class Quantize(Callback):
             f"{key} {float_stats[key]:.1f} -> {quant_stats[key]:.1f}" for key in float_stats)]
         first_calls = {key: value for key, value in quant_stats.items() if key.startswith("first_call_s")}
         if first_calls:  # compilation, kept out of the latency figures
-            lines.append("compiled: first call per batch size (mostly compilation) " + ", ".join(
+            lines.append("compiled: first call per batch size (the first compiles the graph) " + ", ".join(
                 f"{key.removeprefix('first_call_s_')} {value:.1f} s" for key, value in first_calls.items()))
         rank_zero_info("\n" + report.table + "\n" + "\n".join(lines))
         for logger in trainer.loggers:

@@ -139,6 +139,8 @@ def size_latency(record: dict, directory: Path | None = None) -> str | None:
                   for key in keys if float_stats[key]]
         cpu = stats.get("cpu")
         where = f"Measured on {cpu}" if cpu else "Measured on the machine of the run (CPU not recorded)"
+        if not any(key.startswith("latency") for key in keys):  # the run timed nothing (latency_batch_sizes=[])
+            return "\n".join(lines) + f"\n\n{where}; latency was not measured by this run."
         return "\n".join(lines) + f"\n\n{where}, the two models timed call by call in alternation in one process."
     size = record["made"].get("size")
     if not size:

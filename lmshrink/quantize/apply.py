@@ -53,7 +53,7 @@ class Quantized:
 def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
           calibration: Sequence[dict[str, Tensor]] | None = None, compile: bool | None = None,
           skip: list[str] | None = None, mixed_bf16: bool | None = None,
-          int8_attention: bool = False) -> Quantized:
+          int8_attention: bool = False, any_shape: bool = False) -> Quantized:
     """Quantize ``model`` with ``scheme``.
 
     Args:
@@ -72,6 +72,9 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         int8_attention: A calibrated scheme's attention in int8 too, compiled into torchao's fused kernel for AMX,
             one graph per input shape (:func:`~lmshrink.quantize.static_int8.quantize_static_int8`). Refused for the
             other schemes, and on a CPU without AMX.
+        any_shape: When compiled, one graph for inputs of every batch size and length, compiled at the first call:
+            for an evaluation, whose batches vary in shape (by default a graph is compiled for the first shape and
+            again at each kind of change). Refused with ``int8_attention`` (static shapes only).
     """
     calibrated = check_supported(scheme, next(model.parameters()).device).calibrated
     if calibrated and calibration is None:
@@ -83,6 +86,9 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
     for name, asked in (("mixed_bf16", mixed_bf16 is not None), ("int8_attention", int8_attention)):
         if asked and not calibrated:
             raise ValueError(f"scheme={scheme!r}: {name} is read only by {calibrated_schemes()}")
+    if any_shape and int8_attention:
+        raise ValueError("any_shape=True with int8_attention=True: torchao's int8 attention kernel takes static "
+                         "shapes only")
     if int8_attention and not amx_tiles_usable():
         raise ValueError("int8_attention=True: torchao's int8 attention kernel is generated for AMX, which this CPU "
                          f"({cpu_line()}) cannot use")
@@ -90,10 +96,11 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
     skip = default_skip(model) if skip is None else list(skip)
     if calibrated:
         graph, result = quantize_static(model, scheme, calibration, skip, embeddings, compile_model=True,
-                                        mixed_bf16=mixed_bf16, int8_attention=int8_attention)
+                                        mixed_bf16=mixed_bf16, int8_attention=int8_attention, any_shape=any_shape)
         return Quantized(graph, weights_of(graph), result, compiled=True, skip=skip)
     result = quantize_model(model, scheme, skip, embeddings)
-    return Quantized(compile_for_inference(model) if compile else model, model, result, compiled=compile, skip=skip)
+    return Quantized(compile_for_inference(model, any_shape=any_shape) if compile else model, model, result,
+                     compiled=compile, skip=skip)
 
 
 def calibrated_schemes() -> list[str]:

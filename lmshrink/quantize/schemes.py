@@ -163,11 +163,12 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
 
 def quantize_static(model: nn.Module, scheme: str, calibration: Sequence[dict[str, Tensor]],
                     skip_modules: list[str] | None = None, embeddings: EmbeddingBits = "float",
-                    compile_model: bool = True, mixed_bf16: bool | None = None,
-                    int8_attention: bool = False) -> tuple[nn.Module, QuantizationResult]:
+                    compile_model: bool = True, mixed_bf16: bool | None = None, int8_attention: bool = False,
+                    any_shape: bool = False) -> tuple[nn.Module, QuantizationResult]:
     """A calibrated scheme (``static-int8-x86``): the embedding tables of ``model`` are quantized in place as
     :func:`quantize_model` does, then the quantized, compiled module is returned (``model`` is its float source;
-    ``mixed_bf16``, ``int8_attention``: see :func:`~lmshrink.quantize.static_int8.quantize_static_int8`)."""
+    ``mixed_bf16``, ``int8_attention``, ``any_shape``: see
+    :func:`~lmshrink.quantize.static_int8.quantize_static_int8`)."""
     check_supported(scheme, next(model.parameters()).device)
     if not SCHEMES[scheme].calibrated:
         raise ValueError(f"scheme={scheme!r} quantizes in place: use quantize_model")
@@ -180,7 +181,7 @@ def quantize_static(model: nn.Module, scheme: str, calibration: Sequence[dict[st
             result.skipped[name] = "zero-width (pruned away)"
     _embeddings(model, embeddings, skip_modules, result)
     quantized_model, result.quantized = quantize_static_int8(model, calibration, set(result.skipped), compile_model,
-                                                             mixed_bf16, int8_attention)
+                                                             mixed_bf16, int8_attention, any_shape)
     return quantized_model, result
 
 

@@ -61,7 +61,7 @@ def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
 
 def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tensor]], skip: set[str],
                          compile_model: bool = True, mixed_bf16: bool | None = None,
-                         int8_attention: bool = False) -> tuple[nn.Module, list[str]]:
+                         int8_attention: bool = False, any_shape: bool = False) -> tuple[nn.Module, list[str]]:
     """The statically quantized copy of ``model`` (left unchanged) and the names of the Linear layers quantized.
 
     ``calibration``: model-input batches (the keys the model takes), every one run once through the observers.
@@ -73,7 +73,8 @@ def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tenso
     ``int8_attention``: quantize attention's two matmuls too (their inputs: q, k, v and the softmax) and compile
     each attention into torchao's one int8 kernel, generated for AMX (:func:`amx_tiles_usable`). Off by default:
     torchao's kernel takes static shapes only, so the graph compiles anew for every input shape (fixed-shape
-    serving, padded to one length, not evaluation over batches of varying length).
+    serving, padded to one length, not evaluation over batches of varying length). ``any_shape``: one graph for
+    every input shape (:class:`~lmshrink.quantize.compiled.CompiledForInference`).
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -103,7 +104,7 @@ def quantize_static_int8(model: nn.Module, calibration: Sequence[dict[str, Tenso
     if not compile_model:
         return converted, quantized
     mixed_bf16 = int8_mixed_bf16_here() if mixed_bf16 is None else mixed_bf16
-    return compile_for_inference(converted, mixed_bf16, int8_attention), quantized
+    return compile_for_inference(converted, mixed_bf16, int8_attention, any_shape), quantized
 
 
 def int8_mixed_bf16_here() -> bool:

@@ -120,11 +120,12 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
         model = ["--model=lmshrink.modules.Compare", f"--model.model_path={model_dir}",
                  f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher"]
     args = ["--config", spec.eval_config, *model, *where, *spec.common_args, *spec.eval_args]
-    if scheme is not None:  # the teacher is the study's reference: the callback's own float copy would run twice
+    if scheme is not None:  # no float copy (the teacher is the study's reference) and no timing (the report times
+        # every model side by side; here a compiled scheme would compile twice more, for batch sizes 1 and 32)
         from lmshrink.quantize.schemes import cpu_only
 
         args += ["--trainer.callbacks+=lmshrink.callbacks.Quantize", f"--trainer.callbacks.scheme={scheme}",
-                 "--trainer.callbacks.compare_to_float=false"]
+                 "--trainer.callbacks.compare_to_float=false", "--trainer.callbacks.latency_batch_sizes=[]"]
         if cpu_only(scheme):  # on a GPU machine too, after the command line's own --trainer.accelerator / devices:
             # its kernels exist on the CPU only, where it would be deployed
             args += ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]

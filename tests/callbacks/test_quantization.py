@@ -156,3 +156,23 @@ def test_latency_is_timed_alone_or_in_alternation_with_the_float_model():
     timed, beside = callback._measure(network, module, network, beside=Network())
     assert set(alone) == set(timed) == {"memory_mb", "disk_mb", "latency_ms_bs1", "latency_ms_bs2"} and not nothing
     assert set(beside) == {"latency_ms_bs1", "latency_ms_bs2"} and min(beside.values()) > 0
+
+
+def test_no_batch_sizes_times_nothing_and_refuses_the_timing_options(monkeypatch):
+    """``latency_batch_sizes=[]`` (what a study's evaluation passes): sizes only, no call timed or compiled; the
+    timing's own options are then refused by name rather than ignored."""
+    def never(*args, **kwargs):
+        raise AssertionError("timed or compiled although no batch size was asked for")
+
+    for name in ("latency_ms", "alternating_latency_ms", "first_call_seconds"):
+        monkeypatch.setattr(quantization, name, never)
+    callback = Quantize(scheme="static-int8-x86", latency_batch_sizes=[])
+    module = type("Module", (), {"device": torch.device("cpu"), "model_inputs": ["input_ids"]})()
+    network = torch.nn.Linear(4, 4)
+    stats, beside = callback._measure(network, module, network, compiled=True, beside=torch.nn.Linear(4, 4))
+    assert set(stats) == {"memory_mb", "disk_mb"} and beside == {}
+    for option in ("latency_seq_len", "latency_repeats"):
+        with pytest.raises(OptionError, match=rf"^Quantize: {option}=8 with latency_batch_sizes=\[\]"):
+            Quantize(scheme="dynamic-int8", latency_batch_sizes=[], **{option: 8})
+    with pytest.raises(OptionError, match="must all be >= 1"):
+        Quantize(scheme="dynamic-int8", latency_batch_sizes=[0])

@@ -187,3 +187,20 @@ def test_a_damaged_card_record_is_named_and_never_fails_the_measuring_run(tmp_pa
     assert (directory / "lmshrink_card.json").read_text() == damaged  # left as it was
     assert lmshrink(["card", str(directory)]) == 2  # rebuilding it is the user's request: one error line
     assert capsys.readouterr().err.startswith(f"error: {directory / 'lmshrink_card.json'}: line")
+
+
+def test_sizes_without_a_timing_say_latency_was_not_measured():
+    """A quantization run that timed nothing (a study's evaluation) puts its sizes on the card, and no sentence
+    claiming the two models were timed."""
+    from lmshrink.cards.sections import size_latency
+
+    def card_section(quantized: dict) -> str:
+        stats = {"float": {"memory_mb": 80.0, "disk_mb": 81.0, **({"latency_ms_bs1": 10.0} if len(quantized) > 2 else {})},
+                 "quantized": quantized, "cpu": "a CPU (avx512_vnni)"}
+        return size_latency({"measurements": {"test": {"data": {"size_latency": stats}}}})
+
+    untimed = card_section({"memory_mb": 40.0, "disk_mb": 41.0})
+    assert "| memory_mb | 80.00 | 40.00 | 0.500 |" in untimed and "latency was not measured by this run" in untimed
+    assert "timed" not in untimed
+    timed = card_section({"memory_mb": 40.0, "disk_mb": 41.0, "latency_ms_bs1": 5.0})
+    assert "| latency_ms_bs1 | 10.00 | 5.00 | 0.500 |" in timed and "timed call by call in alternation" in timed

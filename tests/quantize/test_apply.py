@@ -49,3 +49,30 @@ def test_compile_wraps_an_in_place_scheme_and_keeps_its_weights_apart():
     assert isinstance(quantized.runnable, CompiledForInference) and quantized.compiled
     assert quantized.weights is quantized.runnable.source
     assert quantized.weights.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
+
+
+def compiled_graphs(runnable, shapes) -> int:
+    """How many graphs dynamo compiled while ``runnable`` ran once on inputs of each of ``shapes``."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.inference_mode():
+        for size, length in shapes:
+            runnable(**batches(1, size, length, seed=size + length)[0])
+    return counters["stats"]["unique_graphs"]
+
+
+EVALUATION_SHAPES = [(4, 12), (4, 9), (3, 7)]  # batches of falling length, a smaller last batch
+
+
+@pytest.mark.slow
+def test_any_shape_compiles_one_graph_for_an_evaluations_batches():
+    """What the Quantize callback asks for: one compilation over batches of varying length and a smaller last
+    batch (inductor's default compiles once per kind of change: three times here), for the static int8 graph too."""
+    any_shape = apply(tiny_bert(), "bf16", compile=True, any_shape=True).runnable
+    assert compiled_graphs(any_shape, EVALUATION_SHAPES) == 1
+    static = apply(tiny_bert(), "static-int8-x86", calibration=batches(2, 4, 12, 0), any_shape=True).runnable
+    assert compiled_graphs(static, EVALUATION_SHAPES) == 1
+    with pytest.raises(ValueError, match="any_shape=True with int8_attention=True"):
+        apply(tiny_bert(), "static-int8-x86", calibration=batches(1, 4, 12, 0), any_shape=True, int8_attention=True)
