@@ -90,8 +90,8 @@ class Quantize(Callback):
                 stays float). Without it the size ratio stops near 0.6 on small encoders.
             compile: Run the quantized model through ``torch.compile`` (inductor, freezing), where torchao's and
                 oneDNN's int8 / bf16 kernels are fused, into one graph for every input shape (the evaluation's
-                batches vary in length); the first call per batch size is reported apart from the steady-state
-                latency (the first one compiles). Default: on for ``static-int8-x86`` (which only exists
+                batches vary in length; batch size 1 gets a graph of its own); the first call per batch size is
+                reported apart from the steady-state latency (it compiles where the size needs a new graph). Default: on for ``static-int8-x86`` (which only exists
                 compiled), off otherwise.
             calibration_samples: ``static-int8-x86`` only: training sentences (a seeded sample, as pruning's)
                 that fix the int8 activation scales; default 128.
@@ -335,7 +335,7 @@ class Quantize(Callback):
             f"{key} {float_stats[key]:.1f} -> {quant_stats[key]:.1f}" for key in float_stats)]
         first_calls = {key: value for key, value in quant_stats.items() if key.startswith("first_call_s")}
         if first_calls:  # compilation, kept out of the latency figures
-            lines.append("compiled: first call per batch size (the first compiles the graph) " + ", ".join(
+            lines.append("compiled: first call per batch size (compilation where it needs a new graph) " + ", ".join(
                 f"{key.removeprefix('first_call_s_')} {value:.1f} s" for key, value in first_calls.items()))
         rank_zero_info("\n" + report.table + "\n" + "\n".join(lines))
         for logger in trainer.loggers:

@@ -72,7 +72,8 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         int8_attention: A calibrated scheme's attention in int8 too, compiled into torchao's fused kernel for AMX,
             one graph per input shape (:func:`~lmshrink.quantize.static_int8.quantize_static_int8`). Refused for the
             other schemes, and on a CPU without AMX.
-        any_shape: When compiled, one graph for inputs of every batch size and length, compiled at the first call:
+        any_shape: When compiled, one graph for inputs of every batch size and length (a batch of one aside, which
+            dynamo specializes), compiled at the first call:
             for an evaluation, whose batches vary in shape (by default a graph is compiled for the first shape and
             again at each kind of change). Refused with ``int8_attention`` (static shapes only).
     """

@@ -25,10 +25,11 @@ class CompiledForInference(nn.Module):
     outputs are bf16. ``int8_attention``: compile with torchao's qsdpa pass, which replaces each attention whose
     matmuls were quantized (q, k, v, the softmax and the output all quantize / dequantize) by one int8 attention
     kernel, generated for AMX (:func:`~lmshrink.quantize.static_int8.amx_tiles_usable`), compiled for static shapes.
-    ``any_shape``: one graph for inputs of every batch size and length, compiled at the first call (an evaluation's
-    batches vary in length and its last batch is smaller: by default inductor compiles a static graph, then again
-    with a dynamic length, then with a dynamic batch size, three compilations of ~15 s each for MiniLM on 2 cores,
-    for the same speed: 52.9 against 52.2 ms at batch 32). Refused with ``int8_attention``."""
+    ``any_shape``: one graph for inputs of every batch size and length, compiled at the first call (a batch of one
+    still gets a graph of its own: dynamo specializes sizes 0 and 1). An evaluation's batches vary in length and
+    its last batch is smaller: by default inductor compiles a static graph, then again with a dynamic length, then
+    with a dynamic batch size, three compilations of ~15 s each for MiniLM on 2 cores, for the same speed (52.9
+    against 52.2 ms at batch 32). Refused with ``int8_attention``."""
 
     def __init__(self, source: nn.Module, mixed_bf16: bool = False, int8_attention: bool = False,
                  any_shape: bool = False) -> None:
