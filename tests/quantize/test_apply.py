@@ -76,3 +76,19 @@ def test_any_shape_compiles_one_graph_for_an_evaluations_batches():
     assert compiled_graphs(static, EVALUATION_SHAPES) == 1
     with pytest.raises(ValueError, match="any_shape=True with int8_attention=True"):
         apply(tiny_bert(), "static-int8-x86", calibration=batches(1, 4, 12, 0), any_shape=True, int8_attention=True)
+
+
+@pytest.mark.parametrize("scheme", ["bnb-nf4", "bnb-int8", "dynamic-int8"])
+def test_quantized_layers_keep_the_models_mode(scheme):
+    """A model quantized in eval mode is in eval mode throughout: the new layers were built in training mode,
+    where bitsandbytes computes otherwise than in eval mode (NF4 on an AVX512-BF16 CPU: a packed bf16 kernel), so
+    an evaluation gave other numbers than after a call to ``.eval()`` (the Quantize callback's latency timing)."""
+    model = tiny_bert().eval()
+    quantized = apply(model, scheme).runnable
+    assert not any(module.training for module in quantized.modules())
+    with torch.inference_mode():
+        batch = batches(1, 4, 12, 0)[0]
+        before = quantized(**batch).logits
+        quantized.eval()
+        torch.testing.assert_close(quantized(**batch).logits, before, rtol=0, atol=0)
+    assert apply(tiny_bert().train(), scheme).runnable.training  # a model in training stays in training
