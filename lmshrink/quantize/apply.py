@@ -99,13 +99,7 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
         graph, result = quantize_static(model, scheme, calibration, skip, embeddings, compile_model=True,
                                         mixed_bf16=mixed_bf16, int8_attention=int8_attention, any_shape=any_shape)
         return Quantized(graph, weights_of(graph), result, compiled=True, skip=skip)
-    training = model.training
-    result = quantize_model(model, scheme, skip, embeddings)
-    # the new layers are built in training mode (nn.Module's default), and bitsandbytes' layers compute otherwise
-    # in training mode (on a CPU with AVX512-BF16, NF4's eval path packs its weights for a bf16 kernel): an
-    # evaluation would run the layers as no deployed model does, and a call to .eval() (a latency timing) would
-    # change its numbers
-    model.train(training)
+    result = quantize_model(model, scheme, skip, embeddings)  # the new layers take the model's mode
     return Quantized(compile_for_inference(model, any_shape=any_shape) if compile else model, model, result,
                      compiled=compile, skip=skip)
 

@@ -114,10 +114,13 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     and its embedding tables weight-only when ``embeddings`` is ``int8`` or ``int4``.
 
     Layers named (or under a module named) in ``skip_modules`` stay in float; the classification head is
-    usually kept, as transformers' ``llm_int8_skip_modules`` does. The model must be in eval mode for the
-    bitsandbytes layers to use their inference kernels.
+    usually kept, as transformers' ``llm_int8_skip_modules`` does. The new layers take the model's mode: they are
+    built in training mode (``nn.Module``'s default), where bitsandbytes computes otherwise than in eval mode (NF4
+    on a CPU with AVX512-BF16 packs its weights for a bf16 kernel in eval mode only), so an evaluation ran them as
+    no deployed model does, and a later ``.eval()`` (a latency timing) changed its numbers.
     """
     device = next(model.parameters()).device
+    training = model.training
     check_supported(scheme, device)
     if SCHEMES[scheme].calibrated:
         raise ValueError(f"scheme={scheme!r} needs calibration data and returns a new compiled module: use "
@@ -158,6 +161,7 @@ def quantize_model(model: nn.Module, scheme: str, skip_modules: list[str] | None
     else:
         result.quantized = dynamic_int8.quantize_dynamic_int8(model, set(result.skipped))
     _embeddings(model, embeddings, skip_modules, result)
+    model.train(training)
     return result
 
 
