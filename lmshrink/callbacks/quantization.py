@@ -91,8 +91,8 @@ class Quantize(Callback):
             compile: Run the quantized model through ``torch.compile`` (inductor, freezing), where torchao's and
                 oneDNN's int8 / bf16 kernels are fused, into one graph for every input shape (the evaluation's
                 batches vary in length; batch size 1 gets a graph of its own); the first call per batch size is
-                reported apart from the steady-state latency (it compiles where the size needs a new graph). Default: on for ``static-int8-x86`` (which only exists
-                compiled), off otherwise.
+                reported apart from the steady-state latency (it compiles where the size needs a new graph).
+                Default: on for ``static-int8-x86`` (which only exists compiled), off otherwise.
             calibration_samples: ``static-int8-x86`` only: training sentences (a seeded sample, as pruning's)
                 that fix the int8 activation scales; default 128.
             calibration_seed: ``static-int8-x86`` only: seed of that sample; default 0.
