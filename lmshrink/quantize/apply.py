@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from lmshrink.machine import cpu_line
-from lmshrink.quantize.compiled import compile_for_inference, weights_of
+from lmshrink.quantize.compiled import check_graph_options, compile_for_inference, weights_of
 from lmshrink.quantize.embeddings import EmbeddingBits
 from lmshrink.quantize.schemes import SCHEMES, QuantizationResult, check_supported, quantize_model, quantize_static
 from lmshrink.quantize.static_int8 import amx_tiles_usable
@@ -87,9 +87,7 @@ def apply(model: nn.Module, scheme: str, *, embeddings: EmbeddingBits = "float",
     for name, asked in (("mixed_bf16", mixed_bf16 is not None), ("int8_attention", int8_attention)):
         if asked and not calibrated:
             raise ValueError(f"scheme={scheme!r}: {name} is read only by {calibrated_schemes()}")
-    if any_shape and int8_attention:
-        raise ValueError("any_shape=True with int8_attention=True: torchao's int8 attention kernel takes static "
-                         "shapes only")
+    check_graph_options(int8_attention, any_shape)
     if int8_attention and not amx_tiles_usable():
         raise ValueError("int8_attention=True: torchao's int8 attention kernel is generated for AMX, which this CPU "
                          f"({cpu_line()}) cannot use")

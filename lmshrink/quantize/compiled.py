@@ -34,8 +34,7 @@ class CompiledForInference(nn.Module):
     def __init__(self, source: nn.Module, mixed_bf16: bool = False, int8_attention: bool = False,
                  any_shape: bool = False) -> None:
         super().__init__()
-        if any_shape and int8_attention:
-            raise ValueError("any_shape with int8_attention: torchao's int8 attention kernel takes static shapes only")
+        check_graph_options(int8_attention, any_shape)
         self.source = source
         self.mixed_bf16 = mixed_bf16
         self.int8_attention = int8_attention
@@ -50,6 +49,14 @@ class CompiledForInference(nn.Module):
         with inductor_config.patch(freezing=True, **passes), \
                 torch.autocast("cpu", torch.bfloat16, enabled=self.mixed_bf16):
             return self.compiled(*args, **kwargs)
+
+
+def check_graph_options(int8_attention: bool, any_shape: bool) -> None:
+    """Refuse a graph :class:`CompiledForInference` cannot build; :func:`~lmshrink.quantize.apply` asks first,
+    before it calibrates and converts anything."""
+    if any_shape and int8_attention:
+        raise ValueError("any_shape=True with int8_attention=True: torchao's int8 attention kernel takes static "
+                         "shapes only")
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmshrink.quantize import apply, default_skip
-from lmshrink.quantize.compiled import CompiledForInference
+from lmshrink.quantize.compiled import CompiledForInference, compile_for_inference
 from lmshrink.quantize.schemes import quantize_model
 from tests.pruning.decoder.test_structure import tiny_llama
 from tests.quantize.test_schemes import tiny_bert
@@ -61,6 +61,23 @@ def compiled_graphs(runnable, shapes) -> int:
         for size, length in shapes:
             runnable(**batches(1, size, length, seed=size + length)[0])
     return counters["stats"]["unique_graphs"]
+
+
+class UnreadCalibration(list):
+    """Calibration batches that fail the test if anything reads them."""
+
+    def __iter__(self):
+        raise AssertionError("the calibration batches were read")
+
+
+def test_a_static_only_graph_for_any_shape_is_refused_before_any_work():
+    """torchao's int8 attention compiles for static shapes only: ``apply`` refuses before it calibrates, and a
+    direct ``compile_for_inference`` refuses too (one check, both paths)."""
+    with pytest.raises(ValueError, match="any_shape=True with int8_attention=True"):
+        apply(tiny_bert().eval(), "static-int8-x86", calibration=UnreadCalibration(), any_shape=True,
+              int8_attention=True)
+    with pytest.raises(ValueError, match="any_shape=True with int8_attention=True"):
+        compile_for_inference(tiny_bert().eval(), int8_attention=True, any_shape=True)
 
 
 EVALUATION_SHAPES = [(4, 12), (4, 9), (3, 7)]  # batches of falling length, a smaller last batch
