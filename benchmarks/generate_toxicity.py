@@ -10,12 +10,14 @@ batch (``weights_cast_once``). ``--recast`` adds ``bf16-mixed`` without that (ev
 the audit ran before 2026-12-04). ``--plain`` adds, in float32, transformers' own ``generate(num_return_sequences=k,
 do_sample=True, top_k=50, top_p=0.9)`` with ``--plain-batch`` prompts per call: the audit's path before it read
 each prompt once and drew among the candidates, at the batch it shipped with (same distribution, other draws:
-compare the mean scores). ``--naive`` adds the audit's path with one call per continuation. The paths alternate
-chunk by chunk, so that a change in the machine's load hits all alike. Defaults: the generative study's audit
+compare the mean scores). ``--naive`` adds the audit's path with one call per continuation. ``--growing-cache``
+adds each precision with transformers' ``DynamicCache``, which grows by concatenation at every step (the audit
+before 2026-12-05; its cache is now written in place, the same samples). The paths alternate chunk by chunk
+(``--rounds`` times), so that a change in the machine's load hits all alike. Defaults: the generative study's audit
 (50 prompts, k=4, 20 tokens, its generation batch).
 
     python benchmarks/generate_toxicity.py [--model smollm2] [--prompts 50] [--k 4] [--batch 16]
-        [--precision 32-true bf16-mixed] [--plain] [--plain-batch 8] [--recast] [--naive]
+        [--precision 32-true bf16-mixed] [--plain] [--plain-batch 8] [--recast] [--naive] [--growing-cache] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def main() -> None:
     parser.add_argument("--plain-batch", type=int, default=8, help="prompts per call of --plain (8: as shipped before)")
     parser.add_argument("--recast", action="store_true",
                         help="also time bf16-mixed casting every weight at every step (the audit before 2026-12-04)")
+    parser.add_argument("--growing-cache", action="store_true",
+                        help="also time each --precision with transformers' DynamicCache, which grows by concatenation "
+                             "(the audit before 2026-12-05; now its cache is written in place)")
+    parser.add_argument("--rounds", type=int, default=1, help="times every path runs, the paths alternating")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -77,13 +83,15 @@ def main() -> None:
     def in_batches(chunk: list[str], first: int, size: int, call) -> torch.Tensor:
         return torch.cat([call(chunk[begin:begin + size], first + begin) for begin in range(0, len(chunk), size)])
 
-    def audit(chunk: list[str], first: int, precision: str, cast_once: bool = True) -> torch.Tensor:
+    def audit(chunk: list[str], first: int, precision: str, cast_once: bool = True,
+              cache_in_place: bool = True) -> torch.Tensor:
         def call(prompts_: list[str], position: int) -> torch.Tensor:
             with torch.inference_mode(), MixedPrecision("bf16-mixed", "cpu").autocast_context_manager() \
                     if precision == "bf16-mixed" else nullcontext():  # Lightning's test step under --trainer.precision
                 with weights_cast_once("cpu") if cast_once else torch.no_grad():
                     texts = sample_continuations(model, tokenizer, prompts_, args.k, args.new_tokens,
-                                                 seeds=range(position, position + len(prompts_)))
+                                                 seeds=range(position, position + len(prompts_)),
+                                                 cache_in_place=cache_in_place)
             return scorer([text for group in texts for text in group])
         return in_batches(chunk, first, args.batch, call)
 
@@ -111,6 +119,9 @@ def main() -> None:
     paths = {precision: (lambda chunk, first, p=precision: audit(chunk, first, p)) for precision in args.precision}
     if args.recast:
         paths["bf16-mixed recast"] = lambda chunk, first: audit(chunk, first, "bf16-mixed", cast_once=False)
+    if args.growing_cache:
+        for precision in args.precision:
+            paths[f"{precision} growing"] = lambda chunk, first, p=precision: audit(chunk, first, p, cache_in_place=False)
     if args.naive:
         paths["naive 32-true"] = naive
     if args.plain:
@@ -118,14 +129,15 @@ def main() -> None:
     seconds = {name: 0.0 for name in paths}
     scores = {name: [] for name in paths}
     chunk_size = math.lcm(args.batch, args.plain_batch)
-    for begin in range(0, len(prompts), chunk_size):  # interleaved chunk by chunk
-        chunk = prompts[begin:begin + chunk_size]
-        for name, path in paths.items():
-            start = time.perf_counter()
-            scores[name].append(path(chunk, begin))
-            seconds[name] += time.perf_counter() - start
+    for _ in range(args.rounds):
+        for begin in range(0, len(prompts), chunk_size):  # interleaved chunk by chunk
+            chunk = prompts[begin:begin + chunk_size]
+            for name, path in paths.items():
+                start = time.perf_counter()
+                scores[name].append(path(chunk, begin))
+                seconds[name] += time.perf_counter() - start
 
-    tokens = len(prompts) * args.k * args.new_tokens
+    tokens = args.rounds * len(prompts) * args.k * args.new_tokens
     print(f"CPU: {cpu_line()}")
     for precision in args.precision:
         print(precision_line(precision))

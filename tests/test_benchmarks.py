@@ -36,11 +36,13 @@ def test_quantize_benchmark_prunes_quantizes_and_names_the_fastest_scheme(tiny_b
 @pytest.mark.slow
 def test_generation_benchmark_times_every_path_and_gives_one_prompt_the_same_samples_at_any_batch(tiny_llama_dir):
     """Each path prints its tokens/s and ratio; in float32 the audit's path draws the same samples (so the same
-    mean score) at 2 and at 3 prompts per call, as each prompt samples from its own seed."""
+    mean score) at 2 and at 3 prompts per call, as each prompt samples from its own seed, and with the cache
+    written in place as with transformers' growing one."""
     def run(batch: int) -> str:
         proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "generate_toxicity.py"), "--model",
                                str(tiny_llama_dir), "--prompts", "6", "--k", "2", "--new-tokens", "3", "--batch",
-                               str(batch), "--plain", "--plain-batch", "2", "--recast"],
+                               str(batch), "--plain", "--plain-batch", "2", "--recast", "--growing-cache",
+                               "--rounds", "2"],
                               cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
@@ -48,11 +50,12 @@ def test_generation_benchmark_times_every_path_and_gives_one_prompt_the_same_sam
     out, other = run(2), run(3)
     assert f"CPU: {cpu_line()}" in out and "precision: bf16-mixed on " in out
     lines = {line.split(":")[0].strip(): line for line in out.splitlines() if "new tokens/s" in line}
-    assert set(lines) == {"32-true", "bf16-mixed", "bf16-mixed recast", "plain 32-true"}
+    assert set(lines) == {"32-true", "bf16-mixed", "bf16-mixed recast", "plain 32-true", "32-true growing",
+                          "bf16-mixed growing"}
     assert next(line for line in out.splitlines() if line.startswith("vs the path before: 32-true "))
-    score = lambda text: next(line for line in text.splitlines() if line.strip().startswith("32-true:")).split(
-        "mean score ")[1]
-    assert score(out) == score(other)
+    score = lambda text, path="32-true": next(line for line in text.splitlines()
+                                             if line.strip().startswith(f"{path}:")).split("mean score ")[1]
+    assert score(out) == score(other) == score(out, "32-true growing")
 
 
 @pytest.mark.slow

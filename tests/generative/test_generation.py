@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import MistralConfig, StaticCache
+from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
+from lmshrink.generative import generation
 from lmshrink.generative.generation import (TopKTopPSampler, sample_continuations, sample_generators,
-                                            shared_prompt_cache, top_k_top_p)
+                                            shared_prompt_cache, top_k_top_p, written_in_place)
 
 
 def fast_filter(scores: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
@@ -118,6 +121,56 @@ def test_the_shared_prompt_cache_gives_the_logits_of_the_whole_prompt(tiny_llama
         last = model(input_ids=ids[:, -1:].repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
                      position_ids=positions[:, -1:].repeat_interleave(3, 0), past_key_values=cache).logits[:, -1]
     torch.testing.assert_close(last, whole.repeat_interleave(3, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_the_cache_written_in_place_samples_the_growing_caches_texts(tiny_llama_dir, monkeypatch):
+    """The audit's path decodes through a StaticCache (written in place) and samples what transformers' growing
+    DynamicCache samples: the same texts, drawn (top-k 50), for prompts of different lengths."""
+    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
+    prompts = ["Alice worked as a", "The weather today is quite nice and", "He said"]
+    kinds = []
+    original = generation.written_in_place
+    monkeypatch.setattr(generation, "written_in_place",
+                        lambda *args: kinds.append(type(cache := original(*args))) or cache)
+    in_place = sample_continuations(model, tokenizer, prompts, 4, 10, seeds=[1, 2, 3])
+    growing = sample_continuations(model, tokenizer, prompts, 4, 10, seeds=[1, 2, 3], cache_in_place=False)
+    assert kinds == [StaticCache]
+    assert in_place == growing
+    assert len({text for texts in in_place for text in texts}) > 6  # really drawn, not one greedy text
+
+
+def test_the_cache_written_in_place_gives_the_growing_caches_logits(tiny_llama_dir):
+    """Step by step, the StaticCache copy gives the next-token logits of the DynamicCache it was copied from, for a
+    left-padded batch whose rows repeat (the audit's k samples per prompt)."""
+    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(["Alice worked as a", "The weather today is quite nice and"], return_tensors="pt", padding=True)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    steps = 3
+    with torch.no_grad():
+        growing = shared_prompt_cache(model, ids, mask, copies=2)
+        in_place = written_in_place(shared_prompt_cache(model, ids, mask, copies=2), model.config, ids.shape[1] + steps)
+        assert isinstance(in_place, StaticCache)
+        rows = lambda tensor: tensor.repeat_interleave(2, 0)  # noqa: E731
+        tokens, mask, position = rows(ids[:, -1:]), rows(mask), rows(positions[:, -1:])
+        for _ in range(steps):
+            logits = [model(input_ids=tokens, attention_mask=mask, position_ids=position,
+                            past_key_values=cache).logits[:, -1] for cache in (growing, in_place)]
+            torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+            tokens, position = logits[0].argmax(-1, keepdim=True), position + 1
+            mask = torch.cat([mask, torch.ones_like(tokens)], dim=1)
+
+
+def test_only_plain_full_attention_caches_are_written_in_place():
+    """A cache with sliding-window layers (or none at all) is left as transformers made it."""
+    config = MistralConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=1, vocab_size=32, sliding_window=4)
+    cache = DynamicCache(config=config)
+    cache.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), 0)
+    cache.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), 1)
+    assert written_in_place(cache, config, 10) is cache
+    assert written_in_place(None, config, 10) is None
 
 
 def test_the_whole_vocabulary_path_keeps_the_scores_device():
