@@ -71,6 +71,8 @@ def main() -> None:
                              "(the audit before 2026-12-05; now its cache is written in place)")
     parser.add_argument("--rounds", type=int, default=1, help="times every path runs, the paths alternating")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: must be >= 1")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     model, tokenizer = load_causal_lm(args.model).eval(), load_tokenizer(args.model)

@@ -128,10 +128,13 @@ def written_in_place(cache: Cache | None, config, length: int) -> Cache | None:
     461 in ``benchmarks/generate_toxicity.py`` with the scorer; the same texts). Only a
     cache of plain full-attention layers is copied (sliding windows and other layer kinds are returned as they
     are), only where transformers builds the same plain layers for the model's config, and only where keys and
-    values have one dtype (a StaticCache holds both in the first keys' dtype). Not under autocast (the caller's
-    choice, :func:`sample_continuations`): there a step's keys and values need not keep the prompt pass's dtypes
-    (the tests' tiny Llama under the benchmark's bf16 autocast: a float32 prompt cache, bf16 at the first step)."""
-    if type(cache) is not DynamicCache or not all(type(layer) is DynamicLayer for layer in cache.layers):
+    values have one dtype (a StaticCache holds both in the first keys' dtype). Not under autocast: there a step's
+    keys and values need not keep the prompt pass's dtypes (the tests' tiny Llama under the benchmark's bf16
+    autocast: a float32 prompt cache, bf16 at the first step)."""
+    if type(cache) is not DynamicCache or not cache.layers or not all(type(layer) is DynamicLayer
+                                                                      for layer in cache.layers):
+        return cache
+    if torch.is_autocast_enabled(cache.layers[0].keys.device.type):
         return cache
     if any(layer.keys.dtype != layer.values.dtype for layer in cache.layers):
         return cache
@@ -162,7 +165,7 @@ def sample_continuations(model, tokenizer, prompts: list[str], num_samples: int,
     encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
     input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
     cache = shared_prompt_cache(model, input_ids, attention_mask, num_samples)
-    if cache_in_place and not torch.is_autocast_enabled(input_ids.device.type):  # see written_in_place
+    if cache_in_place:
         cache = written_in_place(cache, model.config, input_ids.shape[1] + max_new_tokens)
     # the rows generate(num_return_sequences=k) makes: each prompt k times in a row
     input_ids, attention_mask = input_ids.repeat_interleave(num_samples, 0), attention_mask.repeat_interleave(num_samples, 0)

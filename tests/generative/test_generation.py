@@ -163,7 +163,8 @@ def test_the_cache_written_in_place_gives_the_growing_caches_logits(tiny_llama_d
 
 
 def test_only_plain_full_attention_caches_are_written_in_place():
-    """A cache with sliding-window layers (or none at all) is left as transformers made it."""
+    """A cache with sliding-window layers (or none at all), or any cache under autocast, is left as transformers
+    made it."""
     config = MistralConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                            num_key_value_heads=1, vocab_size=32, sliding_window=4)
     cache = DynamicCache(config=config)
@@ -171,6 +172,14 @@ def test_only_plain_full_attention_caches_are_written_in_place():
     cache.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), 1)
     assert written_in_place(cache, config, 10) is cache
     assert written_in_place(None, config, 10) is None
+    plain_config = MistralConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, vocab_size=32, sliding_window=None)
+    plain = DynamicCache(config=plain_config)
+    for layer in range(2):
+        plain.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), layer)
+    assert isinstance(written_in_place(plain, plain_config, 10), StaticCache)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert written_in_place(plain, plain_config, 10) is plain
 
 
 def test_the_whole_vocabulary_path_keeps_the_scores_device():
