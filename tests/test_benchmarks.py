@@ -58,6 +58,15 @@ def test_generation_benchmark_times_every_path_and_gives_one_prompt_the_same_sam
     assert score(out) == score(other) == score(out, "32-true growing")
 
 
+def test_generation_benchmark_refuses_a_model_of_the_wrong_kind_in_one_line(tiny_bert_dir):
+    """An encoder (no language-model head) as --model: one error line naming the option, exit 2, no traceback."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "generate_toxicity.py"), "--model",
+                           str(tiny_bert_dir), "--prompts", "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --model={str(tiny_bert_dir)!r} is not a causal LM")
+
+
 @pytest.mark.slow
 def test_study_time_benchmark_runs_the_study_each_way_and_prints_the_ratio(tiny_bert_dir, tmp_path):
     from tests.study.test_study import write_study
