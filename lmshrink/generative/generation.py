@@ -5,8 +5,9 @@ samples from: the prompts are read once, not once per sample (their KV cache is 
 top-p filter looks at the top-k candidates only instead of sorting the vocabulary; and the next token is drawn
 among those candidates, where ``torch.multinomial`` draws a random number for every token of the vocabulary. On
 SmolLM2 (49,152 tokens), 8 prompts x 4 samples, the sort and the draw took 65 ms and 32 ms of a step whose
-float32 forward takes 150 ms. Outside autocast, the decoding cache is also written in place rather than grown
-(:func:`written_in_place`).
+float32 forward takes 150 ms. The prompts are read in buckets of similar length, and outside autocast the decoding
+cache is written in place rather than grown (:mod:`lmshrink.generative.prompt_cache`); the drawn tokens are taken
+as they are, without ``generate``'s ``argmax`` over the vocabulary (:func:`sampling_loop`).
 
 Each continuation draws from its own generator, seeded from its prompt's seed and its sample index: what a
 prompt gets does not depend on the batch it is in (batch size, neighbours, DDP shard), so the batch size is a
@@ -20,8 +21,9 @@ from contextlib import contextmanager
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, StaticCache, StaticLayer
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+from lmshrink.generative.prompt_cache import shared_prompt_cache, written_in_place
 
 TIED_MARGIN = 16  # candidates read beyond the top k, for logits tied with the k-th (common in bf16)
 
@@ -84,6 +86,11 @@ class TopKTopPSampler(LogitsProcessor):
         self.generators, self.top_k, self.top_p, self.temperature = generators, top_k, top_p, temperature
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """As a logits processor of ``generate``: ``-inf`` everywhere but the drawn token (0)."""
+        return torch.full_like(scores, -float("inf")).scatter(-1, self.draw(scores).unsqueeze(-1), 0.0)
+
+    def draw(self, scores: torch.Tensor) -> torch.Tensor:
+        """The next token of each row (a 1-D tensor of token ids)."""
         if scores.shape[0] != len(self.generators):
             raise ValueError(f"{scores.shape[0]} rows of scores for {len(self.generators)} generators")
         values, indices = top_k_top_p(scores, self.top_k, self.top_p, self.temperature)
@@ -92,58 +99,50 @@ class TopKTopPSampler(LogitsProcessor):
         # right=True: the first candidate whose cumulative mass exceeds u, never one of mass 0 (a removed one)
         chosen = torch.searchsorted(cumulative, (uniform.to(scores.device) * cumulative[:, -1]).unsqueeze(-1),
                                     right=True).clamp_(max=values.shape[-1] - 1)
-        tokens = indices.gather(-1, chosen)
-        return torch.full_like(scores, -float("inf")).scatter(-1, tokens, 0.0)
+        return indices.gather(-1, chosen).squeeze(-1)
+
+
+def sampling_loop(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList, stopping_criteria,
+                  generation_config, synced_gpus: bool = False, streamer=None, **model_kwargs) -> torch.LongTensor:
+    """``generate``'s decoding loop (transformers' ``GenerationMixin._sample``, greedy, no streamer), given to
+    ``generate`` as its ``custom_generate``, for a :class:`TopKTopPSampler` last among the logits processors: the
+    sampler's drawn tokens are taken as they are. ``generate`` itself has every processor return scores over the
+    whole vocabulary and takes their ``argmax``; for the audit's 200 rows of SmolLM2's 49,152 logits the sampler's
+    ``-inf`` tensor, the ``argmax`` over it and the copy of the logits took about 30 ms of a 330 ms float32 step.
+    Everything else is ``generate``'s: its inputs and cache preparation, its processors from the model's generation
+    config (applied before the sampler), its stopping criteria, finished rows padded. It calls the helpers
+    ``_sample`` calls (``_prefill``, ``_update_model_kwargs_for_generation``: private, for the pinned transformers;
+    the tests compare the tokens with ``generate``'s own loop)."""
+    *others, sampler = logits_processor or [None]
+    if not isinstance(sampler, TopKTopPSampler) or synced_gpus or streamer is not None:
+        raise ValueError("sampling_loop draws with a TopKTopPSampler last among the logits processors, without "
+                         "synced GPUs or a streamer")
+    others = LogitsProcessorList(others)
+    pad = generation_config._pad_token_tensor
+    pads_finished = any(hasattr(criteria, "eos_token_id") for criteria in stopping_criteria)
+    unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    with model._optimize_model_for_decode():
+        while True:
+            model_kwargs = model._update_model_kwargs_for_generation(
+                outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder)
+            logits = outputs.logits[:, -1].float()
+            tokens = sampler.draw(others(input_ids, logits) if others else logits)
+            if pads_finished:
+                tokens = torch.where(unfinished, tokens, pad.to(tokens.device))
+            input_ids = torch.cat([input_ids, tokens[:, None]], dim=-1)
+            unfinished &= ~stopping_criteria(input_ids, None)
+            if not unfinished.any():
+                return input_ids
+            inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=1, **model_kwargs)
+            del outputs  # its logits: not kept through the next forward
+            outputs = model(**inputs, return_dict=True)
 
 
 def sample_generators(seeds: Sequence[int], num_samples: int) -> list[torch.Generator]:
     """One CPU generator per continuation, in the rows' order (each prompt ``num_samples`` times in a row), seeded
     from the prompt's seed and the sample's index."""
     return [torch.Generator().manual_seed(seed * 10_007 + sample) for seed in seeds for sample in range(num_samples)]
-
-
-def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int) -> Cache | None:
-    """The KV cache of every prompt but its last token, computed once per prompt and repeated ``copies`` times
-    (``generate`` then reads only the last token), or ``None`` where the model does not return a
-    :class:`~transformers.Cache` (``generate`` then reads the whole prompt). Positions are the ones ``generate``
-    gives a left-padded batch."""
-    if input_ids.shape[1] < 2:
-        return None
-    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    extra = {"logits_to_keep": 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
-    output = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
-                   position_ids=positions[:, :-1], use_cache=True, **extra)
-    cache = getattr(output, "past_key_values", None)
-    if not isinstance(cache, Cache):
-        return None
-    cache.batch_repeat_interleave(copies)
-    return cache
-
-
-def written_in_place(cache: Cache | None, config, length: int) -> Cache | None:
-    """``cache`` copied into a :class:`~transformers.StaticCache` of ``length`` positions, where each decoding step
-    writes its keys and values in place. transformers' ``DynamicCache`` concatenates every layer's keys and values
-    with the new position at every step, copying the whole cache: with the audit's 200 rows on SmolLM2 in float32,
-    ``aten::cat`` took a third of the profiled generation (497 against 442 new tokens/s in bare calls, 483 against
-    461 in ``benchmarks/generate_toxicity.py`` with the scorer; the same texts). Only a
-    cache of plain full-attention layers is copied (sliding windows and other layer kinds are returned as they
-    are), only where transformers builds the same plain layers for the model's config, and only where keys and
-    values have one dtype (a StaticCache holds both in the first keys' dtype). Not under autocast: there a step's
-    keys and values need not keep the prompt pass's dtypes (the tests' tiny Llama under the benchmark's bf16
-    autocast: a float32 prompt cache, bf16 at the first step)."""
-    if type(cache) is not DynamicCache or not cache.layers or not all(type(layer) is DynamicLayer
-                                                                      for layer in cache.layers):
-        return cache
-    if torch.is_autocast_enabled(cache.layers[0].keys.device.type):
-        return cache
-    if any(layer.keys.dtype != layer.values.dtype for layer in cache.layers):
-        return cache
-    static = StaticCache(config=config, max_cache_len=length)
-    if len(static.layers) != len(cache.layers) or not all(type(layer) is StaticLayer for layer in static.layers):
-        return cache
-    for source, target in zip(cache.layers, static.layers):
-        target.update(source.keys, source.values)
-    return static
 
 
 @torch.no_grad()
@@ -173,7 +172,7 @@ def sample_continuations(model, tokenizer, prompts: list[str], num_samples: int,
     output = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, do_sample=False,
         logits_processor=LogitsProcessorList([sampler]), max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, custom_generate=sampling_loop,
     )
     texts = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
     return [texts[index * num_samples:(index + 1) * num_samples] for index in range(len(prompts))]

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import MistralConfig, StaticCache
-from transformers.cache_utils import DynamicCache
+from transformers import LogitsProcessorList, StaticCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
 from lmshrink.generative import generation
-from lmshrink.generative.generation import (TopKTopPSampler, sample_continuations, sample_generators,
-                                            shared_prompt_cache, top_k_top_p, written_in_place)
+from lmshrink.generative.generation import (TopKTopPSampler, sample_continuations, sample_generators, sampling_loop,
+                                            top_k_top_p)
 
 
 def fast_filter(scores: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
@@ -109,20 +108,6 @@ def test_the_prompts_read_once_give_transformers_greedy_texts(tiny_llama_dir):
     assert sample_continuations(model, tokenizer, prompts, 3, 8, seeds=[11, 12, 13], top_k=1) == [[text] * 3 for text in texts]
 
 
-def test_the_shared_prompt_cache_gives_the_logits_of_the_whole_prompt(tiny_llama_dir):
-    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
-    tokenizer.padding_side = "left"
-    encoded = tokenizer(["Alice worked as a", "The weather today is quite nice and"], return_tensors="pt", padding=True)
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # what generate gives a left-padded batch
-    with torch.no_grad():
-        whole = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
-        cache = shared_prompt_cache(model, ids, mask, copies=3)
-        last = model(input_ids=ids[:, -1:].repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
-                     position_ids=positions[:, -1:].repeat_interleave(3, 0), past_key_values=cache).logits[:, -1]
-    torch.testing.assert_close(last, whole.repeat_interleave(3, 0), rtol=1e-5, atol=1e-5)
-
-
 def test_the_cache_written_in_place_samples_the_growing_caches_texts(tiny_llama_dir, monkeypatch):
     """The audit's path decodes through a StaticCache (written in place) and samples what transformers' growing
     DynamicCache samples: the same texts, drawn (top-k 50), for prompts of different lengths."""
@@ -139,52 +124,48 @@ def test_the_cache_written_in_place_samples_the_growing_caches_texts(tiny_llama_
     assert len({text for texts in in_place for text in texts}) > 6  # really drawn, not one greedy text
 
 
-def test_the_cache_written_in_place_gives_the_growing_caches_logits(tiny_llama_dir):
-    """Step by step, the StaticCache copy gives the next-token logits of the DynamicCache it was copied from, for a
-    left-padded batch whose rows repeat (the audit's k samples per prompt)."""
-    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
-    tokenizer.padding_side = "left"
-    encoded = tokenizer(["Alice worked as a", "The weather today is quite nice and"], return_tensors="pt", padding=True)
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    steps = 3
-    with torch.no_grad():
-        growing = shared_prompt_cache(model, ids, mask, copies=2)
-        in_place = written_in_place(shared_prompt_cache(model, ids, mask, copies=2), model.config, ids.shape[1] + steps)
-        assert isinstance(in_place, StaticCache)
-        rows = lambda tensor: tensor.repeat_interleave(2, 0)  # noqa: E731
-        tokens, mask, position = rows(ids[:, -1:]), rows(mask), rows(positions[:, -1:])
-        for _ in range(steps):
-            logits = [model(input_ids=tokens, attention_mask=mask, position_ids=position,
-                            past_key_values=cache).logits[:, -1] for cache in (growing, in_place)]
-            torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
-            tokens, position = logits[0].argmax(-1, keepdim=True), position + 1
-            mask = torch.cat([mask, torch.ones_like(tokens)], dim=1)
-
-
-def test_only_plain_full_attention_caches_are_written_in_place():
-    """A cache with sliding-window layers (or none at all), or any cache under autocast, is left as transformers
-    made it."""
-    config = MistralConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=1, vocab_size=32, sliding_window=4)
-    cache = DynamicCache(config=config)
-    cache.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), 0)
-    cache.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), 1)
-    assert written_in_place(cache, config, 10) is cache
-    assert written_in_place(None, config, 10) is None
-    plain_config = MistralConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=1, vocab_size=32, sliding_window=None)
-    plain = DynamicCache(config=plain_config)
-    for layer in range(2):
-        plain.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), layer)
-    assert isinstance(written_in_place(plain, plain_config, 10), StaticCache)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert written_in_place(plain, plain_config, 10) is plain
-
-
 def test_the_whole_vocabulary_path_keeps_the_scores_device():
     """Where the warpers run over the whole vocabulary (top_k=0), the token ids are on the scores' device (a GPU's
     in a GPU audit; the meta device stands in for it here), so the sampler can gather from them."""
     scores = torch.empty(2, 100, device="meta")
     values, indices = top_k_top_p(scores, 0, 0.9)
     assert values.device == indices.device == scores.device and indices.shape == scores.shape
+
+
+@pytest.mark.parametrize("penalty", [None, 1.5])
+def test_the_sampling_loop_draws_what_generate_draws_with_the_sampler(tiny_llama_dir, penalty):
+    """The audit's decoding loop against ``generate`` running the same sampler as a logits processor (its own loop,
+    an ``argmax`` over the sampler's scores): the same token ids, drawn (top-k 50), with rows that stop at an end
+    token padded, and with a processor of the model's generation config (a repetition penalty) applied first."""
+    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(["Alice worked as a", "The weather today is quite nice and", "He said"], return_tensors="pt",
+                        padding=True)
+    if penalty is not None:
+        model.generation_config.repetition_penalty = penalty
+
+    def sampled(loop: bool, eos: int | None = None) -> torch.Tensor:
+        sampler = TopKTopPSampler(sample_generators([1, 2, 3], 2), top_k=50, top_p=0.9)
+        with torch.no_grad():
+            return model.generate(
+                input_ids=encoded["input_ids"].repeat_interleave(2, 0),
+                attention_mask=encoded["attention_mask"].repeat_interleave(2, 0), do_sample=False, max_new_tokens=12,
+                logits_processor=LogitsProcessorList([sampler]), pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos, **({"custom_generate": sampling_loop} if loop else {}))
+
+    reference = sampled(loop=False)
+    assert torch.equal(sampled(loop=True), reference)
+    new = reference[:, encoded["input_ids"].shape[1]:]
+    eos = int(new[0, 3])  # a token the first row draws at its fourth step: it ends there
+    stopped = sampled(loop=False, eos=eos)
+    assert torch.equal(sampled(loop=True, eos=eos), stopped)
+    assert (stopped[0, encoded["input_ids"].shape[1] + 4:] == tokenizer.pad_token_id).all()
+    assert len({tuple(row.tolist()) for row in new}) > 3  # really drawn
+
+
+def test_the_sampling_loop_refuses_a_last_processor_that_is_not_the_sampler(tiny_llama_dir):
+    model, tokenizer = load_causal_lm(tiny_llama_dir).eval(), load_tokenizer(tiny_llama_dir)
+    encoded = tokenizer(["He said"], return_tensors="pt")
+    with pytest.raises(ValueError, match="TopKTopPSampler last"), torch.no_grad():
+        model.generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], do_sample=False,
+                       max_new_tokens=2, pad_token_id=tokenizer.pad_token_id, custom_generate=sampling_loop)
