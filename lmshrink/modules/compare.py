@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from lmshrink.backbones import accepted_inputs, load_finetuned, load_tokenizer, model_task, select_inputs
+from lmshrink.cards.digest import weights_digest
+from lmshrink.distill.cache import BatchLogitsCache, cache_fingerprint
 from lmshrink.distill.students import check_same_tokenizer
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
@@ -27,7 +30,7 @@ class Compare(LmshrinkModule):
     """Evaluate a candidate classifier against a reference classifier on the same examples, per group."""
 
     def __init__(self, model_path: str, reference_path: str, num_labels: int = 3,
-                 reference_name: str = "reference") -> None:
+                 reference_name: str = "reference", reference_cache_dir: str | None = None) -> None:
         """
         Args:
             model_path: The candidate (e.g. a compressed model): a HF directory, hub id or TeacherFineTune ``.ckpt``.
@@ -35,6 +38,11 @@ class Compare(LmshrinkModule):
             num_labels: Number of classes (linked from the datamodule).
             reference_name: What the reference is called in metric names and tables (``<stage>/delta/<group>``,
                 ``<stage>/<name>_avg_acc``, ``delta_to_<name>``).
+            reference_cache_dir: Keep the reference's logits there, per evaluation batch, and reuse them: a study
+                compares every model of a seed with that seed's teacher on the same batches, and ran the teacher
+                again for each (about half of a float model's test loop). Served only for the same weights
+                (their digest), architecture, batch and precision (:class:`~lmshrink.distill.cache.BatchLogitsCache`),
+                so the numbers are those of running it.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -73,6 +81,26 @@ class Compare(LmshrinkModule):
 
     def _sync_reference(self) -> None:
         self.reference.to(self.device)
+        fingerprint = self._reference_fingerprint() if self.hparams.reference_cache_dir else None
+        self._reference_cache = (BatchLogitsCache(self.hparams.reference_cache_dir, fingerprint, self.global_rank)
+                                 if fingerprint is not None else None)
+
+    def _reference_fingerprint(self) -> str | None:
+        """What the reference's logits depend on besides the batch: its weights and architecture, the kernels
+        (library versions, device, threads); None (nothing cached) for weights without a digest."""
+        import transformers
+
+        reference = self.reference
+        digest = weights_digest(reference)
+        if digest is None:
+            return None
+        return cache_fingerprint(digest, type(reference).__name__, reference.config.to_json_string(),
+                                 getattr(reference.config, "_attn_implementation", None), torch.__version__,
+                                 transformers.__version__, self.device.type, torch.get_num_threads())
+
+    def _save_reference_cache(self) -> None:
+        if getattr(self, "_reference_cache", None) is not None:
+            self._reference_cache.save()
 
     def on_validation_start(self) -> None:
         self._sync_reference()
@@ -80,12 +108,21 @@ class Compare(LmshrinkModule):
     def on_test_start(self) -> None:
         self._sync_reference()
 
+    def on_validation_end(self) -> None:
+        self._save_reference_cache()
+
+    def on_test_end(self) -> None:
+        self._save_reference_cache()
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(**select_inputs(batch, self.model_inputs)).logits
 
     def _eval_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self(batch)
-        reference_logits = self.reference(**select_inputs(batch, self.reference_inputs)).logits
+        inputs = select_inputs(batch, self.reference_inputs)
+        cache = getattr(self, "_reference_cache", None)
+        reference_logits = (cache.logits(inputs, lambda: self.reference(**inputs).logits) if cache is not None
+                            else self.reference(**inputs).logits)
         return {"preds": logits.argmax(-1), "logits": logits, "reference_preds": reference_logits.argmax(-1),
                 "reference_logits": reference_logits}
 

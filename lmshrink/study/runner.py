@@ -5,7 +5,8 @@ Every (stage, seed) has its own run directory ``<output_dir>/<stage>/seed<k>`` (
 - ``run/``: the Lightning run that builds the model (fit for teacher/distill, validate for prune; quantize has
   none: the scheme is applied at evaluation); its model goes to ``run/model``;
 - ``eval/``: ``train.py test`` of that model with the study's evaluation config (one test set for all rows),
-  compared with its teacher on the same examples (``lmshrink.modules.Compare``);
+  compared with its teacher on the same examples (``lmshrink.modules.Compare``), whose logits are kept per batch
+  in the teacher's ``reference_logits/`` and served to the seed's later comparisons at the same precision;
 - ``result.json``: written last, from the evaluation's ``group_metrics_test.json`` and the measurements.
   Its presence means "done": a rerun skips the stage and never recomputes it.
 
@@ -116,9 +117,12 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
              f"--trainer.precision={precision_of(spec, stage)}"]
     if stage.kind == "teacher":
         model = [f"--model.model_path={model_dir}", "--model.export_dir=null"]
-    else:
+    else:  # the teacher's logits are kept per batch beside its run and served to every comparison of its seed
+        teacher = spec.stages[0]
+        kept = run_dir(spec, teacher, input_seed(spec, teacher, seed)) / "reference_logits"
         model = ["--model=lmshrink.modules.Compare", f"--model.model_path={model_dir}",
-                 f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher"]
+                 f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher",
+                 f"--model.reference_cache_dir={kept}"]
     args = ["--config", spec.eval_config, *model, *where, *spec.common_args, *spec.eval_args]
     if scheme is not None:  # no float copy (the teacher is the study's reference) and no timing (the report times
         # every model side by side; here a compiled scheme would compile twice more, for batch sizes 1 and 32)

@@ -96,6 +96,9 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
                 assert group["delta_to_reference"] == pytest.approx(group["accuracy"] - teacher_group["accuracy"])
                 assert 0 <= group["p_holm"] <= 1
     assert results[0]["flip_rate"] is None and results[0]["ece"] is not None
+    # both comparisons with the one teacher, in one precision, kept its logits in one file beside its run
+    kept = sorted((study / "teacher" / "once" / "reference_logits").iterdir())
+    assert [path.name.split(".")[-2:] for path in kept] == [["rank0", "pt"]]
     rows = aggregate(results)
     kprune = [r for r in results if r["stage"] == "kprune"]
     assert rows[1]["avg_acc"] == pytest.approx(sum(r["avg_acc"] for r in kprune) / 2)
