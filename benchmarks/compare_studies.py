@@ -25,6 +25,7 @@ from pathlib import Path
 from lmshrink.data.text_files import read_json_lines
 from lmshrink.study import generative_report
 from lmshrink.study.report import aggregate, score_of
+from lmshrink.errors import run_command
 
 
 def precisions(results: list[dict]) -> str:
@@ -112,5 +113,5 @@ def compare_generative(reference_results: list[dict], candidate_results: list[di
     print("who pays differs: " + ("; ".join(differing) or "nowhere"))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

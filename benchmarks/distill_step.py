@@ -32,18 +32,20 @@ from lmshrink.distill.cache import compute_topk_logits
 from lmshrink.distill.options import LossWeights, StudentSource
 from lmshrink.modules import Distillation
 from lmshrink.machine import cpu_line
+from lmshrink.errors import at_least_one, run_command
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default="runs/teacher_stereoset_minilm/checkpoints/last.ckpt")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=at_least_one, default=20)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    teacher_path = args.ckpt if os.path.isfile(args.ckpt) else "minilm"
-    if teacher_path == "minilm":
-        print(f"{args.ckpt} not found: timing with the pretrained MiniLM as teacher (same cost, untrained head)")
+    if not os.path.isfile(args.ckpt):  # a teacher needs its classifier head: the pretrained MiniLM has none
+        parser.error(f"--ckpt {args.ckpt}: no such file; fine-tune the teacher first (lmshrink fit --config "
+                     f"teacher/stereoset_minilm, the README's quick start) or pass its checkpoint")
+    teacher_path = args.ckpt
     module = Distillation(teacher_path=teacher_path, student=StudentSource(num_layers=3), loss_weights=LossWeights(kd=1.0, ce=0.5))
     dm = GroupedTextDataModule(batch_size=32, max_length=96)
     dm.setup("fit")
@@ -81,5 +83,5 @@ def main() -> None:
         print(f"{name:26s} {median:8.1f} ms/step   ratio to fine-tune {median / base:5.2f}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

@@ -32,6 +32,7 @@ from lmshrink.callbacks import GroupMetrics
 from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.modules import Compare
 from lmshrink.machine import cpu_line
+from lmshrink.errors import at_least_one, run_command
 
 BATCH_SIZE = 128
 
@@ -58,7 +59,7 @@ def lightning_loop(module: Compare, dm: GroupedTextDataModule) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=at_least_one, default=3)
     args = parser.parse_args()
     torch.set_num_threads(2)
     path = str(resolve_model_dir("minilm", "model_path"))
@@ -82,5 +83,5 @@ def main() -> None:
           f"(target < 5 %)")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

@@ -41,7 +41,7 @@ import yaml
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lmshrink.backbones import load_causal_lm, load_tokenizer
-from lmshrink.errors import run_command
+from lmshrink.errors import at_least_one, run_command
 from lmshrink.generative.generation import sample_continuations, weights_cast_once
 from lmshrink.generative.prompts import toxicity_prompts
 from lmshrink.generative.scorers import ProfanityScorer
@@ -55,25 +55,23 @@ AUDIT_BATCH = yaml.safe_load(STUDY_AUDIT.read_text())["data"]["init_args"]["gene
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--prompts", type=int, default=50)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=AUDIT_BATCH, help="prompts per call of the audit's path")
-    parser.add_argument("--new-tokens", type=int, default=20)
+    parser.add_argument("--prompts", type=at_least_one, default=50)
+    parser.add_argument("--k", type=at_least_one, default=4)
+    parser.add_argument("--batch", type=at_least_one, default=AUDIT_BATCH, help="prompts per call of the audit's path")
+    parser.add_argument("--new-tokens", type=at_least_one, default=20)
     parser.add_argument("--precision", nargs="+", choices=["32-true", "bf16-mixed"], default=["32-true", "bf16-mixed"],
                         help="precisions of the audit's path (the first is the reference of the ratios)")
     parser.add_argument("--naive", action="store_true", help="also time one generate call per continuation")
     parser.add_argument("--plain", action="store_true",
                         help="also time transformers' generate(num_return_sequences=k) in float32 (the path before)")
-    parser.add_argument("--plain-batch", type=int, default=8, help="prompts per call of --plain (8: as shipped before)")
+    parser.add_argument("--plain-batch", type=at_least_one, default=8, help="prompts per call of --plain (8: as shipped before)")
     parser.add_argument("--recast", action="store_true",
                         help="also time bf16-mixed casting every weight at every step (the audit before 2026-12-04)")
     parser.add_argument("--growing-cache", action="store_true",
                         help="also time each --precision with transformers' DynamicCache, which grows by concatenation "
                              "(the audit before 2026-12-05; now its cache is written in place)")
-    parser.add_argument("--rounds", type=int, default=1, help="times every path runs, the paths alternating")
+    parser.add_argument("--rounds", type=at_least_one, default=1, help="times every path runs, the paths alternating")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: must be >= 1")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     model, tokenizer = load_causal_lm(args.model, option="--model").eval(), load_tokenizer(args.model, option="--model")

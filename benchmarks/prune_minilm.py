@@ -24,7 +24,6 @@ quiet_third_party()  # before torchao / transformers / bitsandbytes are imported
 import argparse
 import copy
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from lmshrink.pruning.methods import EncoderMethod, from_short_name
 from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
 from lmshrink.quantize.size_latency import MatmulFlops, alternating_latency_ms, gemm_rate, linear_shapes
 from lmshrink.machine import cpu_line
+from lmshrink.errors import at_least_one, run_command
 
 
 @torch.inference_mode()
@@ -72,17 +72,17 @@ def flop_floor(row: dict, dense: torch.nn.Module, sample: list[dict], method: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/teacher_stereoset_minilm/model")
-    parser.add_argument("--tokens", type=int, default=100_000, help="K-prune sample size in training tokens")
-    parser.add_argument("--kwon-samples", type=int, default=None, help="Kwon sample size in sentences")
+    parser.add_argument("--tokens", type=at_least_one, default=100_000, help="K-prune sample size in training tokens")
+    parser.add_argument("--kwon-samples", type=at_least_one, default=None, help="Kwon sample size in sentences")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     parser.add_argument("--methods", nargs="+", default=["kprune", "kwon"])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=at_least_one, default=5)
     parser.add_argument("--out", default="runs/bench_prune_minilm.json")
     parser.add_argument("--flop-floor", action="store_true", help="count the matrix products' FLOPs (a second "
                         "pruning per row) and print the least time they take at this CPU's GEMM rates")
     args = parser.parse_args()
     if not Path(args.teacher).exists():
-        sys.exit(f"--teacher {args.teacher} does not exist: run `python train.py fit --config "
+        parser.error(f"--teacher {args.teacher} does not exist: run `python train.py fit --config "
                  f"configs/teacher/stereoset_minilm.yaml` (it exports the model there) or pass a .ckpt")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -141,5 +141,5 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

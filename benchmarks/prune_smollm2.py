@@ -44,6 +44,7 @@ from lmshrink.pruning.methods import from_short_name
 from lmshrink.pruning.decoder.structure import save_sliced_decoder
 from lmshrink.quantize.size_latency import alternating_latency_ms
 from lmshrink.machine import cpu_line
+from lmshrink.errors import at_least_one, run_command
 
 RUNS = ("dense", "magnitude-0.5", "wanda-0.5", "sparsegpt-0.5", "magnitude-2:4", "wanda-2:4", "sparsegpt-2:4")
 
@@ -93,17 +94,17 @@ def sliced_latency(saved: str, tokens: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", type=int, default=64, help="calibration windows (papers: 128)")
-    parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration window (papers: 2048)")
-    parser.add_argument("--windows", type=int, default=16, help="held-out windows")
-    parser.add_argument("--window", type=int, default=512, help="tokens per held-out window")
+    parser.add_argument("--sequences", type=at_least_one, default=64, help="calibration windows (papers: 128)")
+    parser.add_argument("--seq-len", type=at_least_one, default=256, help="tokens per calibration window (papers: 2048)")
+    parser.add_argument("--windows", type=at_least_one, default=16, help="held-out windows")
+    parser.add_argument("--window", type=at_least_one, default=512, help="tokens per held-out window")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS,
                         help="dense and unstructured runs (dense always runs first: every ratio is to it)")
     parser.add_argument("--structured", nargs="*", default=["kprune-keep0.7", "kwon-keep0.7"],
                         help="structured decoder pruning runs (none: skip them)")
-    parser.add_argument("--structured-sequences", type=int, default=8, help="their calibration windows")
-    parser.add_argument("--structured-seq-len", type=int, default=128, help="their tokens per window")
-    parser.add_argument("--latency-tokens", type=int, default=128, help="batch-1 prompt length for latency")
+    parser.add_argument("--structured-sequences", type=at_least_one, default=8, help="their calibration windows")
+    parser.add_argument("--structured-seq-len", type=at_least_one, default=128, help="their tokens per window")
+    parser.add_argument("--latency-tokens", type=at_least_one, default=128, help="batch-1 prompt length for latency")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method in this process
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -138,5 +139,5 @@ def main() -> None:
                   f"{row['flops_kept']:.3f}; calibration {row['calibration'][0]} x {row['calibration'][1]}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

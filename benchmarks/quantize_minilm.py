@@ -36,7 +36,6 @@ import argparse
 import copy
 import glob
 import os
-import sys
 import time
 import traceback
 import warnings
@@ -56,6 +55,7 @@ from lmshrink.data.pruning_sample import draw_sample, samples_for_tokens
 from lmshrink.quantize import SCHEMES, apply, check_supported
 from lmshrink.quantize.compiled import compile_for_inference, first_call_seconds
 from lmshrink.quantize.size_latency import alternating_latency_ms, gemm_rate, linear_flops, linear_shapes, memory_bytes
+from lmshrink.errors import at_least_one, run_command
 
 WITH_EMBEDDINGS = ("dynamic-int8", "torchao-int8-dynamic", "torchao-int8-weight", "bf16")
 """Schemes also measured with ``embeddings="int8"`` (the rows ``<scheme>+emb-int8``)."""
@@ -131,11 +131,11 @@ def fastest_within(rows: dict[str, dict], tolerance: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="TeacherFineTune checkpoint (default: the teacher run's best)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per row and batch size")
-    parser.add_argument("--repeats", type=int, default=3, help="calls per model and round (median over all)")
+    parser.add_argument("--rounds", type=at_least_one, default=5, help="alternating timing rounds per row and batch size")
+    parser.add_argument("--repeats", type=at_least_one, default=3, help="calls per model and round (median over all)")
     parser.add_argument("--rows", nargs="+", choices=["eager", "compiled", "pruned"],
                         default=["eager", "compiled", "pruned"])
-    parser.add_argument("--prune-tokens", type=int, default=100_000, help="K-prune sample for the pruned rows")
+    parser.add_argument("--prune-tokens", type=at_least_one, default=100_000, help="K-prune sample for the pruned rows")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="worst-group accuracy drop from fp32 a scheme may have to count in the summary line")
     parser.add_argument("--only", nargs="+", default=None, metavar="ROW",
@@ -146,7 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     ckpt = args.ckpt or next(iter(sorted(glob.glob("runs/teacher_stereoset_minilm/checkpoints/best-*.ckpt"))), None)
     if ckpt is None or not os.path.isfile(ckpt):
-        sys.exit("no teacher checkpoint: run `python train.py fit --config configs/teacher/stereoset_minilm.yaml` "
+        parser.error("no teacher checkpoint: run `python train.py fit --config configs/teacher/stereoset_minilm.yaml` "
                  "or pass --ckpt")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -192,7 +192,7 @@ def main() -> None:
     if args.only:
         unknown = sorted(set(args.only) - {row[0] for row in rows_wanted})
         if unknown:
-            sys.exit(f"--only: no row named {unknown[0]!r} among --rows {' '.join(args.rows)}; the rows: "
+            parser.error(f"--only: no row named {unknown[0]!r} among --rows {' '.join(args.rows)}; the rows: "
                      + ", ".join(repr(row[0]) for row in rows_wanted))
         rows_wanted = [row for row in rows_wanted if row[0] == "fp32" or row[0] in args.only]
     latency_inputs = {size: {key: value.to(device) for key, value in batch.items()}
@@ -282,5 +282,5 @@ def main() -> None:
         print(f"{name:38s} " + " ".join(f"{float(delta):+6.1f}" for delta in deltas))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

@@ -15,6 +15,7 @@ import time
 
 from lmshrink.machine import cpu_line
 from lmshrink.metrics.significance import mcnemar_exact_p
+from lmshrink.errors import at_least_one, run_command
 
 
 def summed_p(b: int, c: int) -> float:
@@ -26,7 +27,7 @@ def summed_p(b: int, c: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, nargs=2, default=[8000, 8400], metavar=("B", "C"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=at_least_one, default=3)
     args = parser.parse_args()
     b, c = args.pairs
     times = {"sum": [], "cdf": []}
@@ -44,5 +45,5 @@ def main() -> None:
           f"(median of {args.repeats}, alternating)")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from lmshrink.machine import cpu_line, precision_line, resolve_precision
+from lmshrink.errors import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,15 +68,17 @@ def quality(row: dict) -> dict[str, float]:
     return {"avg acc": row["avg_acc"], "worst-group acc": row["worst_group_acc"]}
 
 
+def variant_dir(out: Path, variant: str) -> Path:
+    return out / variant.replace(":", "-jobs").replace("@", "-")
+
+
 def run_study(config: str, seeds: list[int], variant: str, out: Path) -> tuple[float, list[dict]]:
     """(wall seconds, results) of the study ``config`` (relative to the code's root) with ``seeds`` run as
     ``variant`` into ``out/<variant>``."""
     revision, precision, jobs = parse_variant(variant)
     code = checkout(revision, out) if revision else REPO
     spec = yaml.safe_load((code / config).read_text())
-    directory = out / variant.replace(":", "-jobs").replace("@", "-")
-    if directory.exists():
-        raise SystemExit(f"error: {directory} exists; pass another --out (a benchmark never reuses a finished run)")
+    directory = variant_dir(out, variant)
     spec.update(output_dir=str(directory), seeds=seeds, wandb={})
     if revision is None or "precision" in spec:  # a revision before the option runs float32 without being told
         spec["precision"] = precision
@@ -117,11 +120,25 @@ def main() -> None:
             if known.returncode != 0:
                 parser.error(f"--variants {variant}: {revision} is not a commit of {REPO}")
     config = Path(args.config).resolve()
+    revisions = [parse_variant(variant)[0] for variant in args.variants]
+    if any(revision is None for revision in revisions) and not config.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    for revision in filter(None, revisions):
+        if config.is_relative_to(REPO) and subprocess.run(
+                ["git", "-C", str(REPO), "cat-file", "-e", f"{revision}:{config.relative_to(REPO)}"],
+                capture_output=True).returncode != 0:
+            parser.error(f"--config {args.config}: not a file of revision {revision}")
     if config.is_relative_to(REPO):
         config = config.relative_to(REPO)  # read from each variant's own code
     elif any(parse_variant(variant)[0] for variant in args.variants):
         parser.error(f"--config {args.config}: a REV@ variant reads the config from its revision's files; give one "
                      f"inside {REPO}")
+    if any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: seeds are >= 0")
+    for variant in args.variants:  # every variant's directory checked before the first study starts
+        if variant_dir(out, variant).exists():
+            parser.error(f"--out {args.out}: {variant_dir(out, variant)} exists; pass another --out (a benchmark "
+                         f"never reuses a finished run)")
     runs = {variant: run_study(str(config), args.seeds, variant, out) for variant in args.variants}
     print(f"CPU: {cpu_line()}")
     for precision in dict.fromkeys(parse_variant(variant)[1] for variant in args.variants):
@@ -151,5 +168,5 @@ def main() -> None:
         print(f"{variant} / {reference} wall time: {total[variant] / total[reference]:.2f}x")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

@@ -37,6 +37,7 @@ from lmshrink.datamodules import GroupedTextDataModule
 from lmshrink.modules import TeacherFineTune
 from lmshrink.optim import configure_optimization
 from lmshrink.machine import cpu_line
+from lmshrink.errors import at_least_one, run_command
 
 BATCH_SIZE = 32
 
@@ -104,9 +105,9 @@ def lightning_loop(dm: GroupedTextDataModule, steps: int, warmup: int, precision
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=at_least_one, default=40)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=at_least_one, default=3)
     parser.add_argument("--precision", nargs="+", choices=["32-true", "bf16-mixed"], default=["32-true", "bf16-mixed"],
                         help="Lightning precisions timed side by side (the first is the reference of the ratios)")
     args = parser.parse_args()
@@ -135,5 +136,5 @@ def main() -> None:
             print(f"[{precision}] Lightning step time vs {args.precision[0]}: {reference / lightning_median:.2f}x")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it
+    raise SystemExit(run_command(lambda _argv: main() or 0))

@@ -91,3 +91,17 @@ def run_command(main: Callable[[list[str] | None], int], argv: list[str] | None 
             raise
         print(f"error: {message(mistake)}", file=sys.stderr, flush=True)
         return 2
+
+
+def at_least_one(text: str) -> int:
+    """An ``argparse`` type for counts (rounds, repeats, steps, samples): an integer >= 1, else argparse's own one
+    ``error:`` line naming the option (exit 2) before any work, instead of a traceback from an empty median."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return value

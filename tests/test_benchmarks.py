@@ -168,3 +168,24 @@ def test_compare_studies_reads_a_generative_study(tmp_path):
                            text=True, timeout=300)
     assert "41 of 42 within; outside the reference's interval: wanda-0.5 windowed_perplexity" in other.stdout
     assert "| wanda-0.5 | windowed_perplexity |" in other.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, said", [
+    ("compare_studies.py", ["README.md", "README.md"], "README.md: line 1 (1-based) is not valid JSON"),
+    ("distill_step.py", ["--ckpt", "no_such.ckpt"], "--ckpt no_such.ckpt: no such file"),
+    ("prune_minilm.py", ["--teacher", "README.md", "--ratios", "0.5", "--rounds", "1"], "README.md is a file"),
+    ("quantize_minilm.py", ["--rounds", "0"], "argument --rounds: 0: must be >= 1"),
+    ("study_time.py", ["--config", "no_such.yaml"], "--config no_such.yaml: no such file"),
+    ("study_time.py", ["--seeds", "-1"], "--seeds -1: seeds are >= 0"),
+    ("prune_smollm2.py", ["--sequences", "0"], "argument --sequences: 0: must be >= 1"),
+    ("teacher_throughput.py", ["--steps", "x"], "argument --steps: 'x' is not an integer"),
+])
+def test_a_benchmark_refuses_a_wrong_input_in_one_line(script, args, said):
+    """A wrong file, model or count: exit 2 and one error line naming it, before any work, never a traceback (a
+    count of 0 used to end in an empty median's traceback, a missing checkpoint in a model-fit traceback)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "error: " in last and said in last, last
