@@ -49,7 +49,7 @@ from lmshrink.data.tables import (
 )
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
 from lmshrink.options import set_options
-from lmshrink.datamodules.splits import SplitsDataModule
+from lmshrink.datamodules.splits import LazySplits, SplitsDataModule
 
 BUILTIN_DATASETS = ("stereoset",)
 
@@ -164,7 +164,7 @@ class GroupedTextDataModule(SplitsDataModule):
         self.num_labels = num_labels
         self.label_names: list[str] = self._columns().label_names or [str(i) for i in range(num_labels)]
         """Class names in id order (written into exported models' ``id2label``)."""
-        self.datasets: dict[str, GroupedTextDataset] = {}
+        self.datasets: LazySplits | dict = {}
 
     @staticmethod
     def _source_kind(dataset: str) -> str:
@@ -286,11 +286,15 @@ class GroupedTextDataModule(SplitsDataModule):
         if self.tokenizer.pad_token is None:  # causal-LM tokenizers (Llama, SmolLM2) define none
             self.tokenizer.pad_token = self.tokenizer.eos_token
         columns = self._columns()
+        rows = {split: np.flatnonzero(splits == split) for split in SPLITS}
         for split in SPLITS:
-            rows = np.flatnonzero(splits == split)
-            if len(rows) == 0:
+            if len(rows[split]) == 0:
                 raise InputFileError(f"the {split} split is empty; check val_fraction/test_fraction or the split files")
-            texts = frame[columns.text].iloc[rows].tolist()
-            pairs = frame[columns.text_pair].iloc[rows].tolist() if columns.text_pair else None
+
+        def tokenized(split: str) -> GroupedTextDataset:
+            texts = frame[columns.text].iloc[rows[split]].tolist()
+            pairs = frame[columns.text_pair].iloc[rows[split]].tolist() if columns.text_pair else None
             encodings = self.tokenizer(texts, pairs, truncation=True, max_length=hp.max_length)
-            self.datasets[split] = GroupedTextDataset(dict(encodings), labels[rows], membership[rows])
+            return GroupedTextDataset(dict(encodings), labels[rows[split]], membership[rows[split]])
+
+        self.datasets = LazySplits(SPLITS, tokenized)

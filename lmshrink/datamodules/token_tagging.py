@@ -30,7 +30,7 @@ from lmshrink.data.conll import conll_sample, read_conll, read_masakhaner_dir, r
 from lmshrink.data.group_schemes import check_group_values
 from lmshrink.data.split import SPLITS, stratified_split
 from lmshrink.data.word_alignment import TaggedSentenceDataset, TagPaddingCollator, align_words
-from lmshrink.datamodules.splits import SplitsDataModule
+from lmshrink.datamodules.splits import LazySplits, SplitsDataModule
 from lmshrink.errors import InputFileError, MissingInputError, OptionError
 
 BUILTIN = "conll2003-sample"
@@ -103,8 +103,13 @@ class TokenTaggingDataModule(SplitsDataModule):
         fixed = CONLL2003_TAGS if dataset == BUILTIN and label_names is None else label_names
         self.label_names: list[str] = list(fixed) if fixed else []
         """Tags in id order (written into exported models' ``id2label``); known after ``setup`` unless given."""
-        self.truncated_words: dict[str, int] = {}
-        """Per split, words without a sub-token within ``max_length`` (counted as missed)."""
+        self._truncated_words: dict[str, int] = {}
+
+    @property
+    def truncated_words(self) -> dict[str, int]:
+        """Per split, words without a sub-token within ``max_length`` (counted as missed); after ``setup`` (reading
+        this tokenizes every split)."""
+        return {split: self._truncated_words[split] for split in self.datasets if self.datasets[split] is not None}
 
     def _check_options(self) -> None:
         hp = self.hparams
@@ -217,12 +222,13 @@ class TokenTaggingDataModule(SplitsDataModule):
         if not self.tokenizer.is_fast:
             raise OptionError(f"--data.tokenizer_path={hp.tokenizer_path!r} has no fast tokenizer; token "
                               f"classification maps sub-tokens to words with a fast (Rust) tokenizer")
+        rows = {split: np.flatnonzero(splits == split) for split in SPLITS}
         for split in SPLITS:
-            rows = np.flatnonzero(splits == split)
-            if len(rows) == 0:
+            if len(rows[split]) == 0:
                 raise InputFileError(f"the {split} split has no sentence; check val_fraction/test_fraction or the files")
-            self.datasets[split] = self._encode(split, [frame["tokens"].iloc[r] for r in rows],
-                                                [tags[r] for r in rows], membership[rows])
+        self.datasets = LazySplits(SPLITS, lambda split: self._encode(
+            split, [frame["tokens"].iloc[r] for r in rows[split]], [tags[r] for r in rows[split]],
+            membership[rows[split]]))
 
     def _encode(self, split: str, words: list[list[str]], tags: list[list[int]], membership: np.ndarray):
         encodings = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.hparams.max_length)
@@ -232,7 +238,7 @@ class TokenTaggingDataModule(SplitsDataModule):
             token_labels.append(labels)
             word_starts.append(starts)
         missed = sum(start == -1 for starts in word_starts for start in starts)
-        self.truncated_words[split] = missed
+        self._truncated_words[split] = missed
         if missed:
             total = sum(len(sentence) for sentence in tags)
             rank_zero_info(f"[lmshrink] {split}: {missed} of {total} words have no sub-token within --data.max_length="

@@ -266,3 +266,21 @@ def test_uncached_hub_dataset_offline_fails_at_once_naming_it(tiny_bert_dir):
                                                 r"dataset while offline"):
         make(tiny_bert_dir, dataset="nobody-here/no-such-data", num_labels=2, group_columns=["x"])
     assert time.perf_counter() - start < 30
+
+
+def test_a_test_run_tokenizes_the_test_split_only(tiny_bert_dir, tmp_path):
+    """Splits are tokenized when first read: ``lmshrink test`` reads only the test split (every check of the data
+    ran before, on the whole table), and what it reads is what tokenizing every split at once gave."""
+    from lmshrink.cli import main
+    from tests.helpers import REPO
+
+    cli = main(["test", "--config", str(REPO / "configs/teacher/stereoset_minilm.yaml"),
+                f"--model.model_path={tiny_bert_dir}", f"--data.tokenizer_path={tiny_bert_dir}",
+                f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                "--model.export_dir=null", "--trainer.limit_test_batches=1"])
+    assert list(cli.datamodule.datasets._built) == ["test"]
+    every = make(tiny_bert_dir, max_length=cli.datamodule.hparams.max_length)
+    eager = {split: every.datasets[split] for split in ("train", "val", "test")}
+    assert list(every.datasets._built) == ["train", "val", "test"]
+    assert eager["test"].encodings == cli.datamodule.datasets["test"].encodings
+    assert torch.equal(eager["test"].labels, cli.datamodule.datasets["test"].labels)
