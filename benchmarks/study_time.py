@@ -130,7 +130,7 @@ def main() -> None:
             parser.error(f"--config {args.config}: not a file of revision {revision}")
     if config.is_relative_to(REPO):
         config = config.relative_to(REPO)  # read from each variant's own code
-    elif any(parse_variant(variant)[0] for variant in args.variants):
+    elif any(revisions):
         parser.error(f"--config {args.config}: a REV@ variant reads the config from its revision's files; give one "
                      f"inside {REPO}")
     if any(seed < 0 for seed in args.seeds):

@@ -25,12 +25,18 @@ def write_new_json(directory: str | Path, stem: str, record: dict, default=None)
     return path
 
 
-def refuse_non_empty(directory: str | Path | None, option: str) -> None:
-    """Refuse, before anything is written, an output directory that already holds files, or is a file."""
-    if not directory or not Path(directory).exists():
-        return
-    if not Path(directory).is_dir():
+def refuse_a_file(directory: str | Path | None, option: str) -> None:
+    """Refuse, before any work, a directory option that names an existing file (a cache or output directory
+    created at the end of a run would otherwise fail there, after the work, with a traceback)."""
+    if directory and Path(directory).exists() and not Path(directory).is_dir():
         raise FileExistsError(f"{option}={str(directory)!r} is a file, not a directory; name a new directory "
                               f"(nothing was overwritten)")
+
+
+def refuse_non_empty(directory: str | Path | None, option: str) -> None:
+    """Refuse, before anything is written, an output directory that already holds files, or is a file."""
+    refuse_a_file(directory, option)
+    if not directory or not Path(directory).exists():
+        return
     if any(Path(directory).iterdir()):
         raise FileExistsError(f"{option}={str(directory)!r} is not empty; nothing was overwritten")

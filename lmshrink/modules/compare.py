@@ -24,6 +24,7 @@ from lmshrink.distill.cache import BatchLogitsCache, cache_fingerprint
 from lmshrink.distill.students import check_same_tokenizer
 from lmshrink.errors import OptionError
 from lmshrink.modules.base import LmshrinkModule
+from lmshrink.paths import refuse_a_file
 
 
 class Compare(LmshrinkModule):
@@ -46,6 +47,7 @@ class Compare(LmshrinkModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        refuse_a_file(reference_cache_dir, "--model.reference_cache_dir")
         if not reference_name.isidentifier():
             raise OptionError(f"--model.reference_name={reference_name!r} must be a plain name (letters, digits, _)")
         self.reference_name = reference_name

@@ -54,6 +54,7 @@ from lmshrink.modules.base import TrainingModule
 from lmshrink.modules.model_cards import plain_settings, start_model_card
 from lmshrink.optim import OptimizerFactory, SchedulerFactory, check_optimizer_options
 from lmshrink.options import as_settings
+from lmshrink.paths import refuse_a_file
 
 
 class Distillation(TrainingModule):
@@ -110,6 +111,7 @@ class Distillation(TrainingModule):
         """The directory this run's fit wrote the student to (its card takes the run's measurements)."""
         student, loss_weights = as_settings(student, StudentSource), as_settings(loss_weights, LossWeights)
         student.check()
+        refuse_a_file(teacher_cache_dir, "--model.teacher_cache_dir")
         if teacher_cache_dir and loss_weights.feature_terms:
             raise OptionError(f"teacher_cache_dir caches logits only; --model.loss_weights "
                               f"{loss_weights.feature_terms} need the teacher's hidden states every step: set them "

@@ -105,8 +105,13 @@ def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str,
 def teacher_of(spec: StudySpec, seed: int | None) -> Path:
     """The teacher a (stage, seed) is compared with: the same seed's teacher when the teacher is seeded (as Gee et
     al. pair each compressed model with its own seed's teacher), else the one teacher."""
+    return model_of(spec, *teacher_run(spec, seed))[0]
+
+
+def teacher_run(spec: StudySpec, seed: int | None) -> tuple[Stage, int | None]:
+    """The teacher stage and its seed that (stage, ``seed``) is compared with."""
     teacher = spec.stages[0]
-    return model_of(spec, teacher, input_seed(spec, teacher, seed))[0]
+    return teacher, input_seed(spec, teacher, seed)
 
 
 def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
@@ -118,8 +123,7 @@ def eval_command(spec: StudySpec, stage: Stage, seed: int | None) -> list[str]:
     if stage.kind == "teacher":
         model = [f"--model.model_path={model_dir}", "--model.export_dir=null"]
     else:  # the teacher's logits are kept per batch beside its run and served to every comparison of its seed
-        teacher = spec.stages[0]
-        kept = run_dir(spec, teacher, input_seed(spec, teacher, seed)) / "reference_logits"
+        kept = run_dir(spec, *teacher_run(spec, seed)) / "reference_logits"
         model = ["--model=lmshrink.modules.Compare", f"--model.model_path={model_dir}",
                  f"--model.reference_path={teacher_of(spec, seed)}", "--model.reference_name=teacher",
                  f"--model.reference_cache_dir={kept}"]

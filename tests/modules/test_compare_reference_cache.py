@@ -80,3 +80,19 @@ def test_served_reference_logits_give_the_numbers_of_running_the_reference(pair,
     changed = compare(reference, candidate, tmp_path / "changed", cache)
     assert counts[3][0] == 0 and counts[3][1] > 0
     assert changed == compare(reference, candidate, tmp_path / "changed_plain") != plain
+
+
+@pytest.mark.parametrize("module, option", [("Compare", "reference_cache_dir"), ("Distillation", "teacher_cache_dir")])
+def test_a_logits_cache_dir_that_is_a_file_is_refused_before_any_model_loads(module, option, tmp_path):
+    """A cache directory that names a file failed when the cache was first written, after the evaluation (or at the
+    fit's start) with a traceback; now the module refuses it first, by the option's name (the models' paths here do
+    not exist: the refusal comes before they are read)."""
+    import lmshrink.modules as modules
+    from lmshrink.distill.options import StudentSource
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a directory")
+    paths = ({"model_path": str(tmp_path / "none"), "reference_path": str(tmp_path / "none")} if module == "Compare"
+             else {"teacher_path": str(tmp_path / "none"), "student": StudentSource(num_layers=1)})
+    with pytest.raises(FileExistsError, match=rf"--model.{option}='{afile}' is a file, not a directory"):
+        getattr(modules, module)(**paths, **{option: str(afile)})
