@@ -256,8 +256,8 @@ class LmshrinkCLI(LightningCLI):
         remove_if_empty(Path(self.trainer.default_root_dir))
 
     def after_fit(self) -> None:
-        if self.trainer.interrupted:
-            return
+        if self.trainer.interrupted or self.trainer.limit_test_batches == 0:
+            return  # --trainer.limit_test_batches=0: no test at the end (a study evaluates every model by itself)
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)

@@ -29,6 +29,7 @@ from lmshrink.paths import free_path, write_new_json
 from lmshrink.pruning.encoder.run import prune_encoder
 from lmshrink.pruning.encoder.slicing import save_sliced, shrink_to_widths
 from lmshrink.pruning.methods import EncoderMethod, KPrune
+from lmshrink.pruning.score_precision import score_precision_of
 
 
 class Prune(LmshrinkModule):
@@ -105,7 +106,9 @@ class Prune(LmshrinkModule):
             batches, seq_len = self._sample(datamodule)
             device = self.trainer.strategy.root_device  # prune where the model will run (a GPU if there is one)
             batches = [{key: value.to(device) for key, value in batch.items()} for batch in batches]
-            outcome = prune_encoder(copy.deepcopy(self.model).to(device), batches, self.method, seq_len)
+            # a bf16 run ranks units in bf16 too (K-prune's scores, Kwon's Fisher); least squares stays float32 / fp64
+            outcome = prune_encoder(copy.deepcopy(self.model).to(device), batches, self.method, seq_len,
+                                    score_precision_of(self.trainer.precision))
             outcome = ({key: value.cpu() for key, value in outcome.model.state_dict().items()}, outcome.record)
         state, record = self.trainer.strategy.broadcast(outcome, src=0)
         if self.method.slices:

@@ -85,15 +85,17 @@ def build_command(spec: StudySpec, stage: Stage, seed: int | None) -> tuple[str,
     seed_args = [f"--seed_everything={seed}"] if seed is not None else []
     common = ["--config", stage.config, *seed_args, f"--trainer.default_root_dir={directory}",
               f"--trainer.precision={precision_of(spec, stage)}"]
+    no_test = ["--trainer.limit_test_batches=0"]  # a fit tests its model at its end; the study's evaluation does
     if stage.kind == "teacher":
-        args = [*common, f"--model.export_dir={directory / 'model'}"]
+        args = [*common, f"--model.export_dir={directory / 'model'}", *no_test]
         return "fit", [*args, *spec.common_args, *stage.args]
     source = spec.stage(stage.source)
     source_model, scheme = model_of(spec, source, input_seed(spec, source, seed))
     if scheme is not None:
         raise ValueError(f"stage {stage.name}: cannot {stage.kind} the quantized output of {source.name}")
     if stage.kind == "distill":
-        args = [*common, f"--model.teacher_path={source_model}", f"--model.student_save_dir={directory / 'model'}"]
+        args = [*common, f"--model.teacher_path={source_model}", f"--model.student_save_dir={directory / 'model'}",
+                *no_test]
         return "fit", [*args, *spec.common_args, *stage.args]
     args = [*common, f"--model.teacher_path={source_model}", f"--model.save_dir={directory / 'model'}",
             "--trainer.limit_val_batches=1"]  # the study's own evaluation measures the pruned model

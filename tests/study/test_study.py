@@ -71,6 +71,9 @@ def test_study_runs_reports_and_resumes(tiny_bert_varied_dir, tmp_path, monkeypa
     assert teacher_result.stat().st_mtime_ns == finished_at
     assert "[lmshrink] precision: bf16-mixed on " in (study / "teacher" / "once" / "train.log").read_text()
     assert (study / "teacher" / "once" / "train.log").read_text().count("$ train.py") == 2  # fit + eval, once
+    assert not list((study / "teacher" / "once" / "run").rglob("group_metrics_test*.json"))  # tested once, by eval
+    pruning = json.loads(next((study / "kprune" / "seed0" / "run").rglob("pruning_record_val*.json")).read_text())
+    assert pruning["score_precision"] == "bf16"  # a bf16 study ranks K-prune's units in bf16
     report = study / "report"
     assert {p.name for p in report.iterdir()} >= {"report.md", "results.jsonl", "worst_vs_avg.png",
                                                    "accuracy_vs_gflops.png", "accuracy_vs_size_mb.png",

@@ -45,6 +45,7 @@ from lmshrink.pruning.flops import FlopsBudget, encoder_flops, head_flops, neuro
 from lmshrink.pruning.encoder.layer_inputs import next_layer_inputs, start_at
 from lmshrink.pruning.least_squares import NormalEquations, solve_faithful, solve_never_worse
 from lmshrink.pruning.encoder.gates import masked
+from lmshrink.pruning.score_precision import ScorePrecision, scoring
 from lmshrink.pruning.search import threshold_keep
 from lmshrink.pruning.settings import KPruneSettings
 
@@ -79,7 +80,8 @@ class StageClock:
     """Wall seconds summed per named stage of K-prune: ``teacher_labels`` (the teacher's soft labels, once),
     ``layer_inputs`` (advancing the stored inputs of the next layer), ``teacher_targets`` (the dense teacher's
     pre-LN output at the target), ``scores`` (the student's forward and backward: both knowledge scores),
-    ``normal_equations`` (KPWT's fp64 ``A^T A``, ``A^T B``), ``mask_search`` and ``solve``."""
+    ``normal_equations`` (KPWT's fp64 ``A^T A``, ``A^T B``; with bf16 scores, also the float32 forward up to the
+    target that captures KPWT's inputs), ``mask_search`` and ``solve``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -127,8 +129,12 @@ def prediction_rows(logits: Tensor, attention_mask: Tensor) -> Tensor:
     return _non_pad(logits, attention_mask) if logits.dim() == 3 else logits
 
 
-def teacher_soft_labels(teacher: nn.Module, batches: Sequence[dict[str, Tensor]], temperature: float) -> list[Tensor]:
-    with torch.no_grad():
+def teacher_soft_labels(teacher: nn.Module, batches: Sequence[dict[str, Tensor]], temperature: float,
+                        score_precision: ScorePrecision = "32") -> list[Tensor]:
+    """The dense teacher's softened predictions, in the precision of the scoring passes they are compared with: a
+    student still equal to the teacher then has no predictive knowledge to lose (spec §7.3) in bf16 as in float32,
+    instead of gradients of bf16 rounding."""
+    with torch.no_grad(), scoring(score_precision, batches[0]["input_ids"].device if batches else "cpu"):
         return [F.softmax(_at_least_fp32(prediction_rows(teacher(**batch).logits, batch["attention_mask"]))
                           / temperature, dim=-1) for batch in batches]
 
@@ -154,10 +160,13 @@ def unit_scores(scores: _Scores, model: nn.Module, shape: EncoderShape, settings
 
 
 def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget: FlopsBudget,
-                 settings: KPruneSettings = KPruneSettings(), clock: StageClock | None = None
-                 ) -> Iterator[tuple[SublayerStep, Tensor, Tensor]]:
+                 settings: KPruneSettings = KPruneSettings(), clock: StageClock | None = None,
+                 score_precision: ScorePrecision = "32") -> Iterator[tuple[SublayerStep, Tensor, Tensor]]:
     """Run K-prune on ``model`` (changed in place: output-projection columns are re-fitted), yielding after every
     sublayer ``(step, head_mask, neuron_mask)``. ``batches`` hold model inputs only, in a fixed order.
+    ``score_precision``: the precision of the scoring passes and of the teacher's soft labels they compare with
+    (:mod:`~lmshrink.pruning.score_precision`); the teacher's targets, the stored layer inputs and KPWT's inputs
+    are float32 either way.
 
     The hidden states entering the target's layer are kept per batch for the student and the teacher (2 x the
     sample's padded tokens x d floats) and every pass starts there: the layers below are decided and cannot
@@ -167,7 +176,7 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget:
     model.eval().requires_grad_(False)
     teacher = copy.deepcopy(model)
     with clock("teacher_labels"):
-        teacher_probs = teacher_soft_labels(teacher, batches, settings.temperature)
+        teacher_probs = teacher_soft_labels(teacher, batches, settings.temperature, score_precision)
     token_hash = _token_hash(batches)
     f_head = head_flops(budget.seq_len, shape.hidden, shape.head_dim)
     f_neuron = neuron_flops(budget.seq_len, shape.hidden)
@@ -184,7 +193,7 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget:
                           next_layer_inputs(teacher, batches, layer - 1, inputs and inputs[1]))
         head_score, neuron_score, problem, num_tokens = measure_sublayer(
             model, teacher, batches, teacher_probs, head_keep, neuron_keep, target, settings, budget.seq_len,
-            inputs, clock)
+            inputs, clock, score_precision)
         # Candidates: units of sublayers >= t; for an FFN target, its own layer's heads are already decided.
         first_head_layer = layer if kind == "mha" else layer + 1
         candidate_scores = torch.cat([head_score[first_head_layer:].flatten(), neuron_score[layer:].flatten()])
@@ -213,8 +222,8 @@ def kprune_steps(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget:
 def measure_sublayer(model: nn.Module, teacher: nn.Module, batches: Sequence[dict[str, Tensor]],
                      teacher_probs: Sequence[Tensor], head_keep: Tensor, neuron_keep: Tensor, target: Sublayer,
                      settings: KPruneSettings, seq_len: float,
-                     inputs: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None, clock: StageClock | None = None
-                     ) -> tuple[Tensor, Tensor, NormalEquations, int]:
+                     inputs: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None, clock: StageClock | None = None,
+                     score_precision: ScorePrecision = "32") -> tuple[Tensor, Tensor, NormalEquations, int]:
     """One knowledge-measurement pass for ``target`` (spec §3.3 step 1): scores ``[L, H]`` and ``[L, N]`` of
     the student with the given keep-masks (only layers >= the target's are filled), the target's normal
     equations for KPWT, and the number of non-pad tokens seen. ``inputs``: the student's and the teacher's
@@ -229,24 +238,25 @@ def measure_sublayer(model: nn.Module, teacher: nn.Module, batches: Sequence[dic
     for index, (batch, probs) in enumerate(zip(batches, teacher_probs)):
         hidden = (None, None) if inputs is None else (inputs[0][index], inputs[1][index])
         _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, target, scored, scores, problem,
-                       settings, hidden, clock)
+                       settings, hidden, clock, score_precision)
     head_score, neuron_score = unit_scores(scores, model, shape, settings, seq_len)
     return head_score, neuron_score, problem, scores.tokens
 
 
 def kprune(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget: FlopsBudget,
-           settings: KPruneSettings = KPruneSettings()) -> KPruneResult:
+           settings: KPruneSettings = KPruneSettings(), score_precision: ScorePrecision = "32") -> KPruneResult:
     """Prune ``model`` in place (mask domain) and return its final 0/1 masks and the per-sublayer log."""
     start, clock = time.perf_counter(), StageClock()
     steps, head_mask, neuron_mask = [], None, None
-    for step, head_mask, neuron_mask in kprune_steps(model, batches, budget, settings, clock):
+    for step, head_mask, neuron_mask in kprune_steps(model, batches, budget, settings, clock, score_precision):
         steps.append(step)
     return KPruneResult(head_mask, neuron_mask, steps, time.perf_counter() - start, dict(clock.seconds))
 
 
 def _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, target: Sublayer,
                    scored: list[Sublayer], scores: _Scores, problem: NormalEquations, settings: KPruneSettings,
-                   hidden: tuple[Tensor | None, Tensor | None], clock: StageClock) -> None:
+                   hidden: tuple[Tensor | None, Tensor | None], clock: StageClock,
+                   score_precision: ScorePrecision = "32") -> None:
     layer = target[0]
     attention_mask = batch["attention_mask"]
     with clock("teacher_targets"), torch.no_grad(), capture(teacher, [target], stop_after=target, modules=sublayer_modules) as teacher_store, \
@@ -258,18 +268,24 @@ def _measure_batch(model, teacher, batch, probs, head_gates, neuron_gates, targe
     heads = torch.cat([head_gates[:layer], head_leaf])
     neurons = torch.cat([neuron_gates[:layer], neuron_leaf])
     with clock("scores"):
-        with masked(model, heads, neurons), capture(model, scored, modules=sublayer_modules) as store, start_at(model, layer, hidden[0]):
+        with masked(model, heads, neurons), capture(model, scored, modules=sublayer_modules) as store, \
+                start_at(model, layer, hidden[0]), scoring(score_precision, attention_mask.device):
             logits = prediction_rows(model(**batch).logits, attention_mask)
             loss = soft_target_kl_from_probs(logits, probs, settings.temperature)  # spec §3.1, one KD formula
             head_grad, neuron_grad = torch.autograd.grad(loss, [head_leaf, neuron_leaf])
         scores.pred_head[layer:] += 0.5 * head_grad.pow(2).cpu()
         scores.pred_neuron[layer:] += 0.5 * neuron_grad.pow(2).cpu()
         for (sub_layer, kind), record in store.items():
-            energy = _non_pad(record["a"].detach(), attention_mask).pow(2).sum(0).cpu()
+            energy = _non_pad(record["a"].detach().float(), attention_mask).pow(2).sum(0).cpu()
             (scores.rep_head if kind == "mha" else scores.rep_neuron)[sub_layer] += energy
         scores.predictions += logits.shape[0]
         scores.tokens += int(attention_mask.sum())
     with clock("normal_equations"):
+        if score_precision != "32":  # KPWT fits float32 captures: the target's inputs again, in a float32 forward
+            with torch.no_grad(), masked(model, heads.detach(), neurons.detach()), \
+                    capture(model, [target], stop_after=target, modules=sublayer_modules) as store, \
+                    start_at(model, layer, hidden[0]):
+                run_until_stop(model, batch)
         record = store[target]
         features = _non_pad(record["a"].detach(), attention_mask)
         residual = _non_pad((record["z"] - record["proj"]).detach(), attention_mask)

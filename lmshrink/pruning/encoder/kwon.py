@@ -31,6 +31,7 @@ from lmshrink.pruning.encoder.arch import EncoderShape, shape_of, sublayer_modul
 from lmshrink.pruning.capture import Sublayer, capture, run_until_stop
 from lmshrink.pruning.flops import FlopsBudget, encoder_flops, head_flops, neuron_flops
 from lmshrink.pruning.least_squares import ridge_towards_one, scale_normal_equations
+from lmshrink.pruning.score_precision import ScorePrecision, scoring
 from lmshrink.pruning.encoder.gates import masked
 from lmshrink.pruning.encoder.layer_inputs import next_layer_inputs, start_at
 from lmshrink.pruning.search import kwon_search, rearrange
@@ -49,9 +50,11 @@ class KwonResult:
     seconds: float
 
 
-def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]], score_precision: ScorePrecision = "32"
+                     ) -> tuple[Tensor, Tensor]:
     """Per-batch gradients of the model's own loss (true labels) w.r.t. all-ones head ``[L, H]`` and neuron
-    ``[L, N]`` masks: ``[B, L, H]`` and ``[B, L, N]`` (spec §2.1). Batches carry ``labels``."""
+    ``[L, N]`` masks: ``[B, L, H]`` and ``[B, L, N]`` (spec §2.1), the passes in ``score_precision``
+    (:mod:`~lmshrink.pruning.score_precision`). Batches carry ``labels``."""
     shape = shape_of(model)
     model.eval().requires_grad_(False)
     head_grads, neuron_grads = [], []
@@ -60,8 +63,8 @@ def fisher_gradients(model: nn.Module, batches: Sequence[dict[str, Tensor]]) -> 
             raise ValueError("Kwon et al.'s Fisher importance needs labels in the sample batches")
         heads = torch.ones(shape.num_layers, shape.num_heads, requires_grad=True)
         neurons = torch.ones(shape.num_layers, shape.ffn, requires_grad=True)
-        with masked(model, heads, neurons):
-            loss = model(**batch).loss
+        with masked(model, heads, neurons), scoring(score_precision, batch["labels"].device):
+            loss = model(**batch).loss.float()
         head_grad, neuron_grad = torch.autograd.grad(loss, [heads, neurons])
         head_grads.append(head_grad.cpu())
         neuron_grads.append(neuron_grad.cpu())
@@ -74,11 +77,12 @@ def block_objective(gradients: Tensor, keep: Tensor) -> float:
 
 
 def kwon(model: nn.Module, batches: Sequence[dict[str, Tensor]], budget: FlopsBudget,
-         settings: KwonSettings = KwonSettings()) -> KwonResult:
-    """Masks for ``model`` at ``budget`` (the model's weights are not changed)."""
+         settings: KwonSettings = KwonSettings(), score_precision: ScorePrecision = "32") -> KwonResult:
+    """Masks for ``model`` at ``budget`` (the model's weights are not changed). ``score_precision``: the Fisher
+    passes' precision; mask tuning's captures are float32 forwards and its solves fp64 either way."""
     start = time.perf_counter()
     shape = shape_of(model)
-    head_grads, neuron_grads = fisher_gradients(model, batches)
+    head_grads, neuron_grads = fisher_gradients(model, batches, score_precision)
     head_importance, neuron_importance = head_grads.pow(2).sum(0), neuron_grads.pow(2).sum(0)
     f_head = head_flops(budget.seq_len, shape.hidden, shape.head_dim)
     f_neuron = neuron_flops(budget.seq_len, shape.hidden)

@@ -21,6 +21,7 @@ from lmshrink.pruning.encoder.magnitude import prune_unstructured_l1, structured
 from lmshrink.pruning.encoder.slicing import slice_encoder
 from lmshrink.pruning.flops import FlopsBudget, encoder_flops
 from lmshrink.pruning.methods import EncoderMethod, KPrune, Kwon, L1Heads, L1Unstructured
+from lmshrink.pruning.score_precision import ScorePrecision
 
 
 @dataclass
@@ -41,41 +42,50 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _kprune(model: nn.Module, batches, method: KPrune, seq_len: float) -> tuple[Tensor, Tensor, dict]:
-    result = kprune_masks(model, batches, FlopsBudget(method.flops_keep_ratio, seq_len), method.settings)
+def _kprune(model: nn.Module, batches, method: KPrune, seq_len: float, score_precision: ScorePrecision
+            ) -> tuple[Tensor, Tensor, dict]:
+    result = kprune_masks(model, batches, FlopsBudget(method.flops_keep_ratio, seq_len), method.settings,
+                          score_precision)
     return result.head_mask, result.neuron_mask, {"steps": [asdict(step) for step in result.steps],
                                                   "stage_seconds": result.stage_seconds}
 
 
-def _kwon(model: nn.Module, batches, method: Kwon, seq_len: float) -> tuple[Tensor, Tensor, dict]:
-    result = kwon_masks(model, batches, FlopsBudget(method.flops_keep_ratio, seq_len), method.settings)
+def _kwon(model: nn.Module, batches, method: Kwon, seq_len: float, score_precision: ScorePrecision
+          ) -> tuple[Tensor, Tensor, dict]:
+    result = kwon_masks(model, batches, FlopsBudget(method.flops_keep_ratio, seq_len), method.settings,
+                        score_precision)
     return result.head_mask, result.neuron_mask, {"tuned_sublayers": result.tuned_sublayers,
                                                   "tuning_stopped_at": result.stopped_at}
 
 
-def _l1_heads(model: nn.Module, batches, method: L1Heads, seq_len: float) -> tuple[Tensor, Tensor, dict]:
+def _l1_heads(model: nn.Module, batches, method: L1Heads, seq_len: float, score_precision: ScorePrecision
+              ) -> tuple[Tensor, Tensor, dict]:
     return structured_head_mask(model, method.sparsity), full_masks(model)[1], {}
 
 
-def _l1_unstructured(model: nn.Module, batches, method: L1Unstructured, seq_len: float) -> tuple[Tensor, Tensor, dict]:
+def _l1_unstructured(model: nn.Module, batches, method: L1Unstructured, seq_len: float,
+                     score_precision: ScorePrecision) -> tuple[Tensor, Tensor, dict]:
     details = {"sparsity_reached": prune_unstructured_l1(model, method.sparsity)}
     return *full_masks(model), details
 
 
 RUNS = {KPrune: _kprune, Kwon: _kwon, L1Heads: _l1_heads, L1Unstructured: _l1_unstructured}
-"""How each encoder method runs: its head and neuron masks (sliced when the method slices) and record details."""
+"""How each encoder method runs: its head and neuron masks (sliced when the method slices) and record details
+(the magnitude baselines run no gradient pass: the score precision does not apply to them)."""
 
 
 def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method: EncoderMethod,
-                  seq_len: float) -> PruneOutcome:
+                  seq_len: float, score_precision: ScorePrecision = "32") -> PruneOutcome:
     """Prune ``model`` (changed in place) with ``method``; ``batches`` are the fixed-order sample (with labels
-    for Kwon et al.; the magnitude baselines read none). Structured results are physically sliced."""
+    for Kwon et al.; the magnitude baselines read none). Structured results are physically sliced.
+    ``score_precision``: K-prune's scores and Kwon et al.'s Fisher gradients in float32 or bf16 autocast
+    (:mod:`~lmshrink.pruning.score_precision`; recorded)."""
     if type(method) not in RUNS:
         raise ValueError(f"{method!r} does not prune encoders; use one of {[cls.__name__ for cls in RUNS]}")
     shape = shape_of(model)
     params_before = count_parameters(model)
     start = time.perf_counter()
-    head_mask, neuron_mask, details = RUNS[type(method)](model, batches, method, seq_len)
+    head_mask, neuron_mask, details = RUNS[type(method)](model, batches, method, seq_len, score_precision)
     if method.slices:
         slice_encoder(model, head_mask, neuron_mask)
     seconds = time.perf_counter() - start
@@ -97,6 +107,7 @@ def prune_encoder(model: nn.Module, batches: Sequence[dict[str, Tensor]], method
         "params_before": params_before,
         "params_after": count_parameters(model),
         "pruning_seconds": seconds,
+        "score_precision": score_precision if method.reads_sample else None,
         "sample": {"batches": len(batches), "sentences": sum(len(b["input_ids"]) for b in batches),
                    "tokens": int(sum(b["attention_mask"].sum() for b in batches))},
         **details,
