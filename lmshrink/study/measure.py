@@ -6,6 +6,13 @@ dense work. Latency is measured when the report is written, for all models side 
 (alternating rounds, median), on one fixed batch of 32 real val examples: stages run at different times and
 under different machine load, so per-stage timings would not be comparable. A calibrated scheme
 (``static-int8-x86``) is rebuilt on its stage's seeded calibration sample and timed compiled, as it runs.
+
+Models that run the same computation on other values are timed once, and each of them gets that time: the same
+class, attention implementation and parameter shapes and dtypes, under the same scheme (:func:`timing_key`), e.g.
+one seed's teacher and another's, a teacher and its unstructured-pruned copy (dense kernels do the same work on
+zeros), the static int8 graphs of three calibration samples (one compilation instead of three). A dense kernel's
+time does not depend on the values it multiplies; the sliced models of structured pruning differ in shapes from
+seed to seed and are timed each.
 """
 
 from __future__ import annotations
@@ -77,15 +84,29 @@ class StudyMeasure:
                   compiled: bool = False) -> dict[str, tuple[float, bool]]:
         """(median ms per forward, whether compiled) of every ``{key: (model_dir, scheme, calibration_seed)}``, in
         alternating rounds; ``compiled``: every model through ``torch.compile`` (a calibrated scheme always is);
-        compilation happens in the untimed warm-up call."""
-        runs, was_compiled = {}, {}
+        compilation happens in the untimed warm-up call. Models of one :func:`timing_key` are timed once (the
+        first of them)."""
+        runs, was_compiled, timed_as = {}, {}, {}
         for key, (directory, scheme, seed) in models.items():
             model = self.load(directory)
+            same = timing_key(model, scheme)
+            if same in timed_as.values():
+                timed_as[key] = same
+                continue
+            timed_as[key] = same
             inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
             if scheme is not None:
                 runnable = self.quantize(model, scheme, seed, compiled).runnable
             else:
                 runnable = compile_for_inference(model) if compiled else model
-            was_compiled[key] = isinstance(runnable, CompiledForInference)
-            runs[key] = (runnable, inputs)
-        return {key: (ms, was_compiled[key]) for key, ms in alternating_latency_ms(runs, rounds, repeats).items()}
+            was_compiled[same] = isinstance(runnable, CompiledForInference)
+            runs[same] = (runnable, inputs)
+        times = alternating_latency_ms(runs, rounds, repeats)
+        return {key: (times[same], was_compiled[same]) for key, same in timed_as.items()}
+
+
+def timing_key(model: torch.nn.Module, scheme: str | None) -> tuple:
+    """What a forward's time depends on: the model's class and attention implementation, the names, shapes and
+    dtypes of its parameters and buffers, and the quantization scheme; not their values."""
+    tensors = tuple((name, tuple(tensor.shape), str(tensor.dtype)) for name, tensor in model.state_dict().items())
+    return type(model).__name__, getattr(model.config, "_attn_implementation", None), tensors, scheme
