@@ -10,7 +10,12 @@ the median of each is reported, which keeps drift of a shared machine out of the
 which the plain loop runs through ``torch.autocast``), all in the same alternating rounds, and prints the
 throughput of each precision relative to the first.
 
+Both loops draw their dropout masks as the teacher's training step does (:mod:`lmshrink.dropout`);
+``--dropout-masks`` also times the plain loop with PyTorch's own masks (``bernoulli_``) in the same rounds and
+prints the step time of lmshrink's masks relative to them.
+
     python benchmarks/teacher_throughput.py [--steps 40] [--warmup 5] [--repeats 3] [--precision 32-true bf16-mixed]
+        [--dropout-masks]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from lmshrink.quiet import quiet_third_party
 quiet_third_party()  # before torchao / transformers / bitsandbytes are imported: their start-up noise
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -34,6 +40,7 @@ import torch.nn.functional as F
 
 from lmshrink.callbacks import GroupMetrics
 from lmshrink.datamodules import GroupedTextDataModule
+from lmshrink.dropout import fast_dropout
 from lmshrink.modules import TeacherFineTune
 from lmshrink.optim import configure_optimization
 from lmshrink.machine import cpu_line
@@ -62,7 +69,8 @@ def datamodule() -> GroupedTextDataModule:
     return dm
 
 
-def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int, precision: str = "32-true") -> float:
+def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int, precision: str = "32-true",
+               torch_masks: bool = False) -> float:
     torch.manual_seed(0)
     module = TeacherFineTune(freeze_word_embeddings=True)
     model = module.model.train()
@@ -76,7 +84,8 @@ def plain_loop(dm: GroupedTextDataModule, steps: int, warmup: int, precision: st
             start = time.perf_counter()
         if index == steps + warmup:
             break
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        masks = contextlib.nullcontext() if torch_masks else fast_dropout()
+        with masks, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            token_type_ids=batch["token_type_ids"]).logits
             loss = F.cross_entropy(logits, batch["labels"])
@@ -110,16 +119,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=at_least_one, default=3)
     parser.add_argument("--precision", nargs="+", choices=["32-true", "bf16-mixed"], default=["32-true", "bf16-mixed"],
                         help="Lightning precisions timed side by side (the first is the reference of the ratios)")
+    parser.add_argument("--dropout-masks", action="store_true",
+                        help="also time the plain loop with PyTorch's own dropout masks (bernoulli_)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     dm = datamodule()
     plain_loop(dm, steps=5, warmup=2)  # unmeasured: first-touch allocations and kernel selection
     plain = {precision: [] for precision in args.precision}
     lightning = {precision: [] for precision in args.precision}
+    torch_masks = {precision: [] for precision in args.precision}
     for _ in range(args.repeats):
         for precision in args.precision:
             plain[precision].append(plain_loop(dm, args.steps, args.warmup, precision))
             lightning[precision].append(lightning_loop(dm, args.steps, args.warmup, precision))
+            if args.dropout_masks:
+                torch_masks[precision].append(plain_loop(dm, args.steps, args.warmup, precision, torch_masks=True))
     print(f"CPU: {cpu_line()}")
     print(f"model: all-MiniLM-L6-v2 (frozen word embeddings), batch {BATCH_SIZE}, {args.steps} timed steps, "
           f"{torch.get_num_threads()} threads, {args.repeats} alternating repeats")
@@ -134,6 +148,11 @@ def main() -> None:
               f"{(1 - lightning_median / plain_median) * 100:+.1f} % (target < 5 %)")
         if precision != args.precision[0]:
             print(f"[{precision}] Lightning step time vs {args.precision[0]}: {reference / lightning_median:.2f}x")
+        if args.dropout_masks:
+            torch_median = statistics.median(torch_masks[precision])
+            print(f"[{precision}] plain loop, PyTorch's masks: {torch_median:7.2f} samples/s  (runs: "
+                  f"{', '.join(f'{x:.2f}' for x in torch_masks[precision])}); step time with lmshrink's masks: "
+                  f"{torch_median / plain_median:.2f}x")
 
 
 if __name__ == "__main__":  # a user mistake is one error: line (exit 2), as lmshrink's own commands print it

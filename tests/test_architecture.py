@@ -10,7 +10,7 @@ from collections import defaultdict
 from tests.helpers import REPO
 
 LAYERS = [
-    {"errors", "quiet", "paths", "seeding", "options", "machine"},
+    {"errors", "quiet", "paths", "seeding", "dropout", "options", "machine"},
     {"data", "metrics", "distill", "quantize", "cards"},
     {"pruning", "generative"},
     {"model_fit", "backbones", "export", "optim"},

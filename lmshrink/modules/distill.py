@@ -46,6 +46,7 @@ from lmshrink.distill.students import (
     student_from_config,
     student_from_teacher_layers,
 )
+from lmshrink.dropout import fast_dropout
 from lmshrink.errors import OptionError
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.distill.next_token import next_token_nll
@@ -259,7 +260,8 @@ class Distillation(TrainingModule):
         return {}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
+        with fast_dropout():  # CPU dropout masks 4 to a random number (lmshrink.dropout)
+            return self._shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "val")

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lmshrink.backbones import accepted_inputs, has_classifier_head, load_sequence_classifier, select_inputs
+from lmshrink.dropout import fast_dropout
 from lmshrink.export import label_names, save_pretrained
 from lmshrink.metrics.groups import IGNORE_INDEX
 from lmshrink.modules.base import TrainingModule
@@ -108,7 +109,8 @@ class TeacherFineTune(TrainingModule):
         return {"loss": loss, "preds": preds.detach(), "logits": logits.detach()}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._shared_step(batch, "train")
+        with fast_dropout():  # CPU dropout masks 4 to a random number (lmshrink.dropout)
+            return self._shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "val")
