@@ -26,6 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+# PyTorch's math attention kernel warns when given a dropout mask ("for testing purposes"); here it is the point. The
+# warning reaches Python when the outer scaled_dot_product_attention call returns, after any local catch_warnings,
+# so it is filtered for the process, by its exact text.
+warnings.filterwarnings("ignore", message="Dropout mask should only be used for testing purposes")
+
 LANES = 65536
 """Values of one 16-bit lane: the drop probability's resolution is 1 / LANES."""
 
@@ -60,11 +65,9 @@ def attention_with_dropout(query: Tensor, key: Tensor, value: Tensor, attn_mask:
     :func:`keep_mask` over the attention weights ``[..., heads of the query, L, S]``."""
     shape = (*query.shape[:-2], query.shape[-2], key.shape[-2])
     mask = keep_mask(shape, dropout_p)
-    with warnings.catch_warnings():  # the kernel warns that a given mask is for tests; here it is the point
-        warnings.filterwarnings("ignore", message="Dropout mask should only be used for testing purposes")
-        return torch.ops.aten._scaled_dot_product_attention_math(
-            query, key, value, attn_mask, effective_p(dropout_p), is_causal, dropout_mask=mask, scale=scale,
-            enable_gqa=enable_gqa)[0]
+    return torch.ops.aten._scaled_dot_product_attention_math(
+        query, key, value, attn_mask, effective_p(dropout_p), is_causal, dropout_mask=mask, scale=scale,
+        enable_gqa=enable_gqa)[0]
 
 
 class _FastDropout(TorchFunctionMode):

@@ -119,3 +119,22 @@ def test_teacher_and_distillation_fits_draw_their_training_masks_here(distill, t
                                 "--trainer.limit_test_batches=0", train_batches=2, distill=distill)])
     layers = 1 if distill else 2  # the student keeps one layer
     assert len(drawn) == 2 * (1 + 3 * layers + 1) and set(drawn) == {0.1}
+
+
+@pytest.mark.slow
+def test_the_math_kernels_warning_about_a_given_mask_is_not_shown():
+    """The kernel warns once per process, so a fresh one: a training forward, every warning shown."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from tests.test_dropout import tiny_bert; from lmshrink.dropout import fast_dropout\n"
+            "model = tiny_bert().train()\n"
+            "with fast_dropout():\n"
+            "    model(input_ids=torch.randint(0, 50, (2, 5)), attention_mask=torch.ones(2, 5, dtype=torch.long))\n"
+            "print('ran')")
+    from tests.helpers import REPO
+
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert "ran" in done.stdout, done.stderr[-2000:]
+    assert "Dropout mask" not in done.stderr
