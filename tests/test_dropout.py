@@ -100,6 +100,8 @@ def test_no_dropout_is_left_to_torch(monkeypatch):
     x = torch.randn(4, 4)
     with fast_dropout():
         assert torch.equal(F.dropout(x, 0.0, True), x) and torch.equal(F.dropout(x, 0.5, False), x)
+        torch.testing.assert_close(F.dropout(x, 1e-7, True), x)  # closer to 0 than the lanes resolve: PyTorch's
+        assert torch.equal(F.dropout(x, 1 - 1e-7, True), torch.zeros_like(x))
         q = torch.randn(1, 2, 3, 4)
         torch.testing.assert_close(F.scaled_dot_product_attention(q, q, q), F.scaled_dot_product_attention(q, q, q))
 
