@@ -282,6 +282,7 @@ def test_a_bad_later_stage_fails_before_the_first_stage_runs(bad_stage, pattern,
                                                      ("study_bf16", "stereoset_minilm_bf16", "accuracy"),
                                                      ("study_time/auto", "study", "accuracy"),
                                                      ("study_time_epyc/auto", "study", "accuracy"),
+                                                     ("study_time_epyc_2452409/auto", "study", "accuracy"),
                                                      ("study_group_by_length", "stereoset_minilm_group_by_length",
                                                       "accuracy"),
                                                      ("study_conll", "conll_minilm", "f1")])
