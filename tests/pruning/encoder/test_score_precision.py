@@ -93,3 +93,15 @@ def test_predictive_term_vanishes_in_bf16_when_the_teacher_labels_are_bf16_too(l
         loss = soft_target_kl_from_probs(model(**batch).logits, probs, 2.0)
         largest = max(float(grad.abs().max()) for grad in torch.autograd.grad(loss, [heads, neurons]))
     assert (largest < 1e-6) == vanishes, largest
+
+
+def test_kprune_asks_for_the_teachers_labels_in_its_score_precision(monkeypatch):
+    import lmshrink.pruning.encoder.kprune as kprune_module
+
+    asked = []
+    labels = kprune_module.teacher_soft_labels
+    monkeypatch.setattr(kprune_module, "teacher_soft_labels",
+                        lambda *args: asked.append(args[3] if len(args) > 3 else "32") or labels(*args))
+    model = tiny_encoders(initializer_range=0.5)["bert"]
+    prune_encoder(copy.deepcopy(model), sample(), KPrune(0.5, num_tokens=100), 10.0, "bf16")
+    assert asked == ["bf16"]
