@@ -3,9 +3,10 @@ gradients): float32, or bf16 autocast when the run itself is ``bf16-mixed`` (iss
 scores in bf16 where the CPU has it).
 
 Only the passes that *rank* units run in bf16: their gradients and activation energies are sums over thousands
-of tokens, compared with each other. What the pruning spec fixes in higher precision stays there: the dense
-teacher's soft labels and targets, the stored layer inputs and every least-squares capture are float32 forwards
-outside this context, and the solves fp64.
+of tokens, compared with each other (K-prune's teacher soft labels are computed in the same precision, so that an
+unpruned student has no predictive knowledge to lose in either). What the pruning spec fits stays in higher
+precision: the dense teacher's targets, the stored layer inputs and every least-squares capture are float32
+forwards outside this context, and the solves fp64.
 
 On a CPU, attention runs PyTorch's math backend inside the context: its flash-attention kernel is slow backward
 in bf16 (280 against 117 ms for one K-prune scoring step of MiniLM, batch 31 x 40, measured on an AMX Xeon),

@@ -89,11 +89,9 @@ class StudyMeasure:
         runs, was_compiled, timed_as = {}, {}, {}
         for key, (directory, scheme, seed) in models.items():
             model = self.load(directory)
-            same = timing_key(model, scheme)
-            if same in timed_as.values():
-                timed_as[key] = same
+            same = timed_as[key] = timing_key(model, scheme)
+            if same in runs:
                 continue
-            timed_as[key] = same
             inputs = {name: self.batch[name] for name in accepted_inputs(model) if name in self.batch}
             if scheme is not None:
                 runnable = self.quantize(model, scheme, seed, compiled).runnable

@@ -132,7 +132,7 @@ def prediction_rows(logits: Tensor, attention_mask: Tensor) -> Tensor:
 def teacher_soft_labels(teacher: nn.Module, batches: Sequence[dict[str, Tensor]], temperature: float,
                         score_precision: ScorePrecision = "32") -> list[Tensor]:
     """The dense teacher's softened predictions, in the precision of the scoring passes they are compared with: a
-    student still equal to the teacher then has no predictive knowledge to lose (spec §7.3) in bf16 as in float32,
+    student still equal to the teacher then has no predictive knowledge to lose (spec §7.11) in bf16 as in float32,
     instead of gradients of bf16 rounding."""
     with torch.no_grad(), scoring(score_precision, batches[0]["input_ids"].device if batches else "cpu"):
         return [F.softmax(_at_least_fp32(prediction_rows(teacher(**batch).logits, batch["attention_mask"]))
