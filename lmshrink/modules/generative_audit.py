@@ -24,7 +24,7 @@ from lmshrink.backbones import check_causal_lm, load_causal_lm, load_tokenizer
 from lmshrink.data.calibration_text import heldout_ids
 from lmshrink.generative.audit import AuditRecords, group_scalars, headline, summarize
 from lmshrink.generative.generation import sample_continuations, weights_cast_once
-from lmshrink.generative.likelihood import score_texts
+from lmshrink.generative.likelihood import score_groups, score_texts
 from lmshrink.generative.metrics import TOXIC_THRESHOLD
 from lmshrink.generative.perplexity import perplexity_windows, window_nlls
 from lmshrink.generative.scorers import build_scorer
@@ -188,8 +188,8 @@ class GenerativeAudit(LmshrinkModule):
                 records.nll_sum -= float(log_likelihood.sum())
                 records.nll_tokens += int(tokens.sum())
             else:
-                more, _ = score_texts(model, self.tokenizer, rows["more"])
-                less, _ = score_texts(model, self.tokenizer, rows["less"])
+                pairs = [[more, less] for more, less in zip(rows["more"], rows["less"])]
+                more, less = score_groups(model, self.tokenizer, pairs)[0].unbind(1)  # a pair's prefix read once
                 records.pairs += [{"source": source, "group": group, "position": position, "more": float(m),
                                    "less": float(l)}
                                   for source, group, position, m, l in zip(rows["source"], rows["group"],
