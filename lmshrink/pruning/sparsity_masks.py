@@ -27,10 +27,21 @@ def row_mask(scores: Tensor, sparsity: float) -> Tensor:
     order among ties, as the official Wanda code sorts)."""
     if not 0 <= sparsity < 1:
         raise ValueError(f"sparsity={sparsity} must be in [0, 1)")
-    count = int(scores.shape[1] * sparsity)
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    order = torch.sort(scores, dim=1, stable=True).indices
-    return mask.scatter_(1, order[:, :count], True)
+    return lowest(scores, int(scores.shape[1] * sparsity))
+
+
+def lowest(scores: Tensor, count: int) -> Tensor:
+    """Bool mask of ``scores``' shape, True at the ``count`` lowest entries of each row (last dimension), ties to
+    the earlier column and NaN highest: the first ``count`` of a stable ascending sort, the official codes'
+    choice, found by ``kthvalue`` in linear time (SparseGPT's sort of each 128-column block took 9 of the 48 s of
+    pruning SmolLM2 on 2 cores)."""
+    if count <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    kth = scores.kthvalue(count, dim=-1, keepdim=True).values
+    nan, kth_nan = scores.isnan(), kth.isnan()
+    below = (scores < kth) | (kth_nan & ~nan)
+    ties = (scores == kth) | (nan & kth_nan)
+    return below | (ties & (ties.cumsum(-1) <= count - below.sum(-1, keepdim=True)))
 
 
 def n_m_mask(scores: Tensor, n: int, m: int) -> Tensor:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lmshrink.pruning.sparsity_masks import lowest
+
 
 class Hessian:
     """Accumulates ``H = 2/n * sum_t x_t x_t^T`` over calibration tokens of one Linear (float32, as the official
@@ -69,9 +71,7 @@ def sparsegpt_prune(weight: Tensor, hessian: Tensor, sparsity: float | None = No
         diagonal = torch.diag(Hinv1)
         if n_m is None:
             scores = W1 ** 2 / diagonal.reshape(1, -1) ** 2
-            mask1 = torch.zeros_like(W1, dtype=torch.bool).flatten()
-            mask1[torch.sort(scores.flatten(), stable=True).indices[:int(scores.numel() * sparsity)]] = True
-            mask1 = mask1.reshape(W1.shape)
+            mask1 = lowest(scores.flatten(), int(scores.numel() * sparsity)).reshape(W1.shape)
         else:
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
         for i in range(i2 - i1):
@@ -80,8 +80,7 @@ def sparsegpt_prune(weight: Tensor, hessian: Tensor, sparsity: float | None = No
             if n_m is not None and i % n_m[1] == 0:
                 scores = W1[:, i:i + n_m[1]] ** 2 / diagonal[i:i + n_m[1]].reshape(1, -1) ** 2
                 mask1.scatter_(1, i + torch.topk(scores, n_m[1] - n_m[0], dim=1, largest=False).indices, True)
-            q = w.clone()
-            q[mask1[:, i]] = 0
+            q = w.masked_fill(mask1[:, i], 0)
             Q1[:, i] = q
             err1 = (w - q) / d
             W1[:, i:] -= err1.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)

@@ -14,7 +14,7 @@ from lmshrink.pruning.decoder.blocks import block_linears, decoder_blocks
 from lmshrink.pruning.decoder.oneshot import magnitude_prune, prune_decoder, wanda_prune
 from lmshrink.pruning.methods import SparseGPT, Wanda, from_short_name
 from lmshrink.pruning.decoder.sparsegpt import Hessian, sparsegpt_prune
-from lmshrink.pruning.sparsity_masks import n_m_mask, parse_n_m, row_mask
+from lmshrink.pruning.sparsity_masks import lowest, n_m_mask, parse_n_m, row_mask
 from lmshrink.pruning.decoder.wanda import InputNorms
 from tests.pruning.official_sparsegpt import official_fasterprune
 
@@ -92,6 +92,22 @@ def test_masks_prune_exactly_the_asked_share_per_row_and_per_group():
     for bad in ("4:2", "2-4", "0:4"):
         with pytest.raises(ValueError):
             parse_n_m(bad)
+
+
+@pytest.mark.parametrize("values", ["distinct", "ties", "nan"])
+def test_lowest_is_the_start_of_a_stable_sort(values):
+    """The masks' selection equals the official codes' ``sort(stable=True)[:count]``: ties go to the earlier
+    column, NaN counts highest; per row and over a flat block."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(6, 40, generator=generator) if values != "ties" else \
+        torch.randint(0, 4, (6, 40), generator=generator).float()
+    if values == "nan":
+        scores[:, ::3] = float("nan")
+    for tensor in (scores, scores.flatten()):
+        for count in (0, 1, 13, 20, 35, tensor.shape[-1]):
+            order = torch.sort(tensor, dim=-1, stable=True).indices[..., :count]
+            expected = torch.zeros_like(tensor, dtype=torch.bool).scatter_(-1, order, True)
+            assert torch.equal(lowest(tensor, count), expected), (values, tensor.shape, count)
 
 
 def test_reconstruction_error_sparsegpt_below_wanda_below_magnitude():
