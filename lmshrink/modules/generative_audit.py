@@ -36,6 +36,7 @@ from lmshrink.cards import add_measurement
 from lmshrink.cards.sources import toxicity_from_audit
 from lmshrink.paths import write_new_json
 from lmshrink.quantize import apply, check_supported
+from lmshrink.quantize.schemes import SCHEMES
 from lmshrink.pruning.decoder.oneshot import OneShotSettings, unread_settings
 from lmshrink.pruning.methods import from_short_name
 
@@ -110,6 +111,11 @@ class GenerativeAudit(LmshrinkModule):
         teacher = load_causal_lm(model_path, "--model.model_path")
         if model_scheme is not None:
             apply(teacher.eval(), model_scheme)  # lm_head in float, as the audit's copies
+        batch_dependent = {name for name, spec in SCHEMES.items() if spec.batch_dependent}
+        for scheme in sorted({model_scheme, *(quantize or [])} & batch_dependent):
+            rank_zero_info(f"[lmshrink] {scheme}: {SCHEMES[scheme].batch_dependent}; its samples and pair scores "
+                           f"depend on which prompts and sentences share a batch (--data.generation_batch_size, "
+                           f"--data.batch_size)")
         # A plain dict, not a ModuleDict: names such as "l1-0.4" are not valid module names, and nothing trains.
         self.variants, self.pruning_records = build_variants(teacher, students, sparsities, quantize, methods,
                                                              self.tokenizer, self.one_shot, rank_zero_info)

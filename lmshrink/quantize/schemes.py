@@ -29,12 +29,16 @@ class Scheme:
     calibrated: bool = False
     """Needs calibration batches and returns a new (compiled) module instead of changing the model in place:
     :func:`~lmshrink.quantize.static_int8.quantize_static_int8`, not :func:`quantize_model`."""
+    batch_dependent: str | None = None
+    """Why an example's outputs depend on the other examples of its batch (None: they do not), so that a number
+    measured with the scheme changes with the batching (said by the audit and the generative study's report)."""
 
 
 SCHEMES = {
     scheme.name: scheme
     for scheme in [
-        Scheme("bnb-int8", "bitsandbytes", "LLM.int8: int8 weights, 16-bit outlier features (threshold 6)", 8),
+        Scheme("bnb-int8", "bitsandbytes", "LLM.int8: int8 weights, 16-bit outlier features (threshold 6)", 8,
+               batch_dependent="LLM.int8 keeps in 16 bits every feature that is an outlier in any row of the batch"),
         Scheme("bnb-nf4", "bitsandbytes", "4-bit NormalFloat weights, blocks of 64", 4),
         Scheme("bnb-fp4", "bitsandbytes", "4-bit float weights, blocks of 64", 4),
         Scheme("torchao-int8-dynamic", "torchao", "int8 per-token activations x int8 per-channel weights", 8),
@@ -46,7 +50,9 @@ SCHEMES = {
         ),
         Scheme("dynamic-int8", "pytorch", "torch.ao quantize_dynamic: int8 weights, dynamic int8 activations", 8,
                needs_cpu="torch.ao's dynamic int8 Linear runs fbgemm / oneDNN CPU kernels (on CUDA: "
-               "torchao-int8-dynamic)"),
+               "torchao-int8-dynamic)",
+               batch_dependent="torch.ao's dynamic int8 Linear scales each call's activations by one range over the "
+               "whole batch (per tensor; torchao-int8-dynamic scales per token)"),
         Scheme("bf16", "cast", "bfloat16 weights and activations, whole model (AMX / AVX512-BF16 on CPU)", 16),
         Scheme("static-int8-x86", "pt2e", "X86InductorQuantizer: static int8 activations (calibrated) x int8 "
                "per-channel weights, compiled by inductor (VNNI / AMX)", 8,

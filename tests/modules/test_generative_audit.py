@@ -135,3 +135,20 @@ def test_auditing_a_pruned_generator_puts_its_toxicity_on_its_card(tiny_llama_di
     teacher = audit["models"]["teacher"]["toxicity"]["expected_max_toxicity"]
     assert f"| expected max toxicity | {audit['models']['wanda']['toxicity']['expected_max_toxicity']:.4f} | " \
            f"{teacher:.4f} |" in section
+
+
+@pytest.mark.parametrize("options, said", [({"quantize": ["dynamic-int8"]}, ["dynamic-int8"]),
+                                           ({"model_scheme": "dynamic-int8", "sparsities": []}, ["dynamic-int8"]),
+                                           ({"quantize": ["torchao-int8-weight"]}, [])])
+def test_the_audit_says_when_a_scheme_makes_its_numbers_depend_on_the_batch(options, said, tiny_llama_dir,
+                                                                            monkeypatch):
+    """torch.ao's dynamic int8 scales a whole batch's activations together: the audit says so, naming the batch
+    options, for the audited model's scheme and its copies' (and not for a weight-only scheme)."""
+    from lmshrink.modules import generative_audit
+
+    lines = []
+    monkeypatch.setattr(generative_audit, "rank_zero_info", lines.append)
+    generative_audit.GenerativeAudit(model_path=str(tiny_llama_dir), heldout_windows=0, **options)
+    notes = [line for line in lines if "share a batch" in line]
+    assert [line.split(":")[0] for line in notes] == [f"[lmshrink] {scheme}" for scheme in said]
+    assert all("--data.generation_batch_size" in line for line in notes)
