@@ -29,8 +29,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from lmshrink.generative.paired import item_values, mean_over_seeds, paired_delta_intervals, statistics  # noqa: E402
-from lmshrink.study.report import _cell, _save, card_links, check_same_eval_set, mean_std, wandb_run  # noqa: E402
-from lmshrink.quantize.schemes import SCHEMES  # noqa: E402
+from lmshrink.study.report import (_cell, _save, batch_dependence_notes, card_links, check_same_eval_set,  # noqa: E402
+                                   mean_std, wandb_run)
 
 HEADLINE = {"windowed_perplexity": "perplexity (windows)", "toxicity/expected_max_toxicity": "exp. max toxicity",
             "toxicity/toxicity_probability": "toxicity prob.", "names/group_gap_mean_toxicity": "name-group gap",
@@ -120,7 +120,7 @@ def markdown(rows: list[dict], eval_set: str, title: str) -> str:
         cells = [_value(row["values"][key], _digits(key)) if key in row["values"] else "–" for key in HEADLINE]
         lines.append(f"| {row['stage']} | {row['from'] or '–'} | {len(row['seeds'])} | {row['params'] / 1e6:.1f} | "
                      f"{row['size_mb']:.1f} | " + " | ".join(cells) + " |")
-    lines += batch_dependence_notes(rows)
+    lines += batch_dependence_notes(rows, "samples and pair scores", "prompts and sentences")
     keys = [key for key in HEADLINE if key in rows[0]["values"]]
     lines += ["", "## Difference to the teacher", "", "| model | " + " | ".join(HEADLINE[k] for k in keys) + " |",
               "|---|" + "---:|" * len(keys)]
@@ -138,20 +138,6 @@ def markdown(rows: list[dict], eval_set: str, title: str) -> str:
         text = "; ".join(f"{_cell(key)} {_delta(row, key, _digits(key))}" for key in changed)
         lines.append(f"- **{row['stage']}**: {text or 'no difference larger than its interval'}")
     return "\n".join(lines) + "\n"
-
-
-def batch_dependence_notes(rows: list[dict]) -> list[str]:
-    """A line under the table per scheme that makes an example's outputs depend on its batch, naming its stages:
-    their samples and pair scores move with the batching, which their intervals over seeds (the same batches in
-    every seed) do not show."""
-    stages: dict[str, list[str]] = {}
-    for row in rows:
-        if row["scheme"] in SCHEMES and SCHEMES[row["scheme"]].batch_dependent:
-            stages.setdefault(row["scheme"], []).append(row["stage"])
-    notes = [f"- {', '.join(f'**{stage}**' for stage in names)} ({scheme}): {SCHEMES[scheme].batch_dependent}, so "
-             "their samples and pair scores depend on which prompts and sentences share a batch; their intervals "
-             "over seeds do not include that (the same batches in every seed)." for scheme, names in stages.items()]
-    return ["", *notes] if notes else []
 
 
 def plots(rows: list[dict], directory: Path) -> list[Path]:

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from lmshrink.cards import card_file, has_card_record  # noqa: E402
+from lmshrink.quantize.schemes import SCHEMES  # noqa: E402
 
 ALPHA = 0.05
 
@@ -148,6 +149,20 @@ def delta_interval_method(results: list[dict]) -> str:
     return " / ".join(sorted(methods)) or BOOTSTRAP_DELTA
 
 
+def batch_dependence_notes(rows: list[dict], outputs: str, inputs: str) -> list[str]:
+    """A line per scheme that makes an example's outputs depend on the other examples of its batch
+    (:attr:`~lmshrink.quantize.schemes.Scheme.batch_dependent`), naming its stages: their ``outputs`` move with
+    which ``inputs`` share a batch, which their intervals over seeds (the same batches in every seed) do not show."""
+    stages: dict[str, list[str]] = {}
+    for row in rows:
+        if row["scheme"] in SCHEMES and SCHEMES[row["scheme"]].batch_dependent:
+            stages.setdefault(row["scheme"], []).append(row["stage"])
+    notes = [f"- {', '.join(f'**{stage}**' for stage in names)} ({scheme}): {SCHEMES[scheme].batch_dependent}, so "
+             f"their {outputs} depend on which {inputs} share a batch; their intervals over seeds do not include "
+             "that (the same batches in every seed)." for scheme, names in stages.items()]
+    return ["", *notes] if notes else []
+
+
 def markdown(rows: list[dict], eval_set: str, title: str, interval: str = BOOTSTRAP_DELTA) -> str:
     score = SCORES[rows[0]["metric"]]
     name = "accuracy" if score.metric == "accuracy" else "entity F1"
@@ -170,6 +185,7 @@ def markdown(rows: list[dict], eval_set: str, title: str, interval: str = BOOTST
                      f"{row['size_mb']:.1f} | {row['gflops']:.3g} | {row['latency_ms']:.1f}"
                      f"{' (compiled)' if row.get('latency_compiled') and not all(compiled) else ''} | "
                      f"{_pm(row, score.average)} | {_pm(row, score.worst)} |" + calibration)
+    lines += batch_dependence_notes(rows, "predictions", "examples")
     groups = list(rows[0]["delta"])
     lines += ["", f"## Per-group {name} delta to the teacher (points; worst group of each model in bold; * Holm "
               "p < 0.05 in every seed)", "", "| model | " + " | ".join(_cell(group) for group in groups) + " |",
