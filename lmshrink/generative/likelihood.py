@@ -51,7 +51,8 @@ def score_groups(model, tokenizer, groups: list[list[str]]) -> tuple[Tensor, Ten
     packed = pack_sharing_prefixes([encoded[start:start + size] for start in range(0, len(encoded), size)],
                                    tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     device = model.device
-    logits = model(input_ids=packed.input_ids.to(device), position_ids=packed.position_ids.to(device),
+    input_ids = packed.input_ids.to(device)
+    logits = model(input_ids=input_ids, position_ids=packed.position_ids.to(device),
                    attention_mask=packed.attention_mask.to(device)).logits.float()
     log_norm = torch.logsumexp(logits, dim=-1)  # [R, L]: each position's normaliser, once however many read it
     rows, sources, targets, owners = [], [], [], []
@@ -63,7 +64,7 @@ def score_groups(model, tokenizer, groups: list[list[str]]) -> tuple[Tensor, Ten
             owners += [group * size + index] * (len(path) - 1)
     rows, sources, targets, owners = (torch.tensor(values, dtype=torch.long, device=device)
                                       for values in (rows, sources, targets, owners))
-    tokens = packed.input_ids.to(device)[rows, targets]
+    tokens = input_ids[rows, targets]
     picked = logits[rows, sources, tokens] - log_norm[rows, sources]
     totals = torch.zeros(len(encoded), device=device).index_add_(0, owners, picked)
     counts = torch.tensor([len(ids) - 1 for ids in encoded], device=device)

@@ -7,7 +7,8 @@ the tokens both sentences share twice, and for the padding up to its longest sen
 added again, so the pair's common prefix is read once and each sentence continues from its end. Every token
 attends to its own ancestors only (the attention mask is the tree's, not a triangle) and sits at its depth in the
 tree (its position in its own sentence), so each sentence's logits are those it gets alone, up to floating-point
-rounding. On the audit's 400 pairs with SmolLM2's tokenizer: 9,867 tokens read instead of 17,800.
+rounding. Several groups fill a row, so little is padding: on the audit's 400 pairs with SmolLM2's tokenizer,
+10,473 tokens read (rows of 128) instead of 17,800.
 
 This needs a model that takes ``position_ids`` and a ready 4-D boolean attention mask (transformers' decoders built
 on its attention interface: :func:`packs_prefixes`); for any other, :mod:`lmshrink.generative.likelihood` scores

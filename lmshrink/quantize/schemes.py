@@ -31,7 +31,7 @@ class Scheme:
     :func:`~lmshrink.quantize.static_int8.quantize_static_int8`, not :func:`quantize_model`."""
     batch_dependent: str | None = None
     """Why an example's outputs depend on the other examples of its batch (None: they do not), so that a number
-    measured with the scheme changes with the batching (said by the audit and the generative study's report)."""
+    measured with the scheme changes with the batching (said by the audit's log and under a study report's table)."""
 
 
 SCHEMES = {
